@@ -1,0 +1,453 @@
+//! The node's configuration: one commented TOML file (written by
+//! `urpnet-node init`), overridable by `URPNET_*` environment variables.
+//!
+//! Overrides are resolved from an explicit map, so tests never touch the
+//! process environment. Every error names the file and the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use urpnet_proto::ids::NodeId;
+use urpnet_proto::telemetry::LogFormat;
+
+/// The commented default written by `urpnet-node init`; `{id}`, `{name}` and
+/// `{data_dir}` are filled in.
+const TEMPLATE: &str = include_str!("config_template.toml");
+
+/// Environment variables that override keys of the file.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("URPNET_NODE_ID", "node.id"),
+    ("URPNET_NODE_NAME", "node.name"),
+    ("URPNET_DATA_DIR", "node.data_dir"),
+    ("URPNET_DESK_LISTEN", "desk.listen"),
+    ("URPNET_METRICS_LISTEN", "metrics.listen"),
+    ("URPNET_STORE_URL", "store.url"),
+    ("URPNET_LOG_FORMAT", "log.format"),
+    ("URPNET_LOG_FILTER", "log.filter"),
+];
+
+/// A configuration that could not be loaded; the message is one line naming
+/// the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("config file {path}: {message}")]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Who this node is.
+    pub node: NodeSection,
+    /// The operators' gRPC API.
+    #[serde(default)]
+    pub desk: DeskSection,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    /// The database.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// Files sent with requests.
+    #[serde(default)]
+    pub attachments: AttachmentsSection,
+    /// Ticket handling defaults.
+    #[serde(default)]
+    pub tickets: TicketsSection,
+    /// The hybrid logical clock.
+    #[serde(default)]
+    pub clock: ClockSection,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[node]`: the body this node is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// The body's IPA code, lowercase (e.g. `c_a662`).
+    pub id: NodeId,
+    /// The body's display name (e.g. "Comune di Bari").
+    pub name: String,
+    /// Directory holding the database, keys and attachments. Relative paths
+    /// are taken from the config file's directory.
+    pub data_dir: PathBuf,
+}
+
+/// `[desk]`: the operators' API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeskSection {
+    /// Address the Desk gRPC server listens on. Loopback by default.
+    pub listen: SocketAddr,
+    /// Largest gRPC message accepted or sent, in bytes. Larger ones are refused
+    /// before decoding with OUT_OF_RANGE.
+    pub max_message_bytes: usize,
+}
+
+impl Default for DeskSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Address of the `/metrics` HTTP endpoint; empty string disables it.
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9400".into(),
+        }
+    }
+}
+
+/// `[store]`: the database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Empty: SQLite file `urpnet.db` in the data directory. Otherwise a
+    /// `postgres://` URL (or a `sqlite://` one).
+    pub url: String,
+    /// Most writes committed together in one transaction (group commit).
+    pub max_batch: usize,
+    /// Connections for reads.
+    pub read_connections: u32,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_batch: 256,
+            read_connections: 4,
+        }
+    }
+}
+
+/// `[attachments]`: files sent with requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttachmentsSection {
+    /// Largest attachment, in bytes.
+    pub max_bytes: u64,
+    /// Most attachments per request.
+    pub max_per_request: usize,
+    /// Media types accepted.
+    pub allowed_media_types: Vec<String>,
+}
+
+impl Default for AttachmentsSection {
+    fn default() -> Self {
+        Self {
+            max_bytes: 10 * 1024 * 1024,
+            max_per_request: 10,
+            allowed_media_types: [
+                "application/pdf",
+                "image/jpeg",
+                "image/png",
+                "image/webp",
+                "image/heic",
+                "text/plain",
+                "application/vnd.oasis.opendocument.text",
+                "application/pkcs7-mime",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// `[tickets]`: handling defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TicketsSection {
+    /// Days within which an answer is due when the request sets no due date
+    /// (30 is the general term of Italian law 241/1990); 0 sets none.
+    pub default_due_days: u32,
+    /// How far back (days) to look for possible duplicates.
+    pub duplicate_window_days: u32,
+    /// Distance (metres) under which two located requests may be duplicates.
+    pub duplicate_radius_m: f64,
+}
+
+impl Default for TicketsSection {
+    fn default() -> Self {
+        Self {
+            default_due_days: 30,
+            duplicate_window_days: 14,
+            duplicate_radius_m: 300.0,
+        }
+    }
+}
+
+/// `[clock]`: the hybrid logical clock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockSection {
+    /// Received stamps further ahead of the local clock than this are refused.
+    pub max_offset_ms: u64,
+}
+
+impl Default for ClockSection {
+    fn default() -> Self {
+        Self { max_offset_ms: 500 }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// Filter in `RUST_LOG` syntax (`RUST_LOG` itself wins when set).
+    pub filter: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info".into(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// A configuration with every default, for a node with this id and data
+    /// directory (used by `init`, tests and the demo).
+    pub fn new(id: NodeId, name: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            node: NodeSection {
+                id,
+                name: name.into(),
+                data_dir: data_dir.into(),
+            },
+            desk: DeskSection::default(),
+            metrics: MetricsSection::default(),
+            store: StoreSection::default(),
+            attachments: AttachmentsSection::default(),
+            tickets: TicketsSection::default(),
+            clock: ClockSection::default(),
+            log: LogSection::default(),
+        }
+    }
+
+    /// Reads `path` and applies the overrides found in `env` (see
+    /// [`ENV_OVERRIDES`]).
+    ///
+    /// # Errors
+    /// A missing or unreadable file, bad TOML, an unknown key or a bad value,
+    /// each named in one line.
+    pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let fail = |message: String| ConfigError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                fail("not found (create one with `urpnet-node init`)".into())
+            }
+            _ => fail(format!("cannot be read: {e}")),
+        })?;
+        let mut config = Self::parse(&text, env).map_err(fail)?;
+        if config.node.data_dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.node.data_dir = base.join(&config.node.data_dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses configuration text and applies overrides.
+    ///
+    /// # Errors
+    /// A one-line message naming the key.
+    pub fn parse(text: &str, env: &BTreeMap<String, String>) -> Result<Self, String> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            format!("invalid TOML at line {line}, column {col}: {}", e.message())
+        })?;
+        for (var, key) in ENV_OVERRIDES {
+            if let Some(value) = env.get(*var) {
+                set_key(&mut table, key, value);
+            }
+        }
+        let config: Self =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                let inner = inner.lines().next().unwrap_or_default().to_string();
+                if key == "." {
+                    inner
+                } else {
+                    format!("key `{key}`: {inner}")
+                }
+            })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.desk.max_message_bytes < 64 * 1024 {
+            return Err("key `desk.max_message_bytes`: must be at least 65536".into());
+        }
+        if self.attachments.max_bytes as usize >= self.desk.max_message_bytes {
+            return Err("key `attachments.max_bytes`: must be below desk.max_message_bytes".into());
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return Err(
+                "key `metrics.listen`: must be an address like 127.0.0.1:9400, or empty".into(),
+            );
+        }
+        if self.store.max_batch == 0 {
+            return Err("key `store.max_batch`: must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The commented configuration file `init` writes.
+    pub fn template(id: &NodeId, name: &str, data_dir: &Path) -> String {
+        TEMPLATE
+            .replace("{id}", id.as_str())
+            .replace("{name}", &name.replace('"', "'"))
+            .replace("{data_dir}", &data_dir.display().to_string())
+    }
+
+    /// The database URL: the configured one, or SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        if self.store.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.node.data_dir.join("urpnet.db").display()
+            )
+        } else {
+            self.store.url.clone()
+        }
+    }
+
+    /// The process environment's `URPNET_*` variables, for [`NodeConfig::load`].
+    pub fn process_env() -> BTreeMap<String, String> {
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with("URPNET_"))
+            .collect()
+    }
+}
+
+fn set_key(table: &mut toml::Table, dotted: &str, value: &str) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let last = parts.pop().expect("non-empty key");
+    let mut cur = table;
+    for p in parts {
+        cur = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("override paths name tables");
+    }
+    cur.insert(last.to_string(), toml::Value::String(value.to_string()));
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count() + 1)
+        .unwrap_or(1);
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_template_parses_to_the_defaults() {
+        let text = NodeConfig::template(
+            &NodeId::new("c_a662").unwrap(),
+            "Comune di Bari",
+            Path::new("/var/lib/urpnet"),
+        );
+        let config = NodeConfig::parse(&text, &BTreeMap::new()).unwrap();
+        assert_eq!(config.node.id.as_str(), "c_a662");
+        assert_eq!(config.desk.listen, DeskSection::default().listen);
+        assert_eq!(
+            config.attachments.max_bytes,
+            AttachmentsSection::default().max_bytes
+        );
+        assert!(
+            config
+                .database_url()
+                .starts_with("sqlite:///var/lib/urpnet/urpnet.db")
+        );
+    }
+
+    #[test]
+    fn environment_overrides_win() {
+        let text = NodeConfig::template(&NodeId::new("c_a662").unwrap(), "Bari", Path::new("/d"));
+        let config = NodeConfig::parse(
+            &text,
+            &env(&[
+                ("URPNET_DESK_LISTEN", "127.0.0.1:9999"),
+                ("URPNET_STORE_URL", "postgres:///x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.desk.listen.port(), 9999);
+        assert_eq!(config.database_url(), "postgres:///x");
+    }
+
+    #[test]
+    fn errors_name_the_key_in_one_line() {
+        let base = "[node]\nid = \"c_a662\"\nname = \"x\"\ndata_dir = \"d\"\n";
+        let err = NodeConfig::parse(
+            &format!("{base}[desk]\nlisten = \"nowhere\"\n"),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(err.starts_with("key `desk.listen`"), "{err}");
+        let err = NodeConfig::parse(
+            "[node]\nid = \"C-A662\"\nname = \"x\"\ndata_dir = \"d\"\n",
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(err.starts_with("key `node.id`"), "{err}");
+        let err =
+            NodeConfig::parse(&format!("{base}[desk]\nlisten = \n"), &BTreeMap::new()).unwrap_err();
+        assert!(err.contains("line 6"), "{err}");
+        let err = NodeConfig::parse(&format!("{base}[desk]\nlisen = \"x\"\n"), &BTreeMap::new())
+            .unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+        assert!(!err.contains('\n'));
+        let err =
+            NodeConfig::load(Path::new("/nonexistent/urpnet.toml"), &BTreeMap::new()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config file /nonexistent/urpnet.toml: not found (create one with `urpnet-node init`)"
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! The Desk gRPC service: an adapter. Each method authenticates the caller,
+//! unpacks the request, calls [`TicketDesk`], and converts the result.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use urpnet_proto::v1::desk_server::Desk;
+use urpnet_proto::v1::{
+    AddNoteRequest, AssignTicketRequest, ChangeStatusRequest, CreateTicketRequest,
+    CreateTicketResponse, GetAttachmentRequest, GetAttachmentResponse, GetHistoryRequest,
+    GetHistoryResponse, GetTicketRequest, GetTicketResponse, HistoryEntry, ListTicketsRequest,
+    ListTicketsResponse, TicketResponse,
+};
+
+use crate::auth::{Actor, Authenticator};
+use crate::ticket::Effect;
+use crate::tickets::{StatusChange, TicketDesk};
+
+/// The Desk service of one node.
+#[derive(Debug, Clone)]
+pub struct DeskService {
+    desk: Arc<TicketDesk>,
+    auth: Arc<Authenticator>,
+}
+
+impl DeskService {
+    /// A service over the node's desk and authenticator.
+    pub fn new(desk: Arc<TicketDesk>, auth: Arc<Authenticator>) -> Self {
+        Self { desk, auth }
+    }
+
+    async fn actor<T>(&self, request: &Request<T>) -> Result<Actor, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        Ok(self.auth.authenticate(header).await?)
+    }
+}
+
+#[tonic::async_trait]
+impl Desk for DeskService {
+    #[tracing::instrument(skip_all)]
+    async fn create_ticket(
+        &self,
+        request: Request<CreateTicketRequest>,
+    ) -> Result<Response<CreateTicketResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let created = self.desk.create(&actor, request.into_inner()).await?;
+        Ok(Response::new(CreateTicketResponse {
+            ticket: Some(created.ticket),
+            replayed: created.replayed,
+            possible_duplicates: created.possible_duplicates,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_ticket(
+        &self,
+        request: Request<GetTicketRequest>,
+    ) -> Result<Response<GetTicketResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let (ticket, citizen) = self
+            .desk
+            .get(&actor, &req.ticket_id, &req.reference)
+            .await?;
+        Ok(Response::new(GetTicketResponse {
+            ticket: Some(ticket),
+            citizen,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_tickets(
+        &self,
+        request: Request<ListTicketsRequest>,
+    ) -> Result<Response<ListTicketsResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let (tickets, next_page_token) = self.desk.list(&actor, request.get_ref()).await?;
+        Ok(Response::new(ListTicketsResponse {
+            tickets,
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn add_note(
+        &self,
+        request: Request<AddNoteRequest>,
+    ) -> Result<Response<TicketResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let ticket = self
+            .desk
+            .add_note(&actor, &req.ticket_id, req.public, &req.text)
+            .await?;
+        Ok(Response::new(TicketResponse {
+            ticket: Some(ticket),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn change_status(
+        &self,
+        request: Request<ChangeStatusRequest>,
+    ) -> Result<Response<TicketResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let change = StatusChange {
+            to: req.status,
+            reason: req.reason,
+            merged_into: req.merged_into,
+        };
+        let ticket = self
+            .desk
+            .change_status(&actor, &req.ticket_id, change)
+            .await?;
+        Ok(Response::new(TicketResponse {
+            ticket: Some(ticket),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn assign_ticket(
+        &self,
+        request: Request<AssignTicketRequest>,
+    ) -> Result<Response<TicketResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let ticket = self
+            .desk
+            .assign(&actor, &req.ticket_id, &req.office)
+            .await?;
+        Ok(Response::new(TicketResponse {
+            ticket: Some(ticket),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_history(
+        &self,
+        request: Request<GetHistoryRequest>,
+    ) -> Result<Response<GetHistoryResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let items = self
+            .desk
+            .history(&actor, &request.get_ref().ticket_id)
+            .await?;
+        let entries = items
+            .into_iter()
+            .map(|item| {
+                let (effective, ineffective_reason) = match item.effect {
+                    Effect::Applied => (true, String::new()),
+                    Effect::Ineffective(reason) => (false, reason),
+                };
+                HistoryEntry {
+                    event: Some(item.event),
+                    effective,
+                    ineffective_reason,
+                    signature_valid: item.signature_valid,
+                }
+            })
+            .collect();
+        Ok(Response::new(GetHistoryResponse { entries }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_attachment(
+        &self,
+        request: Request<GetAttachmentRequest>,
+    ) -> Result<Response<GetAttachmentResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let (attachment, content) = self
+            .desk
+            .attachment(&actor, &request.get_ref().sha256)
+            .await?;
+        Ok(Response::new(GetAttachmentResponse {
+            attachment: Some(attachment),
+            content,
+        }))
+    }
+}

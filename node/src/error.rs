@@ -1,0 +1,84 @@
+//! The node's errors: one enum, a small fixed set of codes, and one mapping
+//! to gRPC status codes ([`NodeError::code`]).
+
+use urpnet_proto::validate::Violations;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The request broke one or more rules; nothing was stored.
+    #[error("{0}")]
+    InvalidArgument(Violations),
+    /// No such ticket, attachment or operator.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is valid but the current state forbids it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The request id was used before for a different request.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// No credentials, or credentials this node does not accept.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's role may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The node is overloaded or shutting down; retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database failed.
+    #[error("storage: {0}")]
+    Storage(#[from] sqlx::Error),
+    /// Anything else that is this node's fault.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl NodeError {
+    /// One violation as an `INVALID_ARGUMENT` error.
+    pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        let mut v = Violations::new();
+        v.add(field, rule);
+        Self::InvalidArgument(v)
+    }
+
+    /// The gRPC code this error is answered with.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Self::InvalidArgument(_) => tonic::Code::InvalidArgument,
+            Self::NotFound(_) => tonic::Code::NotFound,
+            Self::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            Self::AlreadyExists(_) => tonic::Code::AlreadyExists,
+            Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            Self::PermissionDenied(_) => tonic::Code::PermissionDenied,
+            Self::Unavailable(_) => tonic::Code::Unavailable,
+            Self::Storage(_) | Self::Internal(_) => tonic::Code::Internal,
+        }
+    }
+}
+
+impl From<Violations> for NodeError {
+    fn from(v: Violations) -> Self {
+        Self::InvalidArgument(v)
+    }
+}
+
+impl From<NodeError> for tonic::Status {
+    fn from(err: NodeError) -> Self {
+        let code = err.code();
+        if code == tonic::Code::Internal {
+            // Details of internal failures go to the log, not to the caller.
+            tracing::error!(error = %err, "internal error");
+            return tonic::Status::internal("internal error; see the node's log");
+        }
+        let message = match &err {
+            NodeError::InvalidArgument(v) => format!("invalid request: {v}"),
+            other => other.to_string(),
+        };
+        tonic::Status::new(code, message)
+    }
+}
+
+/// Result of node operations.
+pub type NodeResult<T> = Result<T, NodeError>;

@@ -1,0 +1,184 @@
+//! The node daemon: binds nothing itself (listeners come from the caller, so
+//! tests bind `127.0.0.1:0`), serves the Desk with health and reflection, the
+//! metrics endpoint, and stops everything on one shutdown token.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use urpnet_proto::signing::NodeSigner;
+use urpnet_proto::telemetry::{self, GrpcMetricsLayer};
+use urpnet_proto::v1::desk_server::DeskServer;
+
+use crate::auth::Authenticator;
+use crate::config::NodeConfig;
+use crate::desk::DeskService;
+use crate::error::{NodeError, NodeResult};
+use crate::store::{Store, StoreOptions};
+use crate::tickets::TicketDesk;
+
+/// Sockets the node serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The Desk gRPC API.
+    pub desk: TcpListener,
+    /// The Prometheus endpoint, if enabled.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses of the configuration.
+    ///
+    /// # Errors
+    /// When an address is in use or invalid.
+    pub async fn bind(config: &NodeConfig) -> std::io::Result<Self> {
+        let desk = TcpListener::bind(config.desk.listen).await?;
+        let metrics = if config.metrics.listen.is_empty() {
+            None
+        } else {
+            Some(TcpListener::bind(&config.metrics.listen).await?)
+        };
+        Ok(Self { desk, metrics })
+    }
+}
+
+/// Paths inside a node's data directory.
+pub mod paths {
+    use std::path::{Path, PathBuf};
+
+    /// The signing key.
+    pub fn signing_key(data_dir: &Path) -> PathBuf {
+        data_dir.join("node.key")
+    }
+    /// The first supervisor's token, written by `init` for the local CLI.
+    pub fn operator_token(data_dir: &Path) -> PathBuf {
+        data_dir.join("operator.token")
+    }
+    /// Attachment content.
+    pub fn attachments(data_dir: &Path) -> PathBuf {
+        data_dir.join("attachments")
+    }
+}
+
+/// Opens the node's store as configured.
+///
+/// # Errors
+/// See [`Store::open`].
+pub async fn open_store(config: &NodeConfig) -> NodeResult<(Store, tokio::task::JoinHandle<()>)> {
+    Store::open(&StoreOptions {
+        url: config.database_url(),
+        blob_dir: paths::attachments(&config.node.data_dir),
+        max_batch: config.store.max_batch,
+        read_connections: config.store.read_connections,
+    })
+    .await
+}
+
+/// Prepares a data directory: creates it, the signing key (if missing), the
+/// database schema, and a first `supervisor` operator named `admin` whose
+/// token is written to `operator.token` (mode 0600) and returned. Running it
+/// again keeps the key and the data, and returns `None`.
+///
+/// # Errors
+/// I/O and storage failures.
+pub async fn initialise(config: &NodeConfig) -> NodeResult<Option<String>> {
+    let dir = &config.node.data_dir;
+    let io = |e: std::io::Error| NodeError::Internal(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let key_path = paths::signing_key(dir);
+    if !key_path.exists() {
+        NodeSigner::generate(config.node.id.clone())
+            .save(&key_path)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+    }
+    let (store, writer) = open_store(config).await?;
+    let token_path = paths::operator_token(dir);
+    let token = if store.operators().await?.iter().any(|o| o.name == "admin") {
+        None
+    } else {
+        let now = urpnet_proto::hlc::system_time_ms() as i64;
+        let (_, token) =
+            crate::auth::add_operator(&store, "admin", crate::auth::Role::Supervisor, now).await?;
+        urpnet_proto::signing::write_private_file(&token_path, format!("{token}\n").as_bytes())
+            .map_err(io)?;
+        Some(token)
+    };
+    store.close().await;
+    drop(store);
+    let _ = writer.await;
+    Ok(token)
+}
+
+/// Runs the node until `shutdown` is cancelled, then stops every part and
+/// waits for each (the store's writer commits what it holds first).
+///
+/// # Errors
+/// When the store cannot be opened, the signing key is missing, or a server
+/// fails.
+pub async fn run(
+    config: NodeConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> NodeResult<()> {
+    let node_id = config.node.id.clone();
+    let key_path = paths::signing_key(&config.node.data_dir);
+    let signer = NodeSigner::load(node_id.clone(), &key_path)
+        .map_err(|e| NodeError::Internal(format!("{e} (run `urpnet-node init` first)")))?;
+    let (store, writer) = open_store(&config).await?;
+    let backend = store.backend();
+    let max_message = config.desk.max_message_bytes;
+    let desk = Arc::new(TicketDesk::new(config, store.clone(), signer).await?);
+    let auth = Arc::new(Authenticator::new(store.clone()));
+    let service = DeskServer::new(DeskService::new(desk, auth))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<DeskServer<DeskService>>().await;
+    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
+        builder
+            .register_encoded_file_descriptor_set(urpnet_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .map_err(|e| NodeError::Internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .map_err(|e| NodeError::Internal(format!("reflection: {e}")))?;
+
+    let desk_addr = listeners
+        .desk
+        .local_addr()
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
+    let metrics_task = listeners.metrics.map(|listener| {
+        let addr = listener.local_addr().ok();
+        tracing::info!(addr = ?addr, "metrics endpoint listening");
+        tokio::spawn(telemetry::serve_metrics(listener, shutdown.clone()))
+    });
+    tracing::info!(node = %node_id, desk = %desk_addr, backend = ?backend, "node ready");
+
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(listeners.desk).with_nodelay(Some(true));
+    let served = tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer::new("node"))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    if let Some(task) = metrics_task {
+        match task.await {
+            Ok(Ok(())) => tracing::debug!("metrics endpoint stopped"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics endpoint failed"),
+            Err(e) => tracing::warn!(error = %e, "metrics task panicked"),
+        }
+    }
+    store.close().await;
+    drop(store);
+    let _ = writer.await;
+    tracing::info!(node = %node_id, "node stopped");
+    served.map_err(|e| NodeError::Internal(format!("desk server: {e}")))
+}

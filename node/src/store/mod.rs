@@ -1,0 +1,646 @@
+//! The node's store (DESIGN.md §8): SQLite by default, PostgreSQL by URL, one
+//! schema and one set of queries for both through sqlx's `Any` driver.
+//!
+//! Reads go through a small pool. Every write goes through one writer task
+//! ([`writer`]) that commits concurrent requests together (group commit), so
+//! a burst of creations is durable — on SQLite every commit is fsynced
+//! (`synchronous=FULL`) — and still fast.
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use prost::Message as _;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor as _, Row as _};
+use tokio::sync::{mpsc, oneshot};
+use urpnet_proto::territory::Territory;
+use urpnet_proto::text;
+use urpnet_proto::v1::{Attachment, CitizenContact, Signed, Ticket, TicketEvent};
+
+use crate::error::{NodeError, NodeResult};
+pub use writer::{CreateOutcome, Mutation, NewTicket, StoredEvent};
+
+/// Which database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `sqlite://...` or `postgres://...`.
+    pub url: String,
+    /// Directory for attachment content.
+    pub blob_dir: PathBuf,
+    /// Most writes per group commit.
+    pub max_batch: usize,
+    /// Connections in the read pool.
+    pub read_connections: u32,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+    reader: AnyPool,
+    writes: mpsc::Sender<writer::WriteOp>,
+    blob_dir: PathBuf,
+}
+
+/// Filters of a ticket listing, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct TicketFilter {
+    /// Status numbers to include (empty: all).
+    pub statuses: Vec<i32>,
+    /// Category code; a code without '.' also matches its sub-categories.
+    pub category: Option<String>,
+    /// Office code.
+    pub office: Option<String>,
+    /// Channel number.
+    pub channel: Option<i32>,
+    /// (column, code) for the territory filter.
+    pub territory: Option<(&'static str, String)>,
+    /// Folded words that must all appear.
+    pub words: Vec<String>,
+    /// Minimum `updated_ms`.
+    pub updated_since_ms: Option<i64>,
+    /// Only ids lower than this (keyset pagination, newest first).
+    pub before_id: Option<String>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// A candidate for a possible duplicate.
+#[derive(Debug, Clone)]
+pub struct NearbyTicket {
+    /// The ticket.
+    pub ticket: Ticket,
+    /// Its coordinates, if any.
+    pub point: Option<(f64, f64)>,
+}
+
+/// A Desk credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorRecord {
+    /// Pseudonymous id (ULID), recorded as the actor of events.
+    pub id: String,
+    /// Name for people.
+    pub name: String,
+    /// Role name.
+    pub role: String,
+    /// Creation time, ms.
+    pub created_ms: i64,
+    /// Revocation time, ms.
+    pub revoked_ms: Option<i64>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, checks its durability
+    /// settings, runs migrations and starts the writer task, which ends when
+    /// every `Store` handle is dropped.
+    ///
+    /// # Errors
+    /// When the database cannot be opened or migrated, or SQLite does not run
+    /// in WAL mode with `synchronous=FULL`.
+    pub async fn open(options: &StoreOptions) -> NodeResult<(Store, tokio::task::JoinHandle<()>)> {
+        sqlx::any::install_default_drivers();
+        let backend = if options.url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if options.url.starts_with("postgres:") || options.url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(NodeError::invalid(
+                "store.url",
+                "must start with sqlite: or postgres:",
+            ));
+        };
+        std::fs::create_dir_all(&options.blob_dir).map_err(|e| {
+            NodeError::Internal(format!("cannot create {}: {e}", options.blob_dir.display()))
+        })?;
+
+        let pool = |max: u32| {
+            let opts = AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30));
+            if backend == Backend::Sqlite {
+                opts.after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        check_sqlite_durability(conn).await
+                    })
+                })
+            } else {
+                opts
+            }
+        };
+        let writer_pool = pool(1).connect(&options.url).await?;
+        match backend {
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&writer_pool)
+                    .await
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&writer_pool)
+                    .await
+            }
+        }
+        .map_err(|e| NodeError::Internal(format!("migrating the database: {e}")))?;
+        let reader = pool(options.read_connections.max(1))
+            .connect(&options.url)
+            .await?;
+
+        let (writes, rx) = mpsc::channel(options.max_batch * 4);
+        let task = tokio::spawn(writer::run(writer_pool, rx, options.max_batch));
+        Ok((
+            Store {
+                backend,
+                reader,
+                writes,
+                blob_dir: options.blob_dir.clone(),
+            },
+            task,
+        ))
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn submit<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<NodeResult<T>>) -> writer::WriteOp,
+    ) -> NodeResult<T> {
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send(op(tx))
+            .await
+            .map_err(|_| NodeError::Unavailable("the store is shutting down".into()))?;
+        rx.await
+            .map_err(|_| NodeError::Unavailable("the store is shutting down".into()))?
+    }
+
+    /// Stores a new ticket with its first event (group-committed with other
+    /// concurrent writes). Idempotent on the request key.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn create_ticket(&self, new: NewTicket) -> NodeResult<CreateOutcome> {
+        self.submit(|reply| writer::WriteOp::Create(Box::new(new), reply))
+            .await
+    }
+
+    /// Appends one event made by `mutation` from the ticket's current state,
+    /// and stores the new state. The mutation runs inside the writer, so it
+    /// always sees the latest state.
+    ///
+    /// # Errors
+    /// `NotFound`, whatever the mutation returns, `FailedPrecondition` when the
+    /// event would have no effect, storage failures.
+    pub async fn append_event(&self, ticket_id: &str, mutation: Mutation) -> NodeResult<Ticket> {
+        let ticket_id = ticket_id.to_string();
+        self.submit(|reply| writer::WriteOp::Append {
+            ticket_id,
+            mutation,
+            reply,
+        })
+        .await
+    }
+
+    /// One ticket's state by id.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn ticket(&self, id: &str) -> NodeResult<Option<Ticket>> {
+        let row = sqlx::query("SELECT state FROM tickets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| decode_state(&r)).transpose()
+    }
+
+    /// One ticket's state by citizen reference.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn ticket_by_reference(&self, reference: &str) -> NodeResult<Option<Ticket>> {
+        let row = sqlx::query("SELECT state FROM tickets WHERE reference = $1")
+            .bind(reference)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| decode_state(&r)).transpose()
+    }
+
+    /// The citizen's contact for a ticket, if this node holds it.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn contact(&self, ticket_id: &str) -> NodeResult<Option<CitizenContact>> {
+        let row = sqlx::query("SELECT full_name, email, phone, fiscal_code FROM citizen_contacts WHERE ticket_id = $1")
+            .bind(ticket_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(|r| CitizenContact {
+            full_name: r.get(0),
+            email: r.get(1),
+            phone: r.get(2),
+            fiscal_code: r.get(3),
+        }))
+    }
+
+    /// A ticket's events as stored envelopes, in HLC order.
+    ///
+    /// # Errors
+    /// Storage failures or an envelope that does not decode.
+    pub async fn events(&self, ticket_id: &str) -> NodeResult<Vec<(Signed, TicketEvent)>> {
+        let rows = sqlx::query(
+            "SELECT envelope FROM ticket_events WHERE ticket_id = $1 \
+             ORDER BY hlc_wall, hlc_logical, author_node, event_id",
+        )
+        .bind(ticket_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(decode_envelope).collect()
+    }
+
+    /// Tickets matching a filter, newest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn list(&self, filter: &TicketFilter) -> NodeResult<Vec<Ticket>> {
+        let mut sql = String::from("SELECT state FROM tickets WHERE 1 = 1");
+        let mut args: Vec<Arg> = Vec::new();
+        let param = |args: &mut Vec<Arg>, a: Arg| {
+            args.push(a);
+            format!("${}", args.len())
+        };
+        if !filter.statuses.is_empty() {
+            let list: Vec<String> = filter
+                .statuses
+                .iter()
+                .map(|s| param(&mut args, Arg::Int(i64::from(*s))))
+                .collect();
+            sql += &format!(" AND status IN ({})", list.join(", "));
+        }
+        if let Some(category) = &filter.category {
+            let exact = param(&mut args, Arg::Text(category.clone()));
+            if category.contains('.') {
+                sql += &format!(" AND category = {exact}");
+            } else {
+                // Sub-categories are `<code>.<sub>`: the range ['<code>.', '<code>/').
+                let lo = param(&mut args, Arg::Text(format!("{category}.")));
+                let hi = param(&mut args, Arg::Text(format!("{category}/")));
+                sql +=
+                    &format!(" AND (category = {exact} OR (category >= {lo} AND category < {hi}))");
+            }
+        }
+        if let Some(office) = &filter.office {
+            sql += &format!(
+                " AND office = {}",
+                param(&mut args, Arg::Text(office.clone()))
+            );
+        }
+        if let Some(channel) = filter.channel {
+            sql += &format!(
+                " AND channel = {}",
+                param(&mut args, Arg::Int(i64::from(channel)))
+            );
+        }
+        if let Some((column, code)) = &filter.territory {
+            sql += &format!(
+                " AND {column} = {}",
+                param(&mut args, Arg::Text(code.clone()))
+            );
+        }
+        for word in &filter.words {
+            sql += &format!(
+                " AND search_text LIKE {}",
+                param(&mut args, Arg::Text(format!("%{word}%")))
+            );
+        }
+        if let Some(since) = filter.updated_since_ms {
+            sql += &format!(" AND updated_ms >= {}", param(&mut args, Arg::Int(since)));
+        }
+        if let Some(before) = &filter.before_id {
+            sql += &format!(" AND id < {}", param(&mut args, Arg::Text(before.clone())));
+        }
+        sql += &format!(
+            " ORDER BY id DESC LIMIT {}",
+            param(&mut args, Arg::Int(i64::from(filter.limit)))
+        );
+        let mut query = sqlx::query(&sql);
+        for arg in args {
+            query = match arg {
+                Arg::Int(v) => query.bind(v),
+                Arg::Text(v) => query.bind(v),
+            };
+        }
+        let rows = query.fetch_all(&self.reader).await?;
+        rows.iter().map(decode_state).collect()
+    }
+
+    /// Open tickets of a category created since `since_ms`, in the same comune
+    /// or within a bounding box, for duplicate detection.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn nearby_open(
+        &self,
+        category: &str,
+        istat_code: &str,
+        bbox: Option<(f64, f64, f64, f64)>,
+        since_ms: i64,
+        open_statuses: &[i32],
+    ) -> NodeResult<Vec<NearbyTicket>> {
+        let statuses: Vec<String> = open_statuses.iter().map(|s| s.to_string()).collect();
+        let (lat0, lat1, lon0, lon1) = bbox.unwrap_or((1.0, -1.0, 1.0, -1.0));
+        let sql = format!(
+            "SELECT state, latitude, longitude FROM tickets \
+             WHERE category = $1 AND created_ms >= $2 AND status IN ({}) \
+             AND (istat_code = $3 OR (latitude BETWEEN $4 AND $5 AND longitude BETWEEN $6 AND $7)) \
+             ORDER BY id DESC LIMIT 50",
+            statuses.join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(category)
+            .bind(since_ms)
+            .bind(istat_code)
+            .bind(lat0)
+            .bind(lat1)
+            .bind(lon0)
+            .bind(lon1)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let lat: Option<f64> = r.try_get(1)?;
+                let lon: Option<f64> = r.try_get(2)?;
+                Ok(NearbyTicket {
+                    ticket: decode_state(r)?,
+                    point: lat.zip(lon),
+                })
+            })
+            .collect()
+    }
+
+    /// The ticket id and fingerprint recorded for a create request key.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn create_request(&self, request_key: &str) -> NodeResult<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT ticket_id, fingerprint FROM create_requests WHERE request_key = $1",
+        )
+        .bind(request_key)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// The highest reference sequence number minted for `prefix` (e.g.
+    /// `c_a662-2026-`), so the counter resumes after a restart.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn max_reference_seq(&self, prefix: &str) -> NodeResult<u64> {
+        let row = sqlx::query(
+            "SELECT MAX(reference) FROM tickets WHERE reference >= $1 AND reference < $2",
+        )
+        .bind(format!("{prefix}0"))
+        .bind(format!("{prefix}:"))
+        .fetch_one(&self.reader)
+        .await?;
+        let max: Option<String> = row.try_get(0)?;
+        Ok(max
+            .and_then(|r| r.strip_prefix(prefix).and_then(|s| s.parse().ok()))
+            .unwrap_or(0))
+    }
+
+    /// The latest HLC stamp among stored events, to restart the clock after it.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn max_hlc(&self) -> NodeResult<Option<(i64, i64)>> {
+        let row = sqlx::query("SELECT hlc_wall, hlc_logical FROM ticket_events ORDER BY hlc_wall DESC, hlc_logical DESC LIMIT 1")
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Ids of every ticket, for verification.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn ticket_ids(&self) -> NodeResult<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM tickets ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Where attachment content with this hash lives.
+    pub fn blob_path(&self, sha256: &str) -> PathBuf {
+        blob_path(&self.blob_dir, sha256)
+    }
+
+    /// Metadata of an attachment held here.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn attachment(&self, sha256: &str) -> NodeResult<Option<Attachment>> {
+        let row = sqlx::query(
+            "SELECT file_name, media_type, size_bytes FROM attachments WHERE sha256 = $1",
+        )
+        .bind(sha256)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| Attachment {
+            sha256: sha256.to_string(),
+            file_name: r.get(0),
+            media_type: r.get(1),
+            size_bytes: r.get::<i64, _>(2) as u64,
+        }))
+    }
+
+    /// Adds a Desk credential.
+    ///
+    /// # Errors
+    /// `AlreadyExists` for a name in use; storage failures.
+    pub async fn add_operator(
+        &self,
+        record: &OperatorRecord,
+        token_sha256: &str,
+    ) -> NodeResult<()> {
+        let result = sqlx::query(
+            "INSERT INTO operators (id, name, role, token_sha256, created_ms) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&record.id)
+        .bind(&record.name)
+        .bind(&record.role)
+        .bind(token_sha256)
+        .bind(record.created_ms)
+        .execute(&self.reader)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(NodeError::AlreadyExists(format!(
+                "an operator named {} already exists",
+                record.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The operator holding a token (by its sha256), revoked or not.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn operator_by_token(
+        &self,
+        token_sha256: &str,
+    ) -> NodeResult<Option<OperatorRecord>> {
+        let row = sqlx::query(
+            "SELECT id, name, role, created_ms, revoked_ms FROM operators WHERE token_sha256 = $1",
+        )
+        .bind(token_sha256)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| operator_record(&r)))
+    }
+
+    /// Every operator, by name.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn operators(&self) -> NodeResult<Vec<OperatorRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_ms, revoked_ms FROM operators ORDER BY name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(operator_record).collect())
+    }
+
+    /// Revokes an operator's token by name.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown or already revoked name; storage failures.
+    pub async fn revoke_operator(&self, name: &str, now_ms: i64) -> NodeResult<()> {
+        let result = sqlx::query(
+            "UPDATE operators SET revoked_ms = $1 WHERE name = $2 AND revoked_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(name)
+        .execute(&self.reader)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(NodeError::NotFound(format!("active operator {name}")));
+        }
+        Ok(())
+    }
+
+    /// Closes the pools (the writer ends when the last handle is dropped).
+    pub async fn close(&self) {
+        self.reader.close().await;
+    }
+}
+
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+fn operator_record(r: &AnyRow) -> OperatorRecord {
+    OperatorRecord {
+        id: r.get(0),
+        name: r.get(1),
+        role: r.get(2),
+        created_ms: r.get(3),
+        revoked_ms: r.get(4),
+    }
+}
+
+/// Checks, on every new SQLite connection, that the settings the node's
+/// durability promise rests on are really in force (sqlx sets neither).
+async fn check_sqlite_durability(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    let sync: i64 = sqlx::query("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    if !mode.eq_ignore_ascii_case("wal") || sync != 2 {
+        return Err(sqlx::Error::Configuration(
+            format!("SQLite must run with journal_mode=WAL and synchronous=FULL, found journal_mode={mode} synchronous={sync}")
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn decode_state(row: &AnyRow) -> NodeResult<Ticket> {
+    let bytes: Vec<u8> = row.try_get(0)?;
+    Ticket::decode(bytes.as_slice())
+        .map_err(|e| NodeError::Internal(format!("stored ticket state does not decode: {e}")))
+}
+
+fn decode_envelope(row: &AnyRow) -> NodeResult<(Signed, TicketEvent)> {
+    let bytes: Vec<u8> = row.try_get(0)?;
+    let envelope = Signed::decode(bytes.as_slice())
+        .map_err(|e| NodeError::Internal(format!("stored envelope does not decode: {e}")))?;
+    let event = TicketEvent::decode(envelope.payload.as_slice())
+        .map_err(|e| NodeError::Internal(format!("stored event does not decode: {e}")))?;
+    Ok((envelope, event))
+}
+
+/// Where content with this hash lives under `dir` (two levels of fan-out).
+pub fn blob_path(dir: &Path, sha256: &str) -> PathBuf {
+    dir.join(&sha256[..2]).join(&sha256[2..4]).join(sha256)
+}
+
+/// The columns of `tickets` derived from a state, besides the state itself.
+struct TicketColumns {
+    province_code: String,
+    region_code: String,
+    istat_code: String,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    search_text: String,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+impl TicketColumns {
+    fn of(ticket: &Ticket) -> Self {
+        let location = ticket.location.clone().unwrap_or_default();
+        let comune = Territory::italy().comune(&location.istat_code);
+        let ms = |t: &Option<prost_types::Timestamp>| {
+            t.as_ref().map(crate::ticket::fold::millis).unwrap_or(0) as i64
+        };
+        Self {
+            province_code: comune.map(|c| c.province_code.clone()).unwrap_or_default(),
+            region_code: comune.map(|c| c.region_code.clone()).unwrap_or_default(),
+            istat_code: location.istat_code.clone(),
+            latitude: location.coordinates.map(|c| c.latitude),
+            longitude: location.coordinates.map(|c| c.longitude),
+            search_text: text::fold(&format!(
+                "{} {} {} {}",
+                ticket.reference, ticket.subject, ticket.description, location.address
+            )),
+            created_ms: ms(&ticket.created_at),
+            updated_ms: ms(&ticket.updated_at),
+        }
+    }
+}

@@ -1,0 +1,856 @@
+//! The node's ticket desk: the domain operations behind the Desk API.
+//!
+//! Every change is an event: made here, stamped by the node's hybrid logical
+//! clock, signed with the node's key, then stored by the writer together with
+//! the new materialised state.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
+use urpnet_proto::hlc::{self, HybridClock};
+use urpnet_proto::signing::{self, NodeSigner};
+use urpnet_proto::territory::{Level, Territory};
+use urpnet_proto::text;
+use urpnet_proto::v1::ticket_event::Kind;
+use urpnet_proto::v1::{
+    Assigned, Attachment, CitizenContact, CreateTicketRequest, Created, DuplicateCandidate,
+    ListTicketsRequest, Merged, Note, PayloadKind, Priority, Status, StatusChanged, Ticket,
+    TicketEvent,
+};
+use urpnet_proto::validate::Violations;
+
+use crate::auth::{Action, Actor};
+use crate::config::NodeConfig;
+use crate::error::{NodeError, NodeResult};
+use crate::store::{CreateOutcome, Mutation, NewTicket, Store, StoredEvent, TicketFilter};
+use crate::taxonomy::Taxonomy;
+use crate::ticket::fold::{millis, timestamp};
+use crate::ticket::{Effect, fold, lifecycle, names};
+use crate::validate;
+
+/// What a create returned.
+#[derive(Debug, Clone)]
+pub struct Creation {
+    /// The ticket.
+    pub ticket: Ticket,
+    /// Whether the request id had been seen before.
+    pub replayed: bool,
+    /// Possible duplicates.
+    pub possible_duplicates: Vec<DuplicateCandidate>,
+}
+
+/// One entry of a ticket's history.
+#[derive(Debug, Clone)]
+pub struct HistoryItem {
+    /// The event.
+    pub event: TicketEvent,
+    /// What it did.
+    pub effect: Effect,
+    /// Whether its signature verified.
+    pub signature_valid: bool,
+}
+
+/// A status change request.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    /// Target status.
+    pub to: i32,
+    /// Why.
+    pub reason: String,
+    /// For MERGED: the ticket kept.
+    pub merged_into: String,
+}
+
+/// The domain operations of one node's desk.
+#[derive(Debug)]
+pub struct TicketDesk {
+    config: NodeConfig,
+    store: Store,
+    signer: NodeSigner,
+    clock: Arc<HybridClock>,
+    taxonomy: Taxonomy,
+    /// (year, last sequence number minted) for citizen references.
+    reference_seq: Mutex<(i32, u64)>,
+}
+
+impl TicketDesk {
+    /// A desk over an open store. Restores the clock past every stored event
+    /// and the reference counter past every stored reference.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn new(config: NodeConfig, store: Store, signer: NodeSigner) -> NodeResult<Self> {
+        let clock = Arc::new(HybridClock::new(Duration::from_millis(
+            config.clock.max_offset_ms,
+        )));
+        if let Some((wall, logical)) = store.max_hlc().await? {
+            clock.restore(&urpnet_proto::v1::Hlc {
+                wall_ms: wall as u64,
+                logical: logical as u32,
+            });
+        }
+        let year = year_of(hlc::system_time_ms());
+        let prefix = format!("{}-{year}-", config.node.id);
+        let seq = store.max_reference_seq(&prefix).await?;
+        Ok(Self {
+            config,
+            store,
+            signer,
+            clock,
+            taxonomy: Taxonomy::builtin(),
+            reference_seq: Mutex::new((year, seq)),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The taxonomy in use.
+    pub fn taxonomy(&self) -> &Taxonomy {
+        &self.taxonomy
+    }
+
+    async fn next_reference(&self, now_ms: u64) -> NodeResult<String> {
+        let year = year_of(now_ms);
+        let prefix = format!("{}-{year}-", self.config.node.id);
+        let stale = self.reference_seq.lock().expect("reference lock").0 != year;
+        let restored = if stale {
+            Some(self.store.max_reference_seq(&prefix).await?)
+        } else {
+            None
+        };
+        let mut seq = self.reference_seq.lock().expect("reference lock");
+        if seq.0 != year {
+            *seq = (year, restored.unwrap_or(0));
+        }
+        seq.1 += 1;
+        Ok(format!("{prefix}{:06}", seq.1))
+    }
+
+    fn new_event(
+        &self,
+        ticket_id: &str,
+        actor: &Actor,
+        owner_epoch: u64,
+        kind: Kind,
+    ) -> (StoredEvent, TicketEvent) {
+        let stamp = self.clock.now();
+        let event = TicketEvent {
+            event_id: ulid::Ulid::new().to_string(),
+            ticket_id: ticket_id.to_string(),
+            hlc: Some(stamp),
+            author_node: self.config.node.id.to_string(),
+            actor: actor.id.clone(),
+            owner_epoch,
+            kind: Some(kind),
+        };
+        let envelope = self
+            .signer
+            .sign(PayloadKind::TicketEvent, event.encode_to_vec());
+        let stored = StoredEvent {
+            event_id: event.event_id.clone(),
+            ticket_id: event.ticket_id.clone(),
+            hlc_wall: stamp.wall_ms as i64,
+            hlc_logical: i64::from(stamp.logical),
+            author_node: event.author_node.clone(),
+            envelope: envelope.encode_to_vec(),
+        };
+        (stored, event)
+    }
+
+    /// Opens a ticket (idempotent on the actor's request id).
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming each rule broken, `AlreadyExists` for a
+    /// request id reused with other content, storage failures.
+    #[tracing::instrument(skip_all, fields(actor = %actor.id, request_id = %req.request_id))]
+    pub async fn create(&self, actor: &Actor, req: CreateTicketRequest) -> NodeResult<Creation> {
+        actor.require(Action::Create)?;
+        let now_ms = hlc::system_time_ms();
+        validate::create_request(&req, &self.taxonomy, &self.config.attachments, now_ms)?;
+        let request_key = format!("{}:{}", actor.id, req.request_id);
+        let fingerprint = hex::encode(Sha256::digest(req.encode_to_vec()));
+        if let Some((ticket_id, seen)) = self.store.create_request(&request_key).await? {
+            return self.replay(ticket_id, &seen == &fingerprint).await;
+        }
+
+        let mut attachments = Vec::with_capacity(req.attachments.len());
+        for upload in &req.attachments {
+            let sha256 = hex::encode(Sha256::digest(&upload.content));
+            self.write_blob(&sha256, &upload.content).await?;
+            attachments.push(Attachment {
+                sha256,
+                file_name: upload.file_name.clone(),
+                media_type: upload.media_type.clone(),
+                size_bytes: upload.content.len() as u64,
+            });
+        }
+        let due_at = req.due_at.or_else(|| {
+            let days = u64::from(self.config.tickets.default_due_days);
+            (days > 0).then(|| timestamp(now_ms + days * 24 * 3600 * 1000))
+        });
+        let priority = if req.priority == 0 {
+            Priority::Normal as i32
+        } else {
+            req.priority
+        };
+        let ticket_id = ulid::Ulid::new().to_string();
+        let created = Created {
+            reference: self.next_reference(now_ms).await?,
+            category: req.category.clone(),
+            channel: req.channel,
+            subject: req.subject.trim().to_string(),
+            description: req.description.clone(),
+            location: req.location.clone(),
+            attachments: attachments.clone(),
+            priority,
+            consent: req.consent,
+            due_at,
+        };
+        let (stored, event) = self.new_event(&ticket_id, actor, 0, Kind::Created(created));
+        let mut state = None;
+        crate::ticket::apply(&mut state, &event);
+        let ticket = state.expect("a Created event creates the ticket");
+        let contact = req
+            .citizen
+            .clone()
+            .filter(|c| *c != CitizenContact::default());
+        let outcome = self
+            .store
+            .create_ticket(NewTicket {
+                ticket,
+                event: stored,
+                contact,
+                request_key,
+                fingerprint,
+                attachments,
+            })
+            .await?;
+        let ticket = match outcome {
+            CreateOutcome::Created(ticket) => ticket,
+            CreateOutcome::Replayed(id) => return self.replay(id, true).await,
+            CreateOutcome::Conflict => return self.replay(String::new(), false).await,
+        };
+        metrics::counter!("urpnet_tickets_created_total", "channel" => names::channel_name(ticket.channel())).increment(1);
+        tracing::info!(ticket = %ticket.id, reference = %ticket.reference, category = %ticket.category, "ticket created");
+        let possible_duplicates = self.possible_duplicates(&ticket).await?;
+        Ok(Creation {
+            ticket,
+            replayed: false,
+            possible_duplicates,
+        })
+    }
+
+    async fn replay(&self, ticket_id: String, same_request: bool) -> NodeResult<Creation> {
+        if !same_request {
+            return Err(NodeError::AlreadyExists(
+                "request_id: was already used for a different request; use a new request_id".into(),
+            ));
+        }
+        let ticket = self
+            .store
+            .ticket(&ticket_id)
+            .await?
+            .ok_or_else(|| NodeError::NotFound(format!("ticket {ticket_id}")))?;
+        Ok(Creation {
+            ticket,
+            replayed: true,
+            possible_duplicates: Vec::new(),
+        })
+    }
+
+    /// Writes attachment content once, durably, under its hash.
+    async fn write_blob(&self, sha256: &str, content: &[u8]) -> NodeResult<()> {
+        let path = self.store.blob_path(sha256);
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(());
+        }
+        let io =
+            |e: std::io::Error| NodeError::Internal(format!("writing attachment {sha256}: {e}"));
+        let dir = path.parent().expect("blob paths have a parent");
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        let tmp = dir.join(format!(".{sha256}.{}", ulid::Ulid::new()));
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        file.write_all(content).await.map_err(io)?;
+        file.sync_all().await.map_err(io)?;
+        tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+        Ok(())
+    }
+
+    /// Open tickets of the same category, recent, and nearby: within the
+    /// configured radius when both are located, else at the same address of
+    /// the same comune.
+    async fn possible_duplicates(&self, ticket: &Ticket) -> NodeResult<Vec<DuplicateCandidate>> {
+        let location = ticket.location.clone().unwrap_or_default();
+        let radius = self.config.tickets.duplicate_radius_m;
+        let point = location.coordinates.map(|c| (c.latitude, c.longitude));
+        let bbox = point.map(|(lat, lon)| {
+            let dlat = radius / 111_320.0;
+            let dlon = radius / (111_320.0 * lat.to_radians().cos().max(0.01));
+            (lat - dlat, lat + dlat, lon - dlon, lon + dlon)
+        });
+        let window_ms = u64::from(self.config.tickets.duplicate_window_days) * 24 * 3600 * 1000;
+        let since = millis(
+            ticket
+                .created_at
+                .as_ref()
+                .expect("created tickets have created_at"),
+        )
+        .saturating_sub(window_ms);
+        let open: Vec<i32> = [
+            Status::New,
+            Status::Assigned,
+            Status::InProgress,
+            Status::WaitingCitizen,
+        ]
+        .map(|s| s as i32)
+        .to_vec();
+        let address = text::fold(&location.address);
+        let nearby = self
+            .store
+            .nearby_open(
+                &ticket.category,
+                &location.istat_code,
+                bbox,
+                since as i64,
+                &open,
+            )
+            .await?;
+        let mut found: Vec<DuplicateCandidate> = nearby
+            .into_iter()
+            .filter(|n| n.ticket.id != ticket.id)
+            .filter_map(|n| {
+                let distance_m = point.zip(n.point).map(|(a, b)| haversine_m(a, b));
+                let same_address = !address.is_empty()
+                    && n.ticket.location.as_ref().is_some_and(|l| {
+                        l.istat_code == location.istat_code && text::fold(&l.address) == address
+                    });
+                let near = distance_m.is_some_and(|d| d <= radius);
+                (near || same_address).then(|| DuplicateCandidate {
+                    ticket_id: n.ticket.id.clone(),
+                    reference: n.ticket.reference.clone(),
+                    subject: n.ticket.subject.clone(),
+                    status: n.ticket.status,
+                    distance_m,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            a.distance_m
+                .unwrap_or(f64::MAX)
+                .total_cmp(&b.distance_m.unwrap_or(f64::MAX))
+        });
+        found.truncate(5);
+        Ok(found)
+    }
+
+    /// One ticket by id or reference, with the contact when the actor may see it.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `NotFound`, storage failures.
+    pub async fn get(
+        &self,
+        actor: &Actor,
+        ticket_id: &str,
+        reference: &str,
+    ) -> NodeResult<(Ticket, Option<CitizenContact>)> {
+        actor.require(Action::Read)?;
+        let ticket = match (ticket_id.is_empty(), reference.is_empty()) {
+            (false, true) => {
+                let mut v = Violations::new();
+                validate::ticket_id(&mut v, "ticket_id", ticket_id);
+                v.into_result()?;
+                self.store.ticket(ticket_id).await?
+            }
+            (true, false) => {
+                let mut v = Violations::new();
+                v.length("reference", reference, 1, 64);
+                v.into_result()?;
+                self.store.ticket_by_reference(reference).await?
+            }
+            _ => {
+                return Err(NodeError::invalid(
+                    "ticket_id",
+                    "exactly one of ticket_id and reference must be set",
+                ));
+            }
+        };
+        let ticket =
+            ticket.ok_or_else(|| NodeError::NotFound(format!("ticket {ticket_id}{reference}")))?;
+        let contact = if actor.require(Action::ReadContact).is_ok() {
+            self.store.contact(&ticket.id).await?
+        } else {
+            None
+        };
+        Ok((ticket, contact))
+    }
+
+    /// A page of tickets matching the request's filters.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for bad filters or page token, storage failures.
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        req: &ListTicketsRequest,
+    ) -> NodeResult<(Vec<Ticket>, String)> {
+        actor.require(Action::Read)?;
+        let mut v = Violations::new();
+        for (i, s) in req.statuses.iter().enumerate() {
+            validate::status(&mut v, &format!("statuses[{i}]"), *s);
+        }
+        if !req.category.is_empty() {
+            let known = self.taxonomy.get(&req.category).is_some();
+            v.check(
+                known,
+                "category",
+                format!("unknown category `{}`", req.category),
+            );
+        }
+        if !req.office.is_empty() {
+            validate::office(&mut v, "office", &req.office);
+        }
+        if req.channel != 0 {
+            validate::channel(&mut v, "channel", req.channel);
+        }
+        let territory = if req.territory.is_empty() {
+            None
+        } else {
+            match Territory::italy().level_of(&req.territory) {
+                Some(Level::Comune) => Some(("istat_code", req.territory.clone())),
+                Some(Level::Provincia) => Some(("province_code", req.territory.clone())),
+                Some(Level::Regione) => Some(("region_code", req.territory.clone())),
+                None => {
+                    v.add("territory", "must be an existing ISTAT comune (6 digits), province (3) or region (2) code");
+                    None
+                }
+            }
+        };
+        v.length("text", &req.text, 0, 200);
+        v.check(req.page_size <= 500, "page_size", "must be at most 500");
+        let fingerprint = filter_fingerprint(req);
+        let before_id = if req.page_token.is_empty() {
+            None
+        } else {
+            match decode_page_token(&req.page_token) {
+                Some((fp, id)) if fp == fingerprint => Some(id),
+                Some(_) => {
+                    v.add("page_token", "was issued for different filters");
+                    None
+                }
+                None => {
+                    v.add(
+                        "page_token",
+                        "is malformed (pass back next_page_token unchanged)",
+                    );
+                    None
+                }
+            }
+        };
+        v.into_result()?;
+        let limit = if req.page_size == 0 {
+            50
+        } else {
+            req.page_size
+        };
+        let filter = TicketFilter {
+            statuses: req.statuses.clone(),
+            category: (!req.category.is_empty()).then(|| req.category.clone()),
+            office: (!req.office.is_empty()).then(|| req.office.clone()),
+            channel: (req.channel != 0).then_some(req.channel),
+            territory,
+            words: text::fold(&req.text)
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .map(String::from)
+                .collect(),
+            updated_since_ms: req.updated_since.as_ref().map(|t| millis(t) as i64),
+            before_id,
+            limit: limit + 1,
+        };
+        let mut tickets = self.store.list(&filter).await?;
+        let next = if tickets.len() > limit as usize {
+            tickets.truncate(limit as usize);
+            encode_page_token(&fingerprint, &tickets.last().expect("non-empty page").id)
+        } else {
+            String::new()
+        };
+        Ok((tickets, next))
+    }
+
+    async fn append(&self, ticket_id: &str, mutation: Mutation) -> NodeResult<Ticket> {
+        let ticket = self.store.append_event(ticket_id, mutation).await?;
+        Ok(ticket)
+    }
+
+    /// Adds a note.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `PermissionDenied`, `NotFound`, storage failures.
+    pub async fn add_note(
+        self: &Arc<Self>,
+        actor: &Actor,
+        ticket_id: &str,
+        public: bool,
+        text: &str,
+    ) -> NodeResult<Ticket> {
+        actor.require(if public {
+            Action::PublicNote
+        } else {
+            Action::InternalNote
+        })?;
+        let mut v = Violations::new();
+        validate::ticket_id(&mut v, "ticket_id", ticket_id);
+        v.length("text", text, 1, validate::TEXT_MAX);
+        v.printable("text", text);
+        v.into_result()?;
+        let (desk, actor2, text) = (Arc::clone(self), actor.clone(), text.to_string());
+        let ticket = self
+            .append(
+                ticket_id,
+                Box::new(move |t: &Ticket| {
+                    Ok(desk.new_event(
+                        &t.id,
+                        &actor2,
+                        t.owner_epoch,
+                        Kind::Note(Note {
+                            public,
+                            text: text.clone(),
+                        }),
+                    ))
+                }),
+            )
+            .await?;
+        tracing::info!(ticket = %ticket_id, public, "note added");
+        Ok(ticket)
+    }
+
+    /// Changes the status (or merges, for MERGED).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad request or a transition the lifecycle
+    /// forbids, `PermissionDenied`, `NotFound`, `FailedPrecondition` when this
+    /// node is not the owner, storage failures.
+    pub async fn change_status(
+        self: &Arc<Self>,
+        actor: &Actor,
+        ticket_id: &str,
+        change: StatusChange,
+    ) -> NodeResult<Ticket> {
+        actor.require(Action::ChangeStatus)?;
+        let mut v = Violations::new();
+        validate::ticket_id(&mut v, "ticket_id", ticket_id);
+        validate::status(&mut v, "status", change.to);
+        v.length("reason", &change.reason, 0, validate::REASON_MAX);
+        v.printable("reason", &change.reason);
+        let to = Status::try_from(change.to).unwrap_or(Status::Unspecified);
+        if to == Status::Merged {
+            validate::ticket_id(&mut v, "merged_into", &change.merged_into);
+            v.check(
+                change.merged_into != ticket_id,
+                "merged_into",
+                "must name another ticket",
+            );
+        } else {
+            v.check(
+                change.merged_into.is_empty(),
+                "merged_into",
+                "is only for status merged",
+            );
+        }
+        if to == Status::Rejected {
+            v.check(
+                !change.reason.trim().is_empty(),
+                "reason",
+                "is required when rejecting a ticket",
+            );
+        }
+        v.into_result()?;
+        if to == Status::Merged && self.store.ticket(&change.merged_into).await?.is_none() {
+            return Err(NodeError::invalid(
+                "merged_into",
+                "must name an existing ticket",
+            ));
+        }
+        let (desk, actor2, node) = (
+            Arc::clone(self),
+            actor.clone(),
+            self.config.node.id.to_string(),
+        );
+        let ticket = self
+            .append(
+                ticket_id,
+                Box::new(move |t: &Ticket| {
+                    require_owned(t, &node)?;
+                    let from = t.status();
+                    let kind = if to == Status::Merged {
+                        if lifecycle::is_terminal(from) {
+                            return Err(status_violation(from, to));
+                        }
+                        Kind::Merged(Merged {
+                            into_ticket_id: change.merged_into.clone(),
+                        })
+                    } else {
+                        if !lifecycle::allowed(from, to) {
+                            return Err(status_violation(from, to));
+                        }
+                        Kind::StatusChanged(StatusChanged {
+                            from: from as i32,
+                            to: to as i32,
+                            reason: change.reason.clone(),
+                        })
+                    };
+                    Ok(desk.new_event(&t.id, &actor2, t.owner_epoch, kind))
+                }),
+            )
+            .await?;
+        metrics::counter!("urpnet_ticket_status_changes_total", "to" => names::status_name(to))
+            .increment(1);
+        tracing::info!(ticket = %ticket_id, to = names::status_name(to), "status changed");
+        Ok(ticket)
+    }
+
+    /// Assigns the ticket to an office of this body.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `PermissionDenied`, `NotFound`, `FailedPrecondition`
+    /// when the ticket is closed or owned elsewhere, storage failures.
+    pub async fn assign(
+        self: &Arc<Self>,
+        actor: &Actor,
+        ticket_id: &str,
+        office: &str,
+    ) -> NodeResult<Ticket> {
+        actor.require(Action::Assign)?;
+        let mut v = Violations::new();
+        validate::ticket_id(&mut v, "ticket_id", ticket_id);
+        validate::office(&mut v, "office", office);
+        v.into_result()?;
+        let (desk, actor2, node, office) = (
+            Arc::clone(self),
+            actor.clone(),
+            self.config.node.id.to_string(),
+            office.to_string(),
+        );
+        let ticket = self
+            .append(
+                ticket_id,
+                Box::new(move |t: &Ticket| {
+                    require_owned(t, &node)?;
+                    if lifecycle::is_terminal(t.status()) {
+                        return Err(NodeError::FailedPrecondition(format!(
+                            "the ticket is {} and cannot be assigned",
+                            names::status_name(t.status())
+                        )));
+                    }
+                    Ok(desk.new_event(
+                        &t.id,
+                        &actor2,
+                        t.owner_epoch,
+                        Kind::Assigned(Assigned {
+                            office: office.clone(),
+                        }),
+                    ))
+                }),
+            )
+            .await?;
+        tracing::info!(ticket = %ticket_id, office = %ticket.office, "ticket assigned");
+        Ok(ticket)
+    }
+
+    /// The full event log with the effect of each event.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `NotFound`, storage failures.
+    pub async fn history(&self, actor: &Actor, ticket_id: &str) -> NodeResult<Vec<HistoryItem>> {
+        actor.require(Action::Read)?;
+        let mut v = Violations::new();
+        validate::ticket_id(&mut v, "ticket_id", ticket_id);
+        v.into_result()?;
+        let events = self.store.events(ticket_id).await?;
+        if events.is_empty() {
+            return Err(NodeError::NotFound(format!("ticket {ticket_id}")));
+        }
+        let own_key = self.signer.verifying_key();
+        let valid: std::collections::HashMap<String, bool> = events
+            .iter()
+            .map(|(env, e)| {
+                let ok = env.author == self.signer.node().as_str()
+                    && env.author == e.author_node
+                    && signing::verify(env, PayloadKind::TicketEvent, &own_key).is_ok();
+                (e.event_id.clone(), ok)
+            })
+            .collect();
+        let folded = fold(events.into_iter().map(|(_, e)| e));
+        Ok(folded
+            .log
+            .into_iter()
+            .map(|(event, effect)| {
+                let signature_valid = valid.get(&event.event_id).copied().unwrap_or(false);
+                HistoryItem {
+                    event,
+                    effect,
+                    signature_valid,
+                }
+            })
+            .collect())
+    }
+
+    /// Re-folds every ticket's events and compares with the materialised
+    /// state: returns the ids that differ (none, unless the store is damaged).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn verify_materialised(&self) -> NodeResult<Vec<String>> {
+        let mut differing = Vec::new();
+        for id in self.store.ticket_ids().await? {
+            let events = self.store.events(&id).await?;
+            let refolded = fold(events.into_iter().map(|(_, e)| e)).ticket;
+            if refolded != self.store.ticket(&id).await? {
+                differing.push(id);
+            }
+        }
+        Ok(differing)
+    }
+
+    /// An attachment's metadata and content.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `NotFound`, I/O failures.
+    pub async fn attachment(
+        &self,
+        actor: &Actor,
+        sha256: &str,
+    ) -> NodeResult<(Attachment, Vec<u8>)> {
+        actor.require(Action::Read)?;
+        let ok = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !ok {
+            return Err(NodeError::invalid(
+                "sha256",
+                "must be 64 lowercase hex digits",
+            ));
+        }
+        let meta = self
+            .store
+            .attachment(sha256)
+            .await?
+            .ok_or_else(|| NodeError::NotFound(format!("attachment {sha256}")))?;
+        let content = tokio::fs::read(self.store.blob_path(sha256))
+            .await
+            .map_err(|e| NodeError::Internal(format!("reading attachment {sha256}: {e}")))?;
+        Ok((meta, content))
+    }
+}
+
+fn require_owned(ticket: &Ticket, node: &str) -> NodeResult<()> {
+    if ticket.owner_node != node {
+        return Err(NodeError::FailedPrecondition(format!(
+            "the ticket is owned by {}; only its owner may change it",
+            ticket.owner_node
+        )));
+    }
+    Ok(())
+}
+
+fn status_violation(from: Status, to: Status) -> NodeError {
+    let allowed: Vec<String> = lifecycle::allowed_targets(from)
+        .iter()
+        .map(|s| names::status_name(*s))
+        .collect();
+    NodeError::invalid(
+        "status",
+        format!(
+            "may not change from {} to {} (allowed: {})",
+            names::status_name(from),
+            names::status_name(to),
+            if allowed.is_empty() {
+                "none, the status is terminal".to_string()
+            } else {
+                allowed.join(", ")
+            }
+        ),
+    )
+}
+
+/// Page tokens bind the filters they were issued for: `v1.<fp>.<last id>`,
+/// base64url.
+fn encode_page_token(fingerprint: &str, last_id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1.{fingerprint}.{last_id}"))
+}
+
+fn decode_page_token(token: &str) -> Option<(String, String)> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let mut parts = raw.splitn(3, '.');
+    (parts.next()? == "v1").then_some(())?;
+    let fp = parts.next()?.to_string();
+    let id = parts.next()?;
+    urpnet_proto::ids::TicketId::parse(id).ok()?;
+    Some((fp, id.to_string()))
+}
+
+fn filter_fingerprint(req: &ListTicketsRequest) -> String {
+    let mut key = req.clone();
+    key.page_token.clear();
+    key.page_size = 0;
+    hex::encode(&Sha256::digest(key.encode_to_vec())[..8])
+}
+
+/// Great-circle distance in metres.
+fn haversine_m((lat1, lon1): (f64, f64), (lat2, lon2): (f64, f64)) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6_371_000.0 * a.sqrt().asin()
+}
+
+/// The UTC calendar year of a Unix time in milliseconds.
+pub fn year_of(ms: u64) -> i32 {
+    // Civil-from-days (H. Hinnant), enough for the year.
+    let days = (ms / 86_400_000) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2)) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn years_and_distances() {
+        assert_eq!(year_of(0), 1970);
+        assert_eq!(year_of(1_767_225_599_000), 2025); // 2025-12-31T23:59:59Z
+        assert_eq!(year_of(1_767_225_600_000), 2026);
+        let d = haversine_m((41.1171, 16.8719), (41.1180, 16.8719));
+        assert!((d - 100.0).abs() < 1.0, "{d}");
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let id = ulid::Ulid::new().to_string();
+        let token = encode_page_token("abcd", &id);
+        assert_eq!(decode_page_token(&token), Some(("abcd".into(), id)));
+        assert_eq!(decode_page_token("!!!"), None);
+        assert_eq!(
+            decode_page_token(&encode_page_token("abcd", "not-an-id")),
+            None
+        );
+    }
+}

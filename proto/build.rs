@@ -1,0 +1,29 @@
+//! Generates the wire contract's Rust code from `urpnet/v1/*.proto` without a
+//! system `protoc`: protox (a pure-Rust protobuf compiler) parses the files and
+//! tonic-prost-build generates messages and services from the descriptor set.
+//! The same descriptor set is embedded for gRPC reflection.
+
+use std::path::PathBuf;
+
+use protox::prost::Message as _;
+
+const PROTOS: &[&str] = &[
+    "urpnet/v1/common.proto",
+    "urpnet/v1/ticket.proto",
+    "urpnet/v1/desk.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=urpnet");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptor_path = out_dir.join("urpnet_descriptor.bin");
+
+    let file_descriptors = protox::compile(PROTOS, ["."])?;
+    std::fs::write(&descriptor_path, file_descriptors.encode_to_vec())?;
+
+    tonic_prost_build::configure()
+        .skip_protoc_run()
+        .file_descriptor_set_path(&descriptor_path)
+        .compile_protos(PROTOS, &["."])?;
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! Server plumbing shared by every daemon: structured logs, the Prometheus
+//! recorder and its HTTP endpoint, the gRPC metrics layer, and the shutdown
+//! signal.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Installs the global tracing subscriber. The filter comes from `RUST_LOG`
+/// when set, else from `default_filter` (e.g. `info`). Calling it twice is
+/// harmless (the second call does nothing).
+pub fn init_logs(format: LogFormat, default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Latency buckets (seconds) used by every urpnet histogram.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process's Prometheus recorder, installed on first use. Metrics are
+/// process-wide: several in-process daemons (as in tests) share one registry.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .expect("static buckets are valid")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a test harness): then ours
+        // only renders what it records, which is nothing; that is acceptable.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Serves `GET /metrics` (Prometheus text format) on `listener` until
+/// `shutdown` is cancelled.
+///
+/// # Errors
+/// When the HTTP server fails.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let handle = prometheus();
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let body = handle.render();
+            async move {
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    body,
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Tower layer that counts gRPC requests and times them:
+/// `urpnet_grpc_requests_total{server, rpc, code}` and
+/// `urpnet_grpc_request_duration_seconds{server, rpc}`.
+#[derive(Debug, Clone)]
+pub struct GrpcMetricsLayer {
+    server: &'static str,
+}
+
+impl GrpcMetricsLayer {
+    /// A layer labelling its metrics with `server` (e.g. `node`).
+    pub fn new(server: &'static str) -> Self {
+        prometheus();
+        Self { server }
+    }
+}
+
+impl<S> Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics {
+            inner,
+            server: self.server,
+        }
+    }
+}
+
+/// The service [`GrpcMetricsLayer`] wraps around a server.
+#[derive(Debug, Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+    server: &'static str,
+}
+
+impl<S, B, R> Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let rpc = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let server = self.server;
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let result = fut.await;
+            // Errors answered before any message (the common case for unary
+            // failures) carry grpc-status in the headers; a successful unary
+            // answer carries it in trailers, which this layer does not wait for.
+            let code = match &result {
+                Ok(resp) => resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map(|c| format!("{:?}", tonic::Code::from(c)))
+                    .unwrap_or_else(|| "Ok".to_string()),
+                Err(_) => "TransportError".to_string(),
+            };
+            metrics::counter!("urpnet_grpc_requests_total", "server" => server, "rpc" => rpc.clone(), "code" => code)
+                .increment(1);
+            metrics::histogram!("urpnet_grpc_request_duration_seconds", "server" => server, "rpc" => rpc)
+                .record(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
