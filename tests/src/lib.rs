@@ -1,1 +1,366 @@
-//! Test harness.
+//! Harness for urpnet's system tests: real nodes on loopback, in-process for
+//! speed or as child processes where crashes matter, on SQLite or on the
+//! PostgreSQL server whose URL CI hands over in `URPNET_TEST_POSTGRES_URL`.
+//!
+//! Nothing here sleeps to synchronise: every wait is a condition polled with a
+//! deadline ([`wait_for`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use urpnet_node::NodeConfig;
+use urpnet_node::cli::{Desk, connect};
+use urpnet_node::server::{self, Listeners};
+use urpnet_proto::ids::NodeId;
+
+/// The environment variable CI sets to a PostgreSQL URL.
+pub const POSTGRES_ENV: &str = "URPNET_TEST_POSTGRES_URL";
+
+/// Which database a test node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in the node's temporary data directory.
+    Sqlite,
+    /// A fresh database on the CI PostgreSQL server.
+    Postgres,
+}
+
+/// Waits until `condition` returns `Some`, polling every 20 ms, or panics
+/// naming `what` after `deadline`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A fresh, empty PostgreSQL database for one test, or `None` (after saying
+/// the test is skipped) when CI gave no server.
+pub async fn fresh_postgres_url(test: &str) -> Option<String> {
+    let Ok(base) = std::env::var(POSTGRES_ENV) else {
+        eprintln!(
+            "skipped: {test} needs PostgreSQL; set {POSTGRES_ENV} (as .ci/run does) to run it"
+        );
+        return None;
+    };
+    use sqlx::Connection as _;
+    let name = format!("urpnet_t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create test database");
+    Some(with_database(&base, &name))
+}
+
+/// `base` with its database name replaced by `name`.
+fn with_database(base: &str, name: &str) -> String {
+    let (scheme, rest) = base.split_once("://").expect("a URL");
+    let (path_part, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let authority = path_part.split('/').next().unwrap_or_default();
+    let mut url = format!("{scheme}://{authority}/{name}");
+    if let Some(q) = query {
+        url = format!("{url}?{q}");
+    }
+    url
+}
+
+/// A test node's configuration in a new temporary directory.
+pub async fn node_config(id: &str, backend: Backend, test: &str) -> Option<(TempDir, NodeConfig)> {
+    let dir = tempfile::Builder::new()
+        .prefix("urpnet-test-")
+        .tempdir()
+        .expect("temp dir");
+    let id = NodeId::new(id).expect("valid node id");
+    let name = format!("Test node {id}");
+    let mut config = NodeConfig::new(id, name, dir.path().join("data"));
+    config.metrics.listen = "127.0.0.1:0".into();
+    config.desk.listen = "127.0.0.1:0".parse().expect("addr");
+    if backend == Backend::Postgres {
+        config.store.url = fresh_postgres_url(test).await?;
+    }
+    Some((dir, config))
+}
+
+/// A node running inside the test process.
+#[derive(Debug)]
+pub struct TestNode {
+    /// The node's configuration (with the real data directory).
+    pub config: NodeConfig,
+    /// Where the Desk listens.
+    pub desk_addr: SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics_addr: SocketAddr,
+    /// The `admin` supervisor token.
+    pub token: String,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<urpnet_node::NodeResult<()>>>,
+    _dir: Option<TempDir>,
+}
+
+impl TestNode {
+    /// Starts node `id` on `backend`, or returns `None` when the backend is
+    /// unavailable (the test then reports itself skipped).
+    pub async fn start(id: &str, backend: Backend, test: &str) -> Option<TestNode> {
+        let (dir, config) = node_config(id, backend, test).await?;
+        Some(Self::start_with(config, Some(dir)).await)
+    }
+
+    /// Starts a node with a prepared configuration.
+    pub async fn start_with(config: NodeConfig, dir: Option<TempDir>) -> TestNode {
+        let token = match server::initialise(&config)
+            .await
+            .expect("initialise the data dir")
+        {
+            Some(token) => token,
+            None => std::fs::read_to_string(server::paths::operator_token(&config.node.data_dir))
+                .expect("token file")
+                .trim()
+                .to_string(),
+        };
+        let desk = TcpListener::bind("127.0.0.1:0").await.expect("bind desk");
+        let metrics = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics");
+        let desk_addr = desk.local_addr().expect("addr");
+        let metrics_addr = metrics.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server::run(
+            config.clone(),
+            Listeners {
+                desk,
+                metrics: Some(metrics),
+            },
+            shutdown.clone(),
+        ));
+        let node = TestNode {
+            config,
+            desk_addr,
+            metrics_addr,
+            token,
+            shutdown,
+            task: Some(task),
+            _dir: dir,
+        };
+        wait_ready(desk_addr).await;
+        node
+    }
+
+    /// A Desk client authenticated as `admin`.
+    pub async fn desk(&self) -> Desk {
+        self.desk_as(&self.token).await
+    }
+
+    /// A Desk client with another token.
+    pub async fn desk_as(&self, token: &str) -> Desk {
+        connect(
+            &self.desk_addr.to_string(),
+            token,
+            self.config.desk.max_message_bytes,
+        )
+        .await
+        .expect("connect to desk")
+    }
+
+    /// The Prometheus text of this process's metrics, fetched over HTTP.
+    pub async fn metrics(&self) -> String {
+        http_get(self.metrics_addr, "/metrics").await
+    }
+
+    /// Stops the node and waits until every part has ended.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("node task").expect("node ended cleanly");
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Waits until a Desk answers gRPC health checks with SERVING.
+pub async fn wait_ready(addr: SocketAddr) {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    wait_for(
+        &format!("node at {addr} to serve"),
+        Duration::from_secs(30),
+        || async move {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            let status = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: "urpnet.v1.Desk".into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .status;
+            (status == ServingStatus::Serving as i32).then_some(())
+        },
+    )
+    .await
+}
+
+/// A plain HTTP/1.1 GET on loopback, returning the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// Path of a workspace binary: `$URPNET_<NAME>_BIN`, else beside the test
+/// executable's `deps/` directory (where cargo puts `target/<profile>/<bin>`).
+pub fn binary(name: &str) -> PathBuf {
+    let var = format!(
+        "URPNET_{}_BIN",
+        name.trim_start_matches("urpnet-").to_uppercase()
+    );
+    if let Ok(path) = std::env::var(&var) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build it (cargo build -p urpnet-node) or set {var}",
+        path.display()
+    );
+    path
+}
+
+/// A node running as a child process, for crash tests.
+#[derive(Debug)]
+pub struct ProcessNode {
+    /// The config file.
+    pub config_path: PathBuf,
+    /// The configuration.
+    pub config: NodeConfig,
+    /// The Desk address.
+    pub desk_addr: SocketAddr,
+    /// The admin token.
+    pub token: String,
+    child: tokio::process::Child,
+    log_path: PathBuf,
+}
+
+impl ProcessNode {
+    /// Writes `config` to a file in its data directory's parent, reserves a
+    /// port, and starts `urpnet-node serve` on it.
+    pub async fn start(config: &NodeConfig) -> ProcessNode {
+        let token = match server::initialise(config).await.expect("initialise") {
+            Some(t) => t,
+            None => std::fs::read_to_string(server::paths::operator_token(&config.node.data_dir))
+                .expect("token")
+                .trim()
+                .to_string(),
+        };
+        let mut config = config.clone();
+        // Port 0 cannot be handed to a child and read back, so take a free
+        // port now; the child binds it a moment later.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
+        config.desk.listen = probe.local_addr().expect("addr");
+        drop(probe);
+        config.metrics.listen = String::new();
+        let base = config
+            .node
+            .data_dir
+            .parent()
+            .expect("data dir parent")
+            .to_path_buf();
+        let config_path = base.join("urpnet.toml");
+        std::fs::write(
+            &config_path,
+            toml::to_string(&config).expect("config serialises"),
+        )
+        .expect("write config");
+        let log_path = base.join(format!("node-{}.log", ulid::Ulid::new()));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = tokio::process::Command::new(binary("urpnet-node"))
+            .arg("--config")
+            .arg(&config_path)
+            .arg("serve")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn urpnet-node");
+        let desk_addr = config.desk.listen;
+        let mut node = ProcessNode {
+            config_path,
+            config,
+            desk_addr,
+            token,
+            child,
+            log_path,
+        };
+        let ready = tokio::time::timeout(Duration::from_secs(60), wait_ready(desk_addr)).await;
+        if ready.is_err() || node.child.try_wait().ok().flatten().is_some() {
+            panic!("node process did not start; its log:\n{}", node.log());
+        }
+        node
+    }
+
+    /// What the process logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// A Desk client.
+    pub async fn desk(&self) -> Desk {
+        connect(
+            &self.desk_addr.to_string(),
+            &self.token,
+            self.config.desk.max_message_bytes,
+        )
+        .await
+        .expect("connect")
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        self.child.wait().await.expect("reap");
+    }
+}
