@@ -281,7 +281,10 @@ impl NodeConfig {
     pub fn parse(text: &str, env: &BTreeMap<String, String>) -> Result<Self, String> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            format!("invalid TOML at line {line}, column {col}: {}", e.message())
+            format!(
+                "invalid TOML at line {line}, column {col}: {}",
+                e.message().trim().replace('\n', "; ")
+            )
         })?;
         for (var, key) in ENV_OVERRIDES {
             if let Some(value) = env.get(*var) {

@@ -129,18 +129,22 @@ impl Store {
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(30));
             if backend == Backend::Sqlite {
-                opts.after_connect(|conn, _| {
-                    Box::pin(async move {
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        check_sqlite_durability(conn).await
-                    })
-                })
+                opts.after_connect(|conn, _| Box::pin(prepare_sqlite(conn)))
             } else {
                 opts
             }
         };
+        if backend == Backend::Sqlite {
+            // Check once on a connection of our own, so that a database that
+            // cannot run durably is refused at once with the reason (a pool
+            // would retry the failing connection until its timeout).
+            use sqlx::Connection as _;
+            let mut conn = sqlx::AnyConnection::connect(&options.url).await?;
+            prepare_sqlite(&mut conn)
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            conn.close().await?;
+        }
         let writer_pool = pool(1).connect(&options.url).await?;
         match backend {
             Backend::Sqlite => {
@@ -568,6 +572,15 @@ fn operator_record(r: &AnyRow) -> OperatorRecord {
         created_ms: r.get(3),
         revoked_ms: r.get(4),
     }
+}
+
+/// Sets up a SQLite connection: WAL, `synchronous=FULL`, a busy timeout for
+/// other processes (the operator CLI), then checks the durability settings.
+async fn prepare_sqlite(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    conn.execute("PRAGMA journal_mode = WAL").await?;
+    conn.execute("PRAGMA synchronous = FULL").await?;
+    conn.execute("PRAGMA busy_timeout = 10000").await?;
+    check_sqlite_durability(conn).await
 }
 
 /// Checks, on every new SQLite connection, that the settings the node's
