@@ -177,7 +177,7 @@ impl TicketDesk {
         let request_key = format!("{}:{}", actor.id, req.request_id);
         let fingerprint = hex::encode(Sha256::digest(req.encode_to_vec()));
         if let Some((ticket_id, seen)) = self.store.create_request(&request_key).await? {
-            return self.replay(ticket_id, &seen == &fingerprint).await;
+            return self.replay(ticket_id, seen == fingerprint).await;
         }
 
         let mut attachments = Vec::with_capacity(req.attachments.len());
@@ -233,7 +233,7 @@ impl TicketDesk {
             })
             .await?;
         let ticket = match outcome {
-            CreateOutcome::Created(ticket) => ticket,
+            CreateOutcome::Created(ticket) => *ticket,
             CreateOutcome::Replayed(id) => return self.replay(id, true).await,
             CreateOutcome::Conflict => return self.replay(String::new(), false).await,
         };

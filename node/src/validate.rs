@@ -270,7 +270,8 @@ mod tests {
 
     #[test]
     fn each_rule_names_its_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut CreateTicketRequest)>)> = vec![
+        type Mutate = Box<dyn Fn(&mut CreateTicketRequest)>;
+        let cases: Vec<(&str, Mutate)> = vec![
             ("request_id", Box::new(|r| r.request_id = "short".into())),
             (
                 "request_id",

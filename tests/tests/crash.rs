@@ -75,7 +75,7 @@ async fn acknowledged_tickets_survive_kill_9(backend: Backend, test: &str) {
 
     let check = tokio::process::Command::new(urpnet_tests::binary("urpnet-node"))
         .arg("--config")
-        .arg(&node_config_path(&config))
+        .arg(node_config_path(&config))
         .arg("check")
         .output()
         .await

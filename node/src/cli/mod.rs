@@ -65,7 +65,7 @@ pub enum Command {
     Serve,
     /// Work tickets on a running node (Desk API).
     #[command(subcommand)]
-    Ticket(TicketCommand),
+    Ticket(Box<TicketCommand>),
     /// Manage Desk credentials (local: needs the data directory).
     #[command(subcommand)]
     Operator(OperatorCommand),
@@ -275,7 +275,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => init(&cli.config, args, cli.json).await,
         Command::Serve => serve(&cli.config, &env).await,
-        Command::Ticket(cmd) => ticket(&cli.config, &env, cmd, cli.json).await,
+        Command::Ticket(cmd) => ticket(&cli.config, &env, *cmd, cli.json).await,
         Command::Operator(cmd) => operator(&cli.config, &env, cmd, cli.json).await,
         Command::Taxonomy => {
             taxonomy(cli.json);

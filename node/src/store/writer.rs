@@ -57,7 +57,7 @@ pub struct NewTicket {
 #[derive(Debug, Clone)]
 pub enum CreateOutcome {
     /// A new ticket was stored.
-    Created(Ticket),
+    Created(Box<Ticket>),
     /// The request key was seen before with the same fingerprint: this ticket.
     Replayed(String),
     /// The request key was seen before with another fingerprint.
@@ -79,7 +79,7 @@ pub(super) enum WriteOp {
 
 enum OpResult {
     Create(NodeResult<CreateOutcome>),
-    Append(NodeResult<Ticket>),
+    Append(NodeResult<Box<Ticket>>),
 }
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -111,7 +111,9 @@ pub(super) async fn run(pool: AnyPool, mut rx: mpsc::Receiver<WriteOp>, max_batc
             // A caller that gave up is no reason to stop: ignore closed replies.
             match (op, result) {
                 (WriteOp::Create(_, reply), OpResult::Create(r)) => drop(reply.send(r)),
-                (WriteOp::Append { reply, .. }, OpResult::Append(r)) => drop(reply.send(r)),
+                (WriteOp::Append { reply, .. }, OpResult::Append(r)) => {
+                    drop(reply.send(r.map(|t| *t)))
+                }
                 _ => unreachable!("results are produced in op order and kind"),
             }
         }
@@ -224,7 +226,7 @@ async fn create(tx: &mut Tx, new: &NewTicket) -> NodeResult<CreateOutcome> {
         .execute(&mut **tx)
         .await?;
     }
-    Ok(CreateOutcome::Created(new.ticket.clone()))
+    Ok(CreateOutcome::Created(Box::new(new.ticket.clone())))
 }
 
 /// Outer `Err`: the transaction must abort. Inner `Err`: this op is refused
@@ -233,7 +235,7 @@ async fn append(
     tx: &mut Tx,
     ticket_id: &str,
     mutation: &Mutation,
-) -> NodeResult<NodeResult<Ticket>> {
+) -> NodeResult<NodeResult<Box<Ticket>>> {
     let row = sqlx::query("SELECT state FROM tickets WHERE id = $1")
         .bind(ticket_id)
         .fetch_optional(&mut **tx)
@@ -266,7 +268,7 @@ async fn append(
     .bind(&ticket.id)
     .execute(&mut **tx)
     .await?;
-    Ok(Ok(ticket))
+    Ok(Ok(Box::new(ticket)))
 }
 
 async fn insert_event(tx: &mut Tx, e: &StoredEvent) -> NodeResult<()> {

@@ -88,7 +88,7 @@ pub fn apply(state: &mut Option<Ticket>, event: &TicketEvent) -> Effect {
         };
     };
     ticket.event_count += 1;
-    let effect = match check_and_apply(ticket, event) {
+    match check_and_apply(ticket, event) {
         Ok(()) => {
             ticket.updated_at = Some(timestamp(wall_ms));
             if lifecycle::is_terminal(ticket.status()) && ticket.closed_at.is_none() {
@@ -100,8 +100,7 @@ pub fn apply(state: &mut Option<Ticket>, event: &TicketEvent) -> Effect {
             ticket.ineffective_event_count += 1;
             Effect::Ineffective(reason)
         }
-    };
-    effect
+    }
 }
 
 fn created_ticket(
@@ -244,18 +243,18 @@ fn check_and_apply(ticket: &mut Ticket, event: &TicketEvent) -> Result<(), Strin
             if offer.to_node == ticket.owner_node {
                 return Err("a ticket cannot be offered to its owner".into());
             }
-            if let Some(pending) = &ticket.pending_handoff {
-                if pending.owner_epoch == event.owner_epoch {
-                    // Two different offers signed by one owner at one epoch:
-                    // equivocation. The first (in fold order) stands.
-                    if let Err(at) = ticket.equivocators.binary_search(&event.author_node) {
-                        ticket.equivocators.insert(at, event.author_node.clone());
-                    }
-                    return Err(format!(
-                        "equivocation: {} already offered the ticket at epoch {}",
-                        event.author_node, event.owner_epoch
-                    ));
+            if let Some(pending) = &ticket.pending_handoff
+                && pending.owner_epoch == event.owner_epoch
+            {
+                // Two different offers signed by one owner at one epoch:
+                // equivocation. The first (in fold order) stands.
+                if let Err(at) = ticket.equivocators.binary_search(&event.author_node) {
+                    ticket.equivocators.insert(at, event.author_node.clone());
                 }
+                return Err(format!(
+                    "equivocation: {} already offered the ticket at epoch {}",
+                    event.author_node, event.owner_epoch
+                ));
             }
             ticket.pending_handoff = Some(PendingHandoff {
                 offer_event_id: event.event_id.clone(),
