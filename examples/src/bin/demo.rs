@@ -334,9 +334,15 @@ async fn main() -> anyhow::Result<()> {
         Ok(_) => anyhow::bail!("a bad request was accepted"),
         Err(status) => println!("{:?}: {}", status.code(), status.message()),
     }
-    let illegal = change(&mut desk, &done.id, Status::InProgress, "").await;
-    if let Err(e) = illegal {
-        println!("{e}");
+    let reopen = ChangeStatusRequest {
+        ticket_id: done.id.clone(),
+        status: Status::InProgress as i32,
+        reason: String::new(),
+        merged_into: String::new(),
+    };
+    match desk.change_status(reopen).await {
+        Ok(_) => anyhow::bail!("a closed ticket was reopened"),
+        Err(status) => println!("{:?}: {}", status.code(), status.message()),
     }
 
     heading(&format!(
