@@ -1,6 +1,20 @@
 //! Sample data for urpnet's demo, load generator, benchmarks and tests:
 //! realistic Italian requests to a URP, about real comuni from the ISTAT list.
 
+/// `base` (a `postgres://` URL) with its database name replaced by `name`,
+/// keeping host, user and query (`?host=/var/run/postgresql`).
+pub fn postgres_url_with_database(base: &str, name: &str) -> String {
+    let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base));
+    let (path, query) = rest
+        .split_once('?')
+        .map_or((rest, None), |(p, q)| (p, Some(q)));
+    let authority = path.split('/').next().unwrap_or_default();
+    match query {
+        Some(q) => format!("{scheme}://{authority}/{name}?{q}"),
+        None => format!("{scheme}://{authority}/{name}"),
+    }
+}
+
 pub mod samples {
     //! Requests citizens make to a URP, by category, with Italian wording.
 

@@ -68,22 +68,7 @@ pub async fn fresh_postgres_url(test: &str) -> Option<String> {
     sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
         .await
         .expect("create test database");
-    Some(with_database(&base, &name))
-}
-
-/// `base` with its database name replaced by `name`.
-fn with_database(base: &str, name: &str) -> String {
-    let (scheme, rest) = base.split_once("://").expect("a URL");
-    let (path_part, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    let authority = path_part.split('/').next().unwrap_or_default();
-    let mut url = format!("{scheme}://{authority}/{name}");
-    if let Some(q) = query {
-        url = format!("{url}?{q}");
-    }
-    url
+    Some(urpnet_examples::postgres_url_with_database(&base, &name))
 }
 
 /// A test node's configuration in a new temporary directory.

@@ -1,0 +1,418 @@
+//! bench-intake: durable ticket creations per second through the Desk API,
+//! next to a bare tonic echo server measured in the same run with the same
+//! client — the physical limit of gRPC on this machine.
+//!
+//! For each target (echo, node on SQLite, node on PostgreSQL when a URL is
+//! given) and each number of concurrent clients, clients send
+//! `CreateTicket` requests back to back for a fixed time; the table reports
+//! requests per second, p50 and p99 latency, and the ratio to the echo
+//! server at the same concurrency. Results are also written as JSON.
+//!
+//! cargo run --release -p urpnet-examples --bin bench-intake -- --help
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use rand::SeedableRng as _;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use urpnet_examples::samples;
+use urpnet_node::NodeConfig;
+use urpnet_node::server::{self, Listeners};
+use urpnet_proto::ids::NodeId;
+use urpnet_proto::v1::desk_server::{Desk, DeskServer};
+use urpnet_proto::v1::*;
+
+/// Measures durable ticket intake against a bare gRPC echo server.
+#[derive(Parser)]
+struct Args {
+    /// Concurrent clients to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    clients: Vec<usize>,
+    /// Seconds of measurement per cell (after one second of warm-up).
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Also measure the node on this PostgreSQL URL.
+    #[arg(long, env = "URPNET_BENCH_POSTGRES_URL")]
+    postgres: Option<String>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench/bench-intake.json")]
+    json_out: std::path::PathBuf,
+}
+
+/// The same Desk service with nothing behind it: answers CreateTicket with a
+/// ticket made from the request, storing and signing nothing.
+struct EchoDesk;
+
+#[tonic::async_trait]
+impl Desk for EchoDesk {
+    async fn create_ticket(
+        &self,
+        request: Request<CreateTicketRequest>,
+    ) -> Result<Response<CreateTicketResponse>, Status> {
+        let r = request.into_inner();
+        let ticket = Ticket {
+            id: r.request_id.clone(),
+            category: r.category,
+            channel: r.channel,
+            subject: r.subject,
+            description: r.description,
+            location: r.location,
+            consent: r.consent,
+            ..Default::default()
+        };
+        Ok(Response::new(CreateTicketResponse {
+            ticket: Some(ticket),
+            replayed: false,
+            possible_duplicates: vec![],
+        }))
+    }
+    async fn get_ticket(
+        &self,
+        _: Request<GetTicketRequest>,
+    ) -> Result<Response<GetTicketResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn list_tickets(
+        &self,
+        _: Request<ListTicketsRequest>,
+    ) -> Result<Response<ListTicketsResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn add_note(
+        &self,
+        _: Request<AddNoteRequest>,
+    ) -> Result<Response<TicketResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn change_status(
+        &self,
+        _: Request<ChangeStatusRequest>,
+    ) -> Result<Response<TicketResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn assign_ticket(
+        &self,
+        _: Request<AssignTicketRequest>,
+    ) -> Result<Response<TicketResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn get_history(
+        &self,
+        _: Request<GetHistoryRequest>,
+    ) -> Result<Response<GetHistoryResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn get_attachment(
+        &self,
+        _: Request<GetAttachmentRequest>,
+    ) -> Result<Response<GetAttachmentResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+}
+
+/// One measured cell.
+#[derive(Debug, Clone, Serialize)]
+struct Cell {
+    target: String,
+    clients: usize,
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    ratio_to_echo: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    benchmark: &'static str,
+    date: String,
+    machine: String,
+    cores: usize,
+    seconds_per_cell: u64,
+    cells: Vec<Cell>,
+}
+
+async fn start_echo(shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let max = NodeConfig::new(NodeId::new("c_a662")?, "", "")
+        .desk
+        .max_message_bytes;
+    let service = DeskServer::new(EchoDesk)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()),
+    );
+    Ok(addr)
+}
+
+struct NodeUnderTest {
+    addr: SocketAddr,
+    token: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<urpnet_node::NodeResult<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_node(store_url: Option<String>) -> anyhow::Result<NodeUnderTest> {
+    let dir = tempfile::Builder::new().prefix("urpnet-bench-").tempdir()?;
+    let mut config = NodeConfig::new(
+        NodeId::new("c_a662")?,
+        "Comune di Bari",
+        dir.path().join("data"),
+    );
+    if let Some(url) = store_url {
+        config.store.url = url;
+    }
+    let token = server::initialise(&config)
+        .await?
+        .context("fresh data dir")?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server::run(
+        config,
+        Listeners {
+            desk: listener,
+            metrics: None,
+        },
+        shutdown.clone(),
+    ));
+    Ok(NodeUnderTest {
+        addr,
+        token,
+        shutdown,
+        task,
+        _dir: dir,
+    })
+}
+
+/// Runs `clients` concurrent loops of CreateTicket against `addr` for the
+/// warm-up plus `seconds`, counting only the measured part.
+async fn measure(
+    target: &str,
+    addr: SocketAddr,
+    token: &str,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<Cell> {
+    // A few HTTP/2 connections, shared by the clients, as a front office
+    // integration would hold them.
+    let connections = clients.clamp(1, 4);
+    let mut desks = Vec::new();
+    for _ in 0..connections {
+        desks.push(urpnet_node::cli::connect(&addr.to_string(), token, 16 * 1024 * 1024).await?);
+    }
+    let warmup = Duration::from_secs(1);
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let stop_at = measure_from + Duration::from_secs(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let mut desk = desks[c % connections].clone();
+        tasks.spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(c as u64);
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            loop {
+                let req = samples::request(
+                    &mut rng,
+                    samples::CENTRES[c % samples::CENTRES.len()].0,
+                    samples::CHANNELS[c % 10],
+                );
+                let sent = Instant::now();
+                if sent >= stop_at {
+                    break;
+                }
+                let ok = desk.create_ticket(req).await.is_ok();
+                if sent >= measure_from {
+                    if ok {
+                        latencies.push(sent.elapsed().as_micros() as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies, errors)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (l, e) = done?;
+        latencies.extend(l);
+        errors += e;
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        if latencies.is_empty() {
+            0.0
+        } else {
+            f64::from(latencies[((latencies.len() - 1) as f64 * p) as usize]) / 1000.0
+        }
+    };
+    let secs = seconds as f64;
+    Ok(Cell {
+        target: target.into(),
+        clients,
+        requests: latencies.len() as u64,
+        errors,
+        seconds: secs,
+        requests_per_second: latencies.len() as f64 / secs,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        ratio_to_echo: None,
+    })
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    format!(
+        "{cpu}, {} cores, {mem}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    urpnet_proto::telemetry::init_logs(Default::default(), "warn");
+    let total_cells = args.clients.len() * (2 + usize::from(args.postgres.is_some()));
+    let bar = indicatif::ProgressBar::new(total_cells as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} cells  {msg}")?,
+    );
+    let mut cells = Vec::new();
+
+    let echo_shutdown = CancellationToken::new();
+    let echo = start_echo(echo_shutdown.clone()).await?;
+    for &clients in &args.clients {
+        bar.set_message(format!("echo, {clients} clients"));
+        cells.push(measure("tonic echo", echo, "unused", clients, args.seconds).await?);
+        bar.inc(1);
+    }
+    echo_shutdown.cancel();
+
+    let mut targets = vec![("node sqlite", None)];
+    if let Some(url) = &args.postgres {
+        targets.push(("node postgres", Some(url.clone())));
+    }
+    for (name, url) in targets {
+        for &clients in &args.clients {
+            // A fresh node (and database) per cell, so cells do not inherit
+            // each other's data.
+            let url = url.as_ref().map(|u| fresh_database(u, clients));
+            let url = match url {
+                Some(f) => Some(f.await?),
+                None => None,
+            };
+            let node = start_node(url).await?;
+            bar.set_message(format!("{name}, {clients} clients"));
+            urpnet_node::cli::connect(&node.addr.to_string(), &node.token, 1 << 20).await?;
+            cells.push(measure(name, node.addr, &node.token, clients, args.seconds).await?);
+            node.shutdown.cancel();
+            node.task.await??;
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+
+    let echo_rate = |clients: usize| {
+        cells
+            .iter()
+            .find(|c| c.target == "tonic echo" && c.clients == clients)
+            .map(|c| c.requests_per_second)
+    };
+    let ratios: Vec<Option<f64>> = cells
+        .iter()
+        .map(|c| echo_rate(c.clients).map(|e| c.requests_per_second / e))
+        .collect();
+    for (cell, ratio) in cells.iter_mut().zip(ratios) {
+        cell.ratio_to_echo = ratio;
+    }
+
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header([
+        "target",
+        "clients",
+        "creates/s",
+        "p50 ms",
+        "p99 ms",
+        "vs echo",
+        "errors",
+    ]);
+    for c in &cells {
+        table.add_row([
+            c.target.clone(),
+            c.clients.to_string(),
+            format!("{:.0}", c.requests_per_second),
+            format!("{:.2}", c.p50_ms),
+            format!("{:.2}", c.p99_ms),
+            c.ratio_to_echo
+                .map(|r| format!("{:.0} %", r * 100.0))
+                .unwrap_or_default(),
+            c.errors.to_string(),
+        ]);
+    }
+    let report = Report {
+        benchmark: "bench-intake",
+        date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        machine: machine(),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        seconds_per_cell: args.seconds,
+        cells,
+    };
+    println!("bench-intake — {} — {}", report.date, report.machine);
+    println!("{table}");
+    if let Some(parent) = args.json_out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.json_out, serde_json::to_string_pretty(&report)?)?;
+    println!("wrote {}", args.json_out.display());
+    Ok(())
+}
+
+/// A new database on the server of `base`, for one cell.
+async fn fresh_database(base: &str, clients: usize) -> anyhow::Result<String> {
+    use sqlx::Connection as _;
+    let name = format!("urpnet_bench_{clients}_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(base).await?;
+    sqlx::Executor::execute(
+        &mut admin,
+        format!("DROP DATABASE IF EXISTS {name}").as_str(),
+    )
+    .await?;
+    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str()).await?;
+    Ok(urpnet_examples::postgres_url_with_database(base, &name))
+}
