@@ -317,6 +317,7 @@ impl TicketDesk {
             .nearby_open(
                 &ticket.category,
                 &location.istat_code,
+                &address,
                 bbox,
                 since as i64,
                 &open,
@@ -324,19 +325,16 @@ impl TicketDesk {
             .await?;
         let mut found: Vec<DuplicateCandidate> = nearby
             .into_iter()
-            .filter(|n| n.ticket.id != ticket.id)
+            .filter(|n| n.id != ticket.id)
             .filter_map(|n| {
                 let distance_m = point.zip(n.point).map(|(a, b)| haversine_m(a, b));
-                let same_address = !address.is_empty()
-                    && n.ticket.location.as_ref().is_some_and(|l| {
-                        l.istat_code == location.istat_code && text::fold(&l.address) == address
-                    });
+                let same_address = !address.is_empty() && n.address_key == address;
                 let near = distance_m.is_some_and(|d| d <= radius);
-                (near || same_address).then(|| DuplicateCandidate {
-                    ticket_id: n.ticket.id.clone(),
-                    reference: n.ticket.reference.clone(),
-                    subject: n.ticket.subject.clone(),
-                    status: n.ticket.status,
+                (near || same_address).then_some(DuplicateCandidate {
+                    ticket_id: n.id,
+                    reference: n.reference,
+                    subject: n.subject,
+                    status: n.status,
                     distance_m,
                 })
             })

@@ -114,6 +114,9 @@ impl TestNode {
 
     /// Starts a node with a prepared configuration.
     pub async fn start_with(config: NodeConfig, dir: Option<TempDir>) -> TestNode {
+        // Warnings and errors of in-process nodes go to the test's output,
+        // shown when a test fails.
+        urpnet_proto::telemetry::init_logs(Default::default(), "warn");
         let token = match server::initialise(&config)
             .await
             .expect("initialise the data dir")

@@ -10,6 +10,7 @@ CREATE TABLE tickets (
     origin_node   TEXT NOT NULL,
     owner_node    TEXT NOT NULL,
     category      TEXT NOT NULL,
+    subject       TEXT NOT NULL,
     channel       BIGINT NOT NULL,
     status        BIGINT NOT NULL,
     priority      BIGINT NOT NULL,
@@ -20,6 +21,7 @@ CREATE TABLE tickets (
     latitude      DOUBLE PRECISION,
     longitude     DOUBLE PRECISION,
     search_text   TEXT NOT NULL,
+    address_key   TEXT NOT NULL,
     created_ms    BIGINT NOT NULL,
     updated_ms    BIGINT NOT NULL,
     state         BYTEA NOT NULL

@@ -10,6 +10,7 @@ CREATE TABLE tickets (
     origin_node   TEXT NOT NULL,
     owner_node    TEXT NOT NULL,
     category      TEXT NOT NULL,
+    subject       TEXT NOT NULL,
     channel       INTEGER NOT NULL,
     status        INTEGER NOT NULL,
     priority      INTEGER NOT NULL,
@@ -20,6 +21,7 @@ CREATE TABLE tickets (
     latitude      REAL,
     longitude     REAL,
     search_text   TEXT NOT NULL,
+    address_key   TEXT NOT NULL,
     created_ms    INTEGER NOT NULL,
     updated_ms    INTEGER NOT NULL,
     state         BLOB NOT NULL

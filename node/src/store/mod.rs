@@ -76,13 +76,22 @@ pub struct TicketFilter {
     pub limit: u32,
 }
 
-/// A candidate for a possible duplicate.
+/// A candidate for a possible duplicate: the columns duplicate detection
+/// needs, without decoding the ticket.
 #[derive(Debug, Clone)]
 pub struct NearbyTicket {
-    /// The ticket.
-    pub ticket: Ticket,
-    /// Its coordinates, if any.
+    /// Ticket id.
+    pub id: String,
+    /// Citizen reference.
+    pub reference: String,
+    /// Subject.
+    pub subject: String,
+    /// Status number.
+    pub status: i32,
+    /// Coordinates, if any.
     pub point: Option<(f64, f64)>,
+    /// Folded address (empty if none).
+    pub address_key: String,
 }
 
 /// A Desk credential.
@@ -353,8 +362,9 @@ impl Store {
         rows.iter().map(decode_state).collect()
     }
 
-    /// Open tickets of a category created since `since_ms`, in the same comune
-    /// or within a bounding box, for duplicate detection.
+    /// Open tickets of a category created since `since_ms`, either at the same
+    /// folded address of the same comune or within a bounding box
+    /// `(lat_min, lat_max, lon_min, lon_max)`, for duplicate detection.
     ///
     /// # Errors
     /// Storage failures.
@@ -362,16 +372,24 @@ impl Store {
         &self,
         category: &str,
         istat_code: &str,
+        address_key: &str,
         bbox: Option<(f64, f64, f64, f64)>,
         since_ms: i64,
         open_statuses: &[i32],
     ) -> NodeResult<Vec<NearbyTicket>> {
         let statuses: Vec<String> = open_statuses.iter().map(|s| s.to_string()).collect();
+        // An empty box and an impossible key when there is nothing to match.
         let (lat0, lat1, lon0, lon1) = bbox.unwrap_or((1.0, -1.0, 1.0, -1.0));
+        let address_key = if address_key.is_empty() {
+            "\u{1}"
+        } else {
+            address_key
+        };
         let sql = format!(
-            "SELECT state, latitude, longitude FROM tickets \
+            "SELECT id, reference, subject, status, latitude, longitude, address_key FROM tickets \
              WHERE category = $1 AND created_ms >= $2 AND status IN ({}) \
-             AND (istat_code = $3 OR (latitude BETWEEN $4 AND $5 AND longitude BETWEEN $6 AND $7)) \
+             AND ((istat_code = $3 AND address_key = $4) \
+                  OR (latitude BETWEEN $5 AND $6 AND longitude BETWEEN $7 AND $8)) \
              ORDER BY id DESC LIMIT 50",
             statuses.join(", ")
         );
@@ -379,6 +397,7 @@ impl Store {
             .bind(category)
             .bind(since_ms)
             .bind(istat_code)
+            .bind(address_key)
             .bind(lat0)
             .bind(lat1)
             .bind(lon0)
@@ -387,11 +406,15 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| {
-                let lat: Option<f64> = r.try_get(1)?;
-                let lon: Option<f64> = r.try_get(2)?;
+                let lat: Option<f64> = r.try_get(4)?;
+                let lon: Option<f64> = r.try_get(5)?;
                 Ok(NearbyTicket {
-                    ticket: decode_state(r)?,
+                    id: r.try_get(0)?,
+                    reference: r.try_get(1)?,
+                    subject: r.try_get(2)?,
+                    status: r.try_get::<i64, _>(3)? as i32,
                     point: lat.zip(lon),
+                    address_key: r.try_get(6)?,
                 })
             })
             .collect()
@@ -631,6 +654,7 @@ struct TicketColumns {
     latitude: Option<f64>,
     longitude: Option<f64>,
     search_text: String,
+    address_key: String,
     created_ms: i64,
     updated_ms: i64,
 }
@@ -652,6 +676,7 @@ impl TicketColumns {
                 "{} {} {} {}",
                 ticket.reference, ticket.subject, ticket.description, location.address
             )),
+            address_key: text::fold(&location.address),
             created_ms: ms(&ticket.created_at),
             updated_ms: ms(&ticket.updated_at),
         }

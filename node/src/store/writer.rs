@@ -175,15 +175,16 @@ async fn create(tx: &mut Tx, new: &NewTicket) -> NodeResult<CreateOutcome> {
     insert_event(tx, &new.event).await?;
     let c = TicketColumns::of(&new.ticket);
     sqlx::query(
-        "INSERT INTO tickets (id, reference, origin_node, owner_node, category, channel, status, priority, office, \
-         istat_code, province_code, region_code, latitude, longitude, search_text, created_ms, updated_ms, state) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        "INSERT INTO tickets (id, reference, origin_node, owner_node, category, subject, channel, status, priority, office, \
+         istat_code, province_code, region_code, latitude, longitude, search_text, address_key, created_ms, updated_ms, \
+         state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
     )
     .bind(&new.ticket.id)
     .bind(&new.ticket.reference)
     .bind(&new.ticket.origin_node)
     .bind(&new.ticket.owner_node)
     .bind(&new.ticket.category)
+    .bind(&new.ticket.subject)
     .bind(i64::from(new.ticket.channel))
     .bind(i64::from(new.ticket.status))
     .bind(i64::from(new.ticket.priority))
@@ -194,6 +195,7 @@ async fn create(tx: &mut Tx, new: &NewTicket) -> NodeResult<CreateOutcome> {
     .bind(c.latitude)
     .bind(c.longitude)
     .bind(c.search_text)
+    .bind(c.address_key)
     .bind(c.created_ms)
     .bind(c.updated_ms)
     .bind(new.ticket.encode_to_vec())
