@@ -30,6 +30,9 @@ pub enum NodeError {
     /// The database failed.
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
+    /// The SQLite writer failed.
+    #[error("storage: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// Anything else that is this node's fault.
     #[error("internal: {0}")]
     Internal(String),
@@ -53,7 +56,7 @@ impl NodeError {
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Self::PermissionDenied(_) => tonic::Code::PermissionDenied,
             Self::Unavailable(_) => tonic::Code::Unavailable,
-            Self::Storage(_) | Self::Internal(_) => tonic::Code::Internal,
+            Self::Storage(_) | Self::Sqlite(_) | Self::Internal(_) => tonic::Code::Internal,
         }
     }
 }

@@ -176,9 +176,8 @@ impl TicketDesk {
         validate::create_request(&req, &self.taxonomy, &self.config.attachments, now_ms)?;
         let request_key = format!("{}:{}", actor.id, req.request_id);
         let fingerprint = hex::encode(Sha256::digest(req.encode_to_vec()));
-        if let Some((ticket_id, seen)) = self.store.create_request(&request_key).await? {
-            return self.replay(ticket_id, seen == fingerprint).await;
-        }
+        // A retried request id is recognised by the writer, inside the
+        // transaction, so concurrent retries of one id also make one ticket.
 
         let mut attachments = Vec::with_capacity(req.attachments.len());
         for upload in &req.attachments {
@@ -221,17 +220,20 @@ impl TicketDesk {
             .citizen
             .clone()
             .filter(|c| *c != CitizenContact::default());
-        let outcome = self
-            .store
-            .create_ticket(NewTicket {
-                ticket,
+        // Look for possible duplicates while the write commits: the query
+        // only needs the new ticket's category and place.
+        let (outcome, possible_duplicates) = tokio::join!(
+            self.store.create_ticket(NewTicket {
+                ticket: ticket.clone(),
                 event: stored,
                 contact,
                 request_key,
                 fingerprint,
                 attachments,
-            })
-            .await?;
+            }),
+            self.possible_duplicates(&ticket)
+        );
+        let outcome = outcome?;
         let ticket = match outcome {
             CreateOutcome::Created(ticket) => *ticket,
             CreateOutcome::Replayed(id) => return self.replay(id, true).await,
@@ -239,11 +241,10 @@ impl TicketDesk {
         };
         metrics::counter!("urpnet_tickets_created_total", "channel" => names::channel_name(ticket.channel())).increment(1);
         tracing::info!(ticket = %ticket.id, reference = %ticket.reference, category = %ticket.category, "ticket created");
-        let possible_duplicates = self.possible_duplicates(&ticket).await?;
         Ok(Creation {
             ticket,
             replayed: false,
-            possible_duplicates,
+            possible_duplicates: possible_duplicates?,
         })
     }
 
@@ -290,11 +291,9 @@ impl TicketDesk {
         let location = ticket.location.clone().unwrap_or_default();
         let radius = self.config.tickets.duplicate_radius_m;
         let point = location.coordinates.map(|c| (c.latitude, c.longitude));
-        let bbox = point.map(|(lat, lon)| {
-            let dlat = radius / 111_320.0;
-            let dlon = radius / (111_320.0 * lat.to_radians().cos().max(0.01));
-            (lat - dlat, lat + dlat, lon - dlon, lon + dlon)
-        });
+        let cells = point
+            .map(|(lat, lon)| crate::store::geo_cells_around(lat, lon, radius))
+            .unwrap_or_default();
         let window_ms = u64::from(self.config.tickets.duplicate_window_days) * 24 * 3600 * 1000;
         let since = millis(
             ticket
@@ -318,24 +317,36 @@ impl TicketDesk {
                 &ticket.category,
                 &location.istat_code,
                 &address,
-                bbox,
+                &cells,
                 since as i64,
                 &open,
             )
             .await?;
-        let mut found: Vec<DuplicateCandidate> = nearby
+        let mut close: Vec<(String, Option<f64>)> = nearby
             .into_iter()
             .filter(|n| n.id != ticket.id)
             .filter_map(|n| {
                 let distance_m = point.zip(n.point).map(|(a, b)| haversine_m(a, b));
-                let same_address = !address.is_empty() && n.address_key == address;
                 let near = distance_m.is_some_and(|d| d <= radius);
-                (near || same_address).then_some(DuplicateCandidate {
-                    ticket_id: n.id,
-                    reference: n.reference,
-                    subject: n.subject,
-                    status: n.status,
-                    distance_m,
+                (near || n.same_address).then_some((n.id, distance_m))
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        close.retain(|(id, _)| seen.insert(id.clone()));
+        close.sort_by(|a, b| a.1.unwrap_or(f64::MAX).total_cmp(&b.1.unwrap_or(f64::MAX)));
+        close.truncate(5);
+        let ids: Vec<&str> = close.iter().map(|(id, _)| id.as_str()).collect();
+        let summaries = self.store.summaries(&ids).await?;
+        let mut found: Vec<DuplicateCandidate> = close
+            .iter()
+            .filter_map(|(id, distance_m)| {
+                let (_, reference, subject, status) = summaries.iter().find(|s| &s.0 == id)?;
+                Some(DuplicateCandidate {
+                    ticket_id: id.clone(),
+                    reference: reference.clone(),
+                    subject: subject.clone(),
+                    status: *status,
+                    distance_m: *distance_m,
                 })
             })
             .collect();

@@ -16,24 +16,25 @@ use urpnet_proto::v1::{
 };
 use urpnet_tests::{Backend, TestNode, node_config};
 
+/// One test module per backend, each test calling the scenario of its name.
+macro_rules! backend_module {
+    ($module:ident, $backend:ident, $($name:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let test = concat!(stringify!($module), "::", stringify!($name));
+                    super::$name(urpnet_tests::Backend::$backend, test).await
+                }
+            )*
+        }
+    };
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(urpnet_tests::Backend::Sqlite, concat!("sqlite::", stringify!($name))).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(urpnet_tests::Backend::Postgres, concat!("postgres::", stringify!($name))).await
-                }
-            )*
-        }
+        backend_module!(sqlite, Sqlite, $($name),*);
+        backend_module!(postgres, Postgres, $($name),*);
     };
 }
 

@@ -127,6 +127,10 @@ struct Cell {
     p50_ms: f64,
     p99_ms: f64,
     ratio_to_echo: Option<f64>,
+    /// Mean writes per group commit during the cell (node targets).
+    mean_batch: Option<f64>,
+    /// Mean time of one group commit, in ms (node targets).
+    mean_commit_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -273,7 +277,25 @@ async fn measure(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         ratio_to_echo: None,
+        mean_batch: None,
+        mean_commit_ms: None,
     })
+}
+
+/// (writes, commits, commit seconds) so far, from the process's metrics.
+fn store_metrics() -> (f64, f64, f64) {
+    let text = urpnet_proto::telemetry::prometheus().render();
+    let value = |name: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    (
+        value("urpnet_store_commit_batch_size_sum"),
+        value("urpnet_store_commit_batch_size_count"),
+        value("urpnet_store_commit_duration_seconds_sum"),
+    )
 }
 
 fn machine() -> String {
@@ -337,7 +359,15 @@ async fn main() -> anyhow::Result<()> {
             let node = start_node(url).await?;
             bar.set_message(format!("{name}, {clients} clients"));
             urpnet_node::cli::connect(&node.addr.to_string(), &node.token, 1 << 20).await?;
-            cells.push(measure(name, node.addr, &node.token, clients, args.seconds).await?);
+            let before = store_metrics();
+            let mut cell = measure(name, node.addr, &node.token, clients, args.seconds).await?;
+            let after = store_metrics();
+            let commits = after.1 - before.1;
+            if commits > 0.0 {
+                cell.mean_batch = Some((after.0 - before.0) / commits);
+                cell.mean_commit_ms = Some((after.2 - before.2) / commits * 1000.0);
+            }
+            cells.push(cell);
             node.shutdown.cancel();
             node.task.await??;
             bar.inc(1);
@@ -381,6 +411,10 @@ async fn main() -> anyhow::Result<()> {
                 .map(|r| format!("{:.0} %", r * 100.0))
                 .unwrap_or_default(),
             c.errors.to_string(),
+            c.mean_batch.map(|b| format!("{b:.1}")).unwrap_or_default(),
+            c.mean_commit_ms
+                .map(|m| format!("{m:.2}"))
+                .unwrap_or_default(),
         ]);
     }
     let report = Report {

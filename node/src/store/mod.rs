@@ -76,22 +76,15 @@ pub struct TicketFilter {
     pub limit: u32,
 }
 
-/// A candidate for a possible duplicate: the columns duplicate detection
-/// needs, without decoding the ticket.
+/// A candidate for a possible duplicate, read from an index alone.
 #[derive(Debug, Clone)]
 pub struct NearbyTicket {
     /// Ticket id.
     pub id: String,
-    /// Citizen reference.
-    pub reference: String,
-    /// Subject.
-    pub subject: String,
-    /// Status number.
-    pub status: i32,
     /// Coordinates, if any.
     pub point: Option<(f64, f64)>,
-    /// Folded address (empty if none).
-    pub address_key: String,
+    /// Found by the same-address lookup (else by the nearby-cells one).
+    pub same_address: bool,
 }
 
 /// A Desk credential.
@@ -172,8 +165,15 @@ impl Store {
             .connect(&options.url)
             .await?;
 
+        let target = match backend {
+            Backend::Sqlite => {
+                writer_pool.close().await;
+                writer::Target::Sqlite(open_sqlite_writer(&options.url)?)
+            }
+            Backend::Postgres => writer::Target::Pool(writer_pool),
+        };
         let (writes, rx) = mpsc::channel(options.max_batch * 4);
-        let task = tokio::spawn(writer::run(writer_pool, rx, options.max_batch));
+        let task = writer::spawn(target, rx, options.max_batch);
         Ok((
             Store {
                 backend,
@@ -363,8 +363,10 @@ impl Store {
     }
 
     /// Open tickets of a category created since `since_ms`, either at the same
-    /// folded address of the same comune or within a bounding box
-    /// `(lat_min, lat_max, lon_min, lon_max)`, for duplicate detection.
+    /// folded address of the same comune or in one of `cells` (see
+    /// [`geo_cell`]), for duplicate detection. Every lookup is answered from
+    /// a covering index and reads at most the 50 most recent candidates,
+    /// so the cost stays bounded however many tickets an area has.
     ///
     /// # Errors
     /// Storage failures.
@@ -373,49 +375,78 @@ impl Store {
         category: &str,
         istat_code: &str,
         address_key: &str,
-        bbox: Option<(f64, f64, f64, f64)>,
+        cells: &[i64],
         since_ms: i64,
         open_statuses: &[i32],
     ) -> NodeResult<Vec<NearbyTicket>> {
         let statuses: Vec<String> = open_statuses.iter().map(|s| s.to_string()).collect();
-        // An empty box and an impossible key when there is nothing to match.
-        let (lat0, lat1, lon0, lon1) = bbox.unwrap_or((1.0, -1.0, 1.0, -1.0));
-        let address_key = if address_key.is_empty() {
-            "\u{1}"
-        } else {
-            address_key
-        };
-        let sql = format!(
-            "SELECT id, reference, subject, status, latitude, longitude, address_key FROM tickets \
-             WHERE category = $1 AND created_ms >= $2 AND status IN ({}) \
-             AND ((istat_code = $3 AND address_key = $4) \
-                  OR (latitude BETWEEN $5 AND $6 AND longitude BETWEEN $7 AND $8)) \
-             ORDER BY id DESC LIMIT 50",
-            statuses.join(", ")
-        );
-        let rows = sqlx::query(&sql)
-            .bind(category)
-            .bind(since_ms)
-            .bind(istat_code)
-            .bind(address_key)
-            .bind(lat0)
-            .bind(lat1)
-            .bind(lon0)
-            .bind(lon1)
-            .fetch_all(&self.reader)
-            .await?;
+        let open = format!("created_ms >= $2 AND status IN ({})", statuses.join(", "));
+        let mut parts = Vec::new();
+        if !address_key.is_empty() {
+            parts.push(format!(
+                "SELECT * FROM (SELECT id, latitude, longitude, 1 AS same_address FROM tickets \
+                 WHERE category = $1 AND istat_code = $3 AND address_key = $4 AND {open} \
+                 ORDER BY created_ms DESC LIMIT 50) AS same_address"
+            ));
+        }
+        // One lookup per cell, each ordered by its index and cut at 50 rows:
+        // with `geo_cell IN (...)` the database would read every ticket of the
+        // cells to sort them. Cells are integers computed by the node: inlined.
+        for (i, cell) in cells.iter().enumerate() {
+            parts.push(format!(
+                "SELECT * FROM (SELECT id, latitude, longitude, 0 AS same_address FROM tickets \
+                 WHERE category = $1 AND geo_cell = {cell} AND {open} \
+                 ORDER BY created_ms DESC LIMIT 50) AS cell_{i}"
+            ));
+        }
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = parts.join(" UNION ALL ");
+        let mut query = sqlx::query(&sql).bind(category).bind(since_ms);
+        if !address_key.is_empty() {
+            query = query.bind(istat_code).bind(address_key);
+        }
+        let rows = query.fetch_all(&self.reader).await?;
         rows.iter()
             .map(|r| {
-                let lat: Option<f64> = r.try_get(4)?;
-                let lon: Option<f64> = r.try_get(5)?;
+                let lat: Option<f64> = r.try_get(1)?;
+                let lon: Option<f64> = r.try_get(2)?;
                 Ok(NearbyTicket {
                     id: r.try_get(0)?,
-                    reference: r.try_get(1)?,
-                    subject: r.try_get(2)?,
-                    status: r.try_get::<i64, _>(3)? as i32,
                     point: lat.zip(lon),
-                    address_key: r.try_get(6)?,
+                    same_address: r.try_get::<i64, _>(3)? == 1,
                 })
+            })
+            .collect()
+    }
+
+    /// Reference, subject and status of a few tickets, by id.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn summaries(&self, ids: &[&str]) -> NodeResult<Vec<(String, String, String, i32)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, reference, subject, status FROM tickets WHERE id IN ({})",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        let rows = query.fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get::<i64, _>(3)? as i32,
+                ))
             })
             .collect()
     }
@@ -597,12 +628,34 @@ fn operator_record(r: &AnyRow) -> OperatorRecord {
     }
 }
 
+/// The writer's own SQLite connection (rusqlite), set up like every other:
+/// WAL, `synchronous=FULL`, checked.
+fn open_sqlite_writer(url: &str) -> NodeResult<rusqlite::Connection> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA cache_size = -32768;")?;
+    let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    if !mode.eq_ignore_ascii_case("wal") || sync != 2 {
+        return Err(NodeError::Internal(format!(
+            "SQLite must run with journal_mode=WAL and synchronous=FULL, found journal_mode={mode} synchronous={sync}"
+        )));
+    }
+    Ok(conn)
+}
+
 /// Sets up a SQLite connection: WAL, `synchronous=FULL`, a busy timeout for
 /// other processes (the operator CLI), then checks the durability settings.
 async fn prepare_sqlite(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
     conn.execute("PRAGMA journal_mode = WAL").await?;
     conn.execute("PRAGMA synchronous = FULL").await?;
     conn.execute("PRAGMA busy_timeout = 10000").await?;
+    conn.execute("PRAGMA cache_size = -32768").await?;
     check_sqlite_durability(conn).await
 }
 
@@ -641,6 +694,34 @@ fn decode_envelope(row: &AnyRow) -> NodeResult<(Signed, TicketEvent)> {
     Ok((envelope, event))
 }
 
+/// Degrees per side of a [`geo_cell`].
+pub const GEO_CELL_DEGREES: f64 = 0.01;
+
+/// The grid cell (0.01 degree, about 1.1 km north-south and 0.8 km east-west
+/// in Italy) holding a point, as one integer.
+pub fn geo_cell(latitude: f64, longitude: f64) -> i64 {
+    let row = (latitude / GEO_CELL_DEGREES).floor() as i64 + 10_000;
+    let column = (longitude / GEO_CELL_DEGREES).floor() as i64 + 20_000;
+    row * 100_000 + column
+}
+
+/// The cells within `radius_m` metres of a point: its own and as many rings
+/// of neighbours as the radius needs.
+pub fn geo_cells_around(latitude: f64, longitude: f64, radius_m: f64) -> Vec<i64> {
+    let cell_m_lat = GEO_CELL_DEGREES * 111_320.0;
+    let cell_m_lon = (cell_m_lat * latitude.to_radians().cos()).max(1.0);
+    let rings_lat = (radius_m / cell_m_lat).ceil().clamp(1.0, 5.0) as i64;
+    let rings_lon = (radius_m / cell_m_lon).ceil().clamp(1.0, 5.0) as i64;
+    let centre = geo_cell(latitude, longitude);
+    let mut cells = Vec::new();
+    for dr in -rings_lat..=rings_lat {
+        for dc in -rings_lon..=rings_lon {
+            cells.push(centre + dr * 100_000 + dc);
+        }
+    }
+    cells
+}
+
 /// Where content with this hash lives under `dir` (two levels of fan-out).
 pub fn blob_path(dir: &Path, sha256: &str) -> PathBuf {
     dir.join(&sha256[..2]).join(&sha256[2..4]).join(sha256)
@@ -653,6 +734,7 @@ struct TicketColumns {
     istat_code: String,
     latitude: Option<f64>,
     longitude: Option<f64>,
+    geo_cell: Option<i64>,
     search_text: String,
     address_key: String,
     created_ms: i64,
@@ -672,6 +754,9 @@ impl TicketColumns {
             istat_code: location.istat_code.clone(),
             latitude: location.coordinates.map(|c| c.latitude),
             longitude: location.coordinates.map(|c| c.longitude),
+            geo_cell: location
+                .coordinates
+                .map(|c| geo_cell(c.latitude, c.longitude)),
             search_text: text::fold(&format!(
                 "{} {} {} {}",
                 ticket.reference, ticket.subject, ticket.description, location.address
@@ -680,5 +765,24 @@ impl TicketColumns {
             created_ms: ms(&ticket.created_at),
             updated_ms: ms(&ticket.updated_at),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearby_cells_cover_the_radius_across_cell_borders() {
+        // Two points 200 m apart on either side of a cell border.
+        let (a, b) = ((41.119_999, 16.87), (41.121_8, 16.87));
+        assert_ne!(geo_cell(a.0, a.1), geo_cell(b.0, b.1));
+        assert!(geo_cells_around(a.0, a.1, 300.0).contains(&geo_cell(b.0, b.1)));
+        assert_eq!(geo_cells_around(a.0, a.1, 300.0).len(), 9);
+        // A larger radius takes more rings; a point 3 km away is outside 300 m.
+        assert!(geo_cells_around(a.0, a.1, 2_000.0).len() > 9);
+        assert!(!geo_cells_around(a.0, a.1, 300.0).contains(&geo_cell(41.15, 16.87)));
+        // Western and southern hemispheres map to distinct cells too.
+        assert_ne!(geo_cell(-41.12, -16.87), geo_cell(41.12, 16.87));
     }
 }

@@ -7,7 +7,14 @@
 //! acknowledged write is durable. If the batch fails as a whole (a storage
 //! error, not a rule broken by one op), each op is retried in a transaction of
 //! its own, so a bad op never takes good ones down with it.
+//!
+//! The statements are the same on both backends, behind [`WriteTx`]. On
+//! PostgreSQL the writer is a task using sqlx. On SQLite it is a thread of its
+//! own that runs a whole batch through rusqlite in one go: with sqlx every
+//! statement is a hop to SQLite's worker thread, and under load each hop
+//! waits for a CPU, which made a commit cost milliseconds.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use prost::Message as _;
@@ -82,44 +89,114 @@ enum OpResult {
     Append(NodeResult<Box<Ticket>>),
 }
 
-type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// Where the writer writes.
+pub(super) enum Target {
+    /// SQLite through rusqlite, on a dedicated thread.
+    Sqlite(rusqlite::Connection),
+    /// PostgreSQL (or any sqlx backend) through a one-connection pool.
+    Pool(AnyPool),
+}
 
-pub(super) async fn run(pool: AnyPool, mut rx: mpsc::Receiver<WriteOp>, max_batch: usize) {
+/// Starts the writer; it ends when every sender of `rx` is dropped.
+pub(super) fn spawn(
+    target: Target,
+    rx: mpsc::Receiver<WriteOp>,
+    max_batch: usize,
+) -> tokio::task::JoinHandle<()> {
+    match target {
+        Target::Pool(pool) => tokio::spawn(run_pool(pool, rx, max_batch)),
+        Target::Sqlite(conn) => {
+            tokio::task::spawn_blocking(move || run_sqlite(conn, rx, max_batch))
+        }
+    }
+}
+
+/// Runs a batch of ops in one transaction of its backend.
+trait Committer {
+    async fn transaction(&mut self, ops: &[WriteOp]) -> NodeResult<Vec<OpResult>>;
+}
+
+impl Committer for AnyPool {
+    async fn transaction(&mut self, ops: &[WriteOp]) -> NodeResult<Vec<OpResult>> {
+        let mut tx = self.begin().await?;
+        let results = execute(&mut tx, ops).await?;
+        tx.commit().await?;
+        Ok(results)
+    }
+}
+
+impl Committer for rusqlite::Connection {
+    async fn transaction(&mut self, ops: &[WriteOp]) -> NodeResult<Vec<OpResult>> {
+        let mut tx = self.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let results = execute(&mut tx, ops).await?;
+        tx.commit()?;
+        Ok(results)
+    }
+}
+
+async fn run_pool(mut pool: AnyPool, mut rx: mpsc::Receiver<WriteOp>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let started = Instant::now();
-        metrics::histogram!("urpnet_store_commit_batch_size").record(batch.len() as f64);
-        let results = match execute(&pool, &batch).await {
-            Ok(results) => results,
-            Err(err) if batch.len() > 1 => {
-                tracing::warn!(error = %err, ops = batch.len(), "group commit failed; retrying each write alone");
-                let mut results = Vec::with_capacity(batch.len());
-                for op in &batch {
-                    let one = execute(&pool, std::slice::from_ref(op)).await;
-                    results.push(
-                        one.map(|mut r| r.remove(0))
-                            .unwrap_or_else(|e| failed(op, e)),
-                    );
-                }
-                results
-            }
-            Err(err) => vec![failed(&batch[0], err)],
-        };
-        metrics::histogram!("urpnet_store_commit_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        for (op, result) in batch.drain(..).zip(results) {
-            // A caller that gave up is no reason to stop: ignore closed replies.
-            match (op, result) {
-                (WriteOp::Create(_, reply), OpResult::Create(r)) => drop(reply.send(r)),
-                (WriteOp::Append { reply, .. }, OpResult::Append(r)) => {
-                    drop(reply.send(r.map(|t| *t)))
-                }
-                _ => unreachable!("results are produced in op order and kind"),
-            }
-        }
+        let results = write_batch(&mut pool, &batch).await;
+        reply(&mut batch, results, started);
     }
     pool.close().await;
     tracing::debug!("store writer stopped");
+}
+
+fn run_sqlite(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<WriteOp>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        // Nothing in the SQLite path ever waits: the future completes on its
+        // first poll, on this thread.
+        let results = futures::executor::block_on(write_batch(&mut conn, &batch));
+        reply(&mut batch, results, started);
+    }
+    tracing::debug!("store writer stopped");
+}
+
+/// Runs a batch in one transaction; if that fails, each op in its own.
+async fn write_batch(committer: &mut impl Committer, batch: &[WriteOp]) -> Vec<OpResult> {
+    metrics::histogram!("urpnet_store_commit_batch_size").record(batch.len() as f64);
+    match committer.transaction(batch).await {
+        Ok(results) => results,
+        Err(err) if batch.len() > 1 => {
+            tracing::warn!(error = %err, ops = batch.len(), "group commit failed; retrying each write alone");
+            let mut results = Vec::with_capacity(batch.len());
+            for op in batch {
+                let one = committer.transaction(std::slice::from_ref(op)).await;
+                results.push(
+                    one.map(|mut r| r.remove(0))
+                        .unwrap_or_else(|e| failed(op, e)),
+                );
+            }
+            results
+        }
+        Err(err) => vec![failed(&batch[0], err)],
+    }
+}
+
+/// Answers every op of a committed batch.
+fn reply(batch: &mut Vec<WriteOp>, results: Vec<OpResult>, started: Instant) {
+    metrics::histogram!("urpnet_store_commit_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    for (op, result) in batch.drain(..).zip(results) {
+        // A caller that gave up is no reason to stop: ignore closed replies.
+        match (op, result) {
+            (WriteOp::Create(_, reply), OpResult::Create(r)) => drop(reply.send(r)),
+            (WriteOp::Append { reply, .. }, OpResult::Append(r)) => drop(reply.send(r.map(|t| *t))),
+            _ => unreachable!("results are produced in op order and kind"),
+        }
+    }
 }
 
 fn failed(op: &WriteOp, err: NodeError) -> OpResult {
@@ -129,123 +206,385 @@ fn failed(op: &WriteOp, err: NodeError) -> OpResult {
     }
 }
 
+/// A value bound into a statement.
+pub(super) enum Value<'a> {
+    Null,
+    Int(i64),
+    Real(Option<f64>),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+/// An open write transaction, whatever the backend: the three shapes of
+/// statement the writer needs. Placeholders are `$1`, `$2`, ... in order.
+pub(super) trait WriteTx {
+    /// Runs a statement, returning its rows as text columns.
+    async fn texts(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Vec<Vec<String>>>;
+    /// Runs a query returning at most one blob.
+    async fn blob(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Option<Vec<u8>>>;
+}
+
+impl WriteTx for sqlx::Transaction<'_, sqlx::Any> {
+    async fn texts(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Vec<Vec<String>>> {
+        let rows = bind_sqlx(sqlx::query(sql), values)
+            .fetch_all(&mut **self)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                (0..sqlx::Row::len(r))
+                    .map(|i| r.try_get::<String, _>(i).map_err(NodeError::from))
+                    .collect()
+            })
+            .collect()
+    }
+
+    async fn blob(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Option<Vec<u8>>> {
+        let row = bind_sqlx(sqlx::query(sql), values)
+            .fetch_optional(&mut **self)
+            .await?;
+        Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?)
+    }
+}
+
+fn bind_sqlx<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    values: &'q [Value<'q>],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for value in values {
+        query = match value {
+            Value::Null => query.bind(None::<i64>),
+            Value::Int(v) => query.bind(*v),
+            Value::Real(v) => query.bind(*v),
+            Value::Text(v) => query.bind(*v),
+            Value::Bytes(v) => query.bind(*v),
+        };
+    }
+    query
+}
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Int(v) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
+            Value::Real(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Real(*v)),
+            Value::Real(None) => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Value::Bytes(v) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
+        })
+    }
+}
+
+impl WriteTx for rusqlite::Transaction<'_> {
+    async fn texts(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Vec<Vec<String>>> {
+        let mut stmt = self.prepare_cached(sql)?;
+        let width = stmt.column_count();
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |row| {
+            (0..width)
+                .map(|i| row.get::<_, String>(i))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    async fn blob(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Option<Vec<u8>>> {
+        use rusqlite::OptionalExtension as _;
+        let mut stmt = self.prepare_cached(sql)?;
+        Ok(stmt
+            .query_row(rusqlite::params_from_iter(values), |row| {
+                row.get::<_, Vec<u8>>(0)
+            })
+            .optional()?)
+    }
+}
+
 /// Runs ops in one transaction. `Err` only for failures that abort it.
-async fn execute(pool: &AnyPool, ops: &[WriteOp]) -> NodeResult<Vec<OpResult>> {
-    let mut tx: Tx = pool.begin().await?;
+///
+/// Creates are written together, a few multi-row statements for the whole
+/// batch: each statement is a round trip to the database (for SQLite, to its
+/// worker thread), and under load those round trips, not the fsync, are what
+/// a commit costs. Appends need the ticket's latest state and run one by one.
+async fn execute(tx: &mut impl WriteTx, ops: &[WriteOp]) -> NodeResult<Vec<OpResult>> {
+    let creates: Vec<&NewTicket> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Create(new, _) => Some(&**new),
+            WriteOp::Append { .. } => None,
+        })
+        .collect();
+    let mut created = create_all(tx, &creates).await?.into_iter();
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         results.push(match op {
-            WriteOp::Create(new, _) => OpResult::Create(Ok(create(&mut tx, new).await?)),
+            WriteOp::Create(..) => {
+                OpResult::Create(Ok(created.next().expect("one outcome per create")))
+            }
             WriteOp::Append {
                 ticket_id,
                 mutation,
                 ..
-            } => OpResult::Append(append(&mut tx, ticket_id, mutation).await?),
+            } => OpResult::Append(append(tx, ticket_id, mutation).await?),
         });
     }
-    tx.commit().await?;
     Ok(results)
 }
 
-async fn create(tx: &mut Tx, new: &NewTicket) -> NodeResult<CreateOutcome> {
-    let claimed = sqlx::query(
-        "INSERT INTO create_requests (request_key, fingerprint, ticket_id, created_ms) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (request_key) DO NOTHING",
+/// Most bound parameters per statement (SQLite allows 32766, PostgreSQL 65535).
+const MAX_PARAMS: usize = 30_000;
+
+/// Runs `<head> VALUES (...), (...) <tail>` for all rows, in as few statements
+/// as the parameter limit allows, and returns what they return.
+async fn insert_rows(
+    tx: &mut impl WriteTx,
+    head: &str,
+    tail: &str,
+    rows: &[Vec<Value<'_>>],
+) -> NodeResult<Vec<Vec<String>>> {
+    let Some(width) = rows.first().map(Vec::len) else {
+        return Ok(Vec::new());
+    };
+    let mut returned = Vec::new();
+    for chunk in rows.chunks(MAX_PARAMS / width) {
+        let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * width * 6);
+        sql.push_str(head);
+        sql.push_str(" VALUES ");
+        for r in 0..chunk.len() {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for c in 0..width {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", r * width + c + 1));
+            }
+            sql.push(')');
+        }
+        sql.push(' ');
+        sql.push_str(tail);
+        let values: Vec<&Value<'_>> = chunk.iter().flatten().collect();
+        returned.extend(
+            tx.texts(
+                &sql,
+                &values.into_iter().map(Value::reborrow).collect::<Vec<_>>(),
+            )
+            .await?,
+        );
+    }
+    Ok(returned)
+}
+
+impl Value<'_> {
+    fn reborrow(&self) -> Value<'_> {
+        match self {
+            Value::Null => Value::Null,
+            Value::Int(v) => Value::Int(*v),
+            Value::Real(v) => Value::Real(*v),
+            Value::Text(v) => Value::Text(v),
+            Value::Bytes(v) => Value::Bytes(v),
+        }
+    }
+}
+
+/// Writes a batch of creates; one outcome per create, in order.
+async fn create_all(tx: &mut impl WriteTx, news: &[&NewTicket]) -> NodeResult<Vec<CreateOutcome>> {
+    if news.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Claim the request keys; those already claimed (earlier, or by an
+    // earlier op of this very batch) are replays or conflicts.
+    let claims: Vec<Vec<Value<'_>>> = news
+        .iter()
+        .map(|n| {
+            vec![
+                Value::Text(&n.request_key),
+                Value::Text(&n.fingerprint),
+                Value::Text(&n.ticket.id),
+                Value::Int(n.event.hlc_wall),
+            ]
+        })
+        .collect();
+    let claimed: HashSet<String> = insert_rows(
+        tx,
+        "INSERT INTO create_requests (request_key, fingerprint, ticket_id, created_ms)",
+        "ON CONFLICT (request_key) DO NOTHING RETURNING request_key",
+        &claims,
     )
-    .bind(&new.request_key)
-    .bind(&new.fingerprint)
-    .bind(&new.ticket.id)
-    .bind(new.event.hlc_wall)
-    .execute(&mut **tx)
-    .await?;
-    if claimed.rows_affected() == 0 {
-        let row = sqlx::query(
-            "SELECT ticket_id, fingerprint FROM create_requests WHERE request_key = $1",
-        )
-        .bind(&new.request_key)
-        .fetch_one(&mut **tx)
-        .await?;
-        let (ticket_id, fingerprint): (String, String) = (row.get(0), row.get(1));
-        return Ok(if fingerprint == new.fingerprint {
-            CreateOutcome::Replayed(ticket_id)
-        } else {
-            CreateOutcome::Conflict
-        });
+    .await?
+    .into_iter()
+    .filter_map(|r| r.into_iter().next())
+    .collect();
+    let mut taken = HashSet::new();
+    let fresh: Vec<bool> = news
+        .iter()
+        .map(|n| claimed.contains(&n.request_key) && taken.insert(&n.request_key))
+        .collect();
+
+    let mut seen = HashMap::new();
+    for (n, _) in news.iter().zip(&fresh).filter(|(_, f)| !**f) {
+        if !seen.contains_key(&n.request_key) {
+            let rows = tx
+                .texts(
+                    "SELECT ticket_id, fingerprint FROM create_requests WHERE request_key = $1",
+                    &[Value::Text(&n.request_key)],
+                )
+                .await?;
+            let mut row = rows.into_iter().next().unwrap_or_default().into_iter();
+            let (ticket_id, fingerprint) = (
+                row.next().unwrap_or_default(),
+                row.next().unwrap_or_default(),
+            );
+            seen.insert(n.request_key.clone(), (ticket_id, fingerprint));
+        }
     }
-    insert_event(tx, &new.event).await?;
-    let c = TicketColumns::of(&new.ticket);
-    sqlx::query(
-        "INSERT INTO tickets (id, reference, origin_node, owner_node, category, subject, channel, status, priority, office, \
-         istat_code, province_code, region_code, latitude, longitude, search_text, address_key, created_ms, updated_ms, \
-         state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+
+    let stored: Vec<&NewTicket> = news
+        .iter()
+        .zip(&fresh)
+        .filter(|(_, f)| **f)
+        .map(|(n, _)| *n)
+        .collect();
+    let events: Vec<Vec<Value<'_>>> = stored.iter().map(|n| event_row(&n.event)).collect();
+    insert_rows(
+        tx,
+        "INSERT INTO ticket_events (event_id, ticket_id, hlc_wall, hlc_logical, author_node, envelope, received_ms)",
+        "",
+        &events,
     )
-    .bind(&new.ticket.id)
-    .bind(&new.ticket.reference)
-    .bind(&new.ticket.origin_node)
-    .bind(&new.ticket.owner_node)
-    .bind(&new.ticket.category)
-    .bind(&new.ticket.subject)
-    .bind(i64::from(new.ticket.channel))
-    .bind(i64::from(new.ticket.status))
-    .bind(i64::from(new.ticket.priority))
-    .bind(&new.ticket.office)
-    .bind(c.istat_code)
-    .bind(c.province_code)
-    .bind(c.region_code)
-    .bind(c.latitude)
-    .bind(c.longitude)
-    .bind(c.search_text)
-    .bind(c.address_key)
-    .bind(c.created_ms)
-    .bind(c.updated_ms)
-    .bind(new.ticket.encode_to_vec())
-    .execute(&mut **tx)
     .await?;
-    if let Some(contact) = &new.contact {
-        sqlx::query(
-            "INSERT INTO citizen_contacts (ticket_id, full_name, email, phone, fiscal_code, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&new.ticket.id)
-        .bind(&contact.full_name)
-        .bind(&contact.email)
-        .bind(&contact.phone)
-        .bind(&contact.fiscal_code)
-        .bind(c.created_ms)
-        .execute(&mut **tx)
-        .await?;
-    }
-    for a in &new.attachments {
-        sqlx::query(
-            "INSERT INTO attachments (sha256, file_name, media_type, size_bytes, created_ms) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (sha256) DO NOTHING",
-        )
-        .bind(&a.sha256)
-        .bind(&a.file_name)
-        .bind(&a.media_type)
-        .bind(a.size_bytes as i64)
-        .bind(c.created_ms)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(CreateOutcome::Created(Box::new(new.ticket.clone())))
+    let columns: Vec<(TicketColumns, Vec<u8>)> = stored
+        .iter()
+        .map(|n| (TicketColumns::of(&n.ticket), n.ticket.encode_to_vec()))
+        .collect();
+    let tickets: Vec<Vec<Value<'_>>> = stored
+        .iter()
+        .zip(&columns)
+        .map(|(n, (c, state))| {
+            let t = &n.ticket;
+            vec![
+                Value::Text(&t.id),
+                Value::Text(&t.reference),
+                Value::Text(&t.origin_node),
+                Value::Text(&t.owner_node),
+                Value::Text(&t.category),
+                Value::Text(&t.subject),
+                Value::Int(i64::from(t.channel)),
+                Value::Int(i64::from(t.status)),
+                Value::Int(i64::from(t.priority)),
+                Value::Text(&t.office),
+                Value::Text(&c.istat_code),
+                Value::Text(&c.province_code),
+                Value::Text(&c.region_code),
+                Value::Real(c.latitude),
+                Value::Real(c.longitude),
+                c.geo_cell.map_or(Value::Null, Value::Int),
+                Value::Text(&c.search_text),
+                Value::Text(&c.address_key),
+                Value::Int(c.created_ms),
+                Value::Int(c.updated_ms),
+                Value::Bytes(state),
+            ]
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO tickets (id, reference, origin_node, owner_node, category, subject, channel, status, priority, \
+         office, istat_code, province_code, region_code, latitude, longitude, geo_cell, search_text, address_key, \
+         created_ms, updated_ms, state)",
+        "",
+        &tickets,
+    )
+    .await?;
+    let contacts: Vec<Vec<Value<'_>>> = stored
+        .iter()
+        .filter_map(|n| {
+            let c = n.contact.as_ref()?;
+            Some(vec![
+                Value::Text(&n.ticket.id),
+                Value::Text(&c.full_name),
+                Value::Text(&c.email),
+                Value::Text(&c.phone),
+                Value::Text(&c.fiscal_code),
+                Value::Int(n.event.hlc_wall),
+            ])
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO citizen_contacts (ticket_id, full_name, email, phone, fiscal_code, created_ms)",
+        "",
+        &contacts,
+    )
+    .await?;
+    let mut blobs = HashSet::new();
+    let attachments: Vec<Vec<Value<'_>>> = stored
+        .iter()
+        .flat_map(|n| n.attachments.iter().map(move |a| (n, a)))
+        .filter(|(_, a)| blobs.insert(a.sha256.as_str()))
+        .map(|(n, a)| {
+            vec![
+                Value::Text(&a.sha256),
+                Value::Text(&a.file_name),
+                Value::Text(&a.media_type),
+                Value::Int(a.size_bytes as i64),
+                Value::Int(n.event.hlc_wall),
+            ]
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO attachments (sha256, file_name, media_type, size_bytes, created_ms)",
+        "ON CONFLICT (sha256) DO NOTHING",
+        &attachments,
+    )
+    .await?;
+
+    Ok(news
+        .iter()
+        .zip(&fresh)
+        .map(|(n, fresh)| {
+            if *fresh {
+                return CreateOutcome::Created(Box::new(n.ticket.clone()));
+            }
+            let (ticket_id, fingerprint) = &seen[&n.request_key];
+            if *fingerprint == n.fingerprint {
+                CreateOutcome::Replayed(ticket_id.clone())
+            } else {
+                CreateOutcome::Conflict
+            }
+        })
+        .collect())
+}
+
+fn event_row(e: &StoredEvent) -> Vec<Value<'_>> {
+    vec![
+        Value::Text(&e.event_id),
+        Value::Text(&e.ticket_id),
+        Value::Int(e.hlc_wall),
+        Value::Int(e.hlc_logical),
+        Value::Text(&e.author_node),
+        Value::Bytes(&e.envelope),
+        Value::Int(e.hlc_wall),
+    ]
 }
 
 /// Outer `Err`: the transaction must abort. Inner `Err`: this op is refused
 /// and wrote nothing.
 async fn append(
-    tx: &mut Tx,
+    tx: &mut impl WriteTx,
     ticket_id: &str,
     mutation: &Mutation,
 ) -> NodeResult<NodeResult<Box<Ticket>>> {
-    let row = sqlx::query("SELECT state FROM tickets WHERE id = $1")
-        .bind(ticket_id)
-        .fetch_optional(&mut **tx)
+    let state = tx
+        .blob(
+            "SELECT state FROM tickets WHERE id = $1",
+            &[Value::Text(ticket_id)],
+        )
         .await?;
-    let Some(row) = row else {
+    let Some(state) = state else {
         return Ok(Err(NodeError::NotFound(format!("ticket {ticket_id}"))));
     };
-    let current = super::decode_state(&row)?;
+    let current = Ticket::decode(state.as_slice())
+        .map_err(|e| NodeError::Internal(format!("stored ticket state does not decode: {e}")))?;
     let (stored, event) = match mutation(&current) {
         Ok(made) => made,
         Err(refused) => return Ok(Err(refused)),
@@ -255,37 +594,28 @@ async fn append(
         return Ok(Err(NodeError::FailedPrecondition(reason)));
     }
     let ticket = state.expect("apply keeps an existing ticket");
-    insert_event(tx, &stored).await?;
+    insert_rows(
+        tx,
+        "INSERT INTO ticket_events (event_id, ticket_id, hlc_wall, hlc_logical, author_node, envelope, received_ms)",
+        "",
+        &[event_row(&stored)],
+    )
+    .await?;
     let c = TicketColumns::of(&ticket);
-    sqlx::query(
+    let encoded = ticket.encode_to_vec();
+    tx.texts(
         "UPDATE tickets SET owner_node = $1, status = $2, priority = $3, office = $4, updated_ms = $5, state = $6 \
          WHERE id = $7",
+        &[
+            Value::Text(&ticket.owner_node),
+            Value::Int(i64::from(ticket.status)),
+            Value::Int(i64::from(ticket.priority)),
+            Value::Text(&ticket.office),
+            Value::Int(c.updated_ms),
+            Value::Bytes(&encoded),
+            Value::Text(&ticket.id),
+        ],
     )
-    .bind(&ticket.owner_node)
-    .bind(i64::from(ticket.status))
-    .bind(i64::from(ticket.priority))
-    .bind(&ticket.office)
-    .bind(c.updated_ms)
-    .bind(ticket.encode_to_vec())
-    .bind(&ticket.id)
-    .execute(&mut **tx)
     .await?;
     Ok(Ok(Box::new(ticket)))
-}
-
-async fn insert_event(tx: &mut Tx, e: &StoredEvent) -> NodeResult<()> {
-    sqlx::query(
-        "INSERT INTO ticket_events (event_id, ticket_id, hlc_wall, hlc_logical, author_node, envelope, received_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&e.event_id)
-    .bind(&e.ticket_id)
-    .bind(e.hlc_wall)
-    .bind(e.hlc_logical)
-    .bind(&e.author_node)
-    .bind(&e.envelope)
-    .bind(e.hlc_wall)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
