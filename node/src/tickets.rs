@@ -291,9 +291,11 @@ impl TicketDesk {
         let location = ticket.location.clone().unwrap_or_default();
         let radius = self.config.tickets.duplicate_radius_m;
         let point = location.coordinates.map(|c| (c.latitude, c.longitude));
-        let cells = point
-            .map(|(lat, lon)| crate::store::geo_cells_around(lat, lon, radius))
-            .unwrap_or_default();
+        let bbox = point.map(|(lat, lon)| {
+            let dlat = radius / 111_320.0;
+            let dlon = radius / (111_320.0 * lat.to_radians().cos().max(0.01));
+            (lat - dlat, lat + dlat, lon - dlon, lon + dlon)
+        });
         let window_ms = u64::from(self.config.tickets.duplicate_window_days) * 24 * 3600 * 1000;
         let since = millis(
             ticket
@@ -317,7 +319,7 @@ impl TicketDesk {
                 &ticket.category,
                 &location.istat_code,
                 &address,
-                &cells,
+                bbox,
                 since as i64,
                 &open,
             )

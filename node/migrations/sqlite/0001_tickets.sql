@@ -1,4 +1,5 @@
--- urpnet node schema, SQLite dialect. Integers are INTEGER here and BIGINT in
+-- urpnet node schema, SQLite dialect. Tables keyed by text ids are WITHOUT
+-- ROWID: the key is the table, one b-tree fewer to write per row. Integers are INTEGER here and BIGINT in
 -- the PostgreSQL twin so both decode as i64; times are Unix milliseconds.
 
 -- Materialised state of each ticket: the fold of its events (DESIGN.md §3),
@@ -47,7 +48,7 @@ CREATE TABLE ticket_events (
     author_node TEXT NOT NULL,
     envelope    BLOB NOT NULL,
     received_ms INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX ticket_events_by_ticket ON ticket_events (ticket_id, hlc_wall, hlc_logical);
 
 -- Citizens' personal data: only at the origin node, never in an event.
@@ -58,7 +59,7 @@ CREATE TABLE citizen_contacts (
     phone       TEXT NOT NULL,
     fiscal_code TEXT NOT NULL,
     created_ms  INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 
 -- Idempotency of CreateTicket: `request_key` is `<actor>:<request_id>`,
 -- `fingerprint` the sha256 of the request, so a retry returns the same ticket
@@ -68,7 +69,7 @@ CREATE TABLE create_requests (
     fingerprint TEXT NOT NULL,
     ticket_id   TEXT NOT NULL,
     created_ms  INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 
 -- Attachments held here; content lives in data_dir/attachments by sha256.
 CREATE TABLE attachments (
@@ -77,7 +78,7 @@ CREATE TABLE attachments (
     media_type TEXT NOT NULL,
     size_bytes INTEGER NOT NULL,
     created_ms INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 
 -- Desk credentials. Only the sha256 of each bearer token is kept.
 CREATE TABLE operators (

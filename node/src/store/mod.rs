@@ -351,22 +351,18 @@ impl Store {
             " ORDER BY id DESC LIMIT {}",
             param(&mut args, Arg::Int(i64::from(filter.limit)))
         );
-        let mut query = sqlx::query(&sql);
-        for arg in args {
-            query = match arg {
-                Arg::Int(v) => query.bind(v),
-                Arg::Text(v) => query.bind(v),
-            };
-        }
-        let rows = query.fetch_all(&self.reader).await?;
+        let rows = bind_args(sqlx::query(&sql), args)
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(decode_state).collect()
     }
 
     /// Open tickets of a category created since `since_ms`, either at the same
-    /// folded address of the same comune or in one of `cells` (see
-    /// [`geo_cell`]), for duplicate detection. Every lookup is answered from
-    /// a covering index and reads at most the 50 most recent candidates,
-    /// so the cost stays bounded however many tickets an area has.
+    /// folded address of the same comune or inside `bbox` (`lat_min, lat_max,
+    /// lon_min, lon_max`), for duplicate detection. The box is searched cell by
+    /// cell (see [`geo_cell`]); every lookup is answered from a covering index
+    /// and stops at the 20 most recent matches, so the cost stays bounded
+    /// however many tickets an area has.
     ///
     /// # Errors
     /// Storage failures.
@@ -375,39 +371,57 @@ impl Store {
         category: &str,
         istat_code: &str,
         address_key: &str,
-        cells: &[i64],
+        bbox: Option<(f64, f64, f64, f64)>,
         since_ms: i64,
         open_statuses: &[i32],
     ) -> NodeResult<Vec<NearbyTicket>> {
         let statuses: Vec<String> = open_statuses.iter().map(|s| s.to_string()).collect();
         let open = format!("created_ms >= $2 AND status IN ({})", statuses.join(", "));
+        let mut args = vec![Arg::Text(category.to_string()), Arg::Int(since_ms)];
         let mut parts = Vec::new();
         if !address_key.is_empty() {
+            args.push(Arg::Text(istat_code.to_string()));
+            args.push(Arg::Text(address_key.to_string()));
             parts.push(format!(
                 "SELECT * FROM (SELECT id, latitude, longitude, 1 AS same_address FROM tickets \
                  WHERE category = $1 AND istat_code = $3 AND address_key = $4 AND {open} \
-                 ORDER BY created_ms DESC LIMIT 50) AS same_address"
+                 ORDER BY created_ms DESC LIMIT 20) AS same_address"
             ));
         }
-        // One lookup per cell, each ordered by its index and cut at 50 rows:
-        // with `geo_cell IN (...)` the database would read every ticket of the
-        // cells to sort them. Cells are integers computed by the node: inlined.
-        for (i, cell) in cells.iter().enumerate() {
-            parts.push(format!(
-                "SELECT * FROM (SELECT id, latitude, longitude, 0 AS same_address FROM tickets \
-                 WHERE category = $1 AND geo_cell = {cell} AND {open} \
-                 ORDER BY created_ms DESC LIMIT 50) AS cell_{i}"
-            ));
+        if let Some((lat0, lat1, lon0, lon1)) = bbox {
+            let n = args.len();
+            args.extend([
+                Arg::Real(lat0),
+                Arg::Real(lat1),
+                Arg::Real(lon0),
+                Arg::Real(lon1),
+            ]);
+            let inside = format!(
+                "latitude BETWEEN ${} AND ${} AND longitude BETWEEN ${} AND ${}",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            );
+            // One lookup per cell, each read in its index's order and cut
+            // short: with `geo_cell IN (...)` the database would read every
+            // ticket of the cells to sort them. Cells are integers computed
+            // here, not input: inlined.
+            for (i, cell) in geo_cells_in(lat0, lat1, lon0, lon1).into_iter().enumerate() {
+                parts.push(format!(
+                    "SELECT * FROM (SELECT id, latitude, longitude, 0 AS same_address FROM tickets \
+                     WHERE category = $1 AND geo_cell = {cell} AND {open} AND {inside} \
+                     ORDER BY created_ms DESC LIMIT 20) AS cell_{i}"
+                ));
+            }
         }
         if parts.is_empty() {
             return Ok(Vec::new());
         }
         let sql = parts.join(" UNION ALL ");
-        let mut query = sqlx::query(&sql).bind(category).bind(since_ms);
-        if !address_key.is_empty() {
-            query = query.bind(istat_code).bind(address_key);
-        }
-        let rows = query.fetch_all(&self.reader).await?;
+        let rows = bind_args(sqlx::query(&sql), args)
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter()
             .map(|r| {
                 let lat: Option<f64> = r.try_get(1)?;
@@ -615,7 +629,22 @@ impl Store {
 
 enum Arg {
     Int(i64),
+    Real(f64),
     Text(String),
+}
+
+fn bind_args<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for arg in args {
+        query = match arg {
+            Arg::Int(v) => query.bind(v),
+            Arg::Real(v) => query.bind(v),
+            Arg::Text(v) => query.bind(v),
+        };
+    }
+    query
 }
 
 fn operator_record(r: &AnyRow) -> OperatorRecord {
@@ -705,21 +734,13 @@ pub fn geo_cell(latitude: f64, longitude: f64) -> i64 {
     row * 100_000 + column
 }
 
-/// The cells within `radius_m` metres of a point: its own and as many rings
-/// of neighbours as the radius needs.
-pub fn geo_cells_around(latitude: f64, longitude: f64, radius_m: f64) -> Vec<i64> {
-    let cell_m_lat = GEO_CELL_DEGREES * 111_320.0;
-    let cell_m_lon = (cell_m_lat * latitude.to_radians().cos()).max(1.0);
-    let rings_lat = (radius_m / cell_m_lat).ceil().clamp(1.0, 5.0) as i64;
-    let rings_lon = (radius_m / cell_m_lon).ceil().clamp(1.0, 5.0) as i64;
-    let centre = geo_cell(latitude, longitude);
-    let mut cells = Vec::new();
-    for dr in -rings_lat..=rings_lat {
-        for dc in -rings_lon..=rings_lon {
-            cells.push(centre + dr * 100_000 + dc);
-        }
-    }
-    cells
+/// The cells a box (`lat_min, lat_max, lon_min, lon_max`) overlaps.
+pub fn geo_cells_in(lat_min: f64, lat_max: f64, lon_min: f64, lon_max: f64) -> Vec<i64> {
+    let (south_west, north_east) = (geo_cell(lat_min, lon_min), geo_cell(lat_max, lon_max));
+    let rows = (south_west / 100_000)..=(north_east / 100_000);
+    let columns = (south_west % 100_000)..=(north_east % 100_000);
+    rows.flat_map(|row| columns.clone().map(move |column| row * 100_000 + column))
+        .collect()
 }
 
 /// Where content with this hash lives under `dir` (two levels of fan-out).
@@ -773,15 +794,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nearby_cells_cover_the_radius_across_cell_borders() {
+    fn boxes_map_to_the_cells_they_overlap() {
         // Two points 200 m apart on either side of a cell border.
         let (a, b) = ((41.119_999, 16.87), (41.121_8, 16.87));
         assert_ne!(geo_cell(a.0, a.1), geo_cell(b.0, b.1));
-        assert!(geo_cells_around(a.0, a.1, 300.0).contains(&geo_cell(b.0, b.1)));
-        assert_eq!(geo_cells_around(a.0, a.1, 300.0).len(), 9);
-        // A larger radius takes more rings; a point 3 km away is outside 300 m.
-        assert!(geo_cells_around(a.0, a.1, 2_000.0).len() > 9);
-        assert!(!geo_cells_around(a.0, a.1, 300.0).contains(&geo_cell(41.15, 16.87)));
+        let around_a = geo_cells_in(a.0 - 0.003, a.0 + 0.003, a.1 - 0.004, a.1 + 0.004);
+        assert!(around_a.contains(&geo_cell(b.0, b.1)));
+        assert!(around_a.contains(&geo_cell(a.0, a.1)));
+        assert!((2..=4).contains(&around_a.len()), "{around_a:?}");
+        // Inside one cell, one cell; a point 3 km away is outside.
+        assert_eq!(
+            geo_cells_in(41.124, 41.126, 16.874, 16.876),
+            vec![geo_cell(41.125, 16.875)]
+        );
+        assert!(!around_a.contains(&geo_cell(41.15, 16.87)));
         // Western and southern hemispheres map to distinct cells too.
         assert_ne!(geo_cell(-41.12, -16.87), geo_cell(41.12, 16.87));
     }
