@@ -223,14 +223,14 @@ impl TicketDesk {
         // Look for possible duplicates while the write commits: the query
         // only needs the new ticket's category and place.
         let (outcome, possible_duplicates) = tokio::join!(
-            self.store.create_ticket(NewTicket {
-                ticket: ticket.clone(),
-                event: stored,
+            self.store.create_ticket(NewTicket::new(
+                ticket.clone(),
+                stored,
                 contact,
                 request_key,
                 fingerprint,
                 attachments,
-            }),
+            )),
             self.possible_duplicates(&ticket)
         );
         let outcome = outcome?;

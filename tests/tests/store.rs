@@ -34,9 +34,9 @@ fn new_ticket(signer: &NodeSigner, n: u64, reference: &str) -> NewTicket {
     let mut state = None;
     apply(&mut state, &event);
     let envelope = signer.sign(PayloadKind::TicketEvent, event.encode_to_vec());
-    NewTicket {
-        ticket: state.unwrap(),
-        event: StoredEvent {
+    NewTicket::new(
+        state.unwrap(),
+        StoredEvent {
             event_id: event.event_id.clone(),
             ticket_id: event.ticket_id.clone(),
             hlc_wall: event.hlc.unwrap().wall_ms as i64,
@@ -44,11 +44,11 @@ fn new_ticket(signer: &NodeSigner, n: u64, reference: &str) -> NewTicket {
             author_node: event.author_node.clone(),
             envelope: envelope.encode_to_vec(),
         },
-        contact: None,
-        request_key: format!("test:{n}"),
-        fingerprint: n.to_string(),
-        attachments: vec![],
-    }
+        None,
+        format!("test:{n}"),
+        n.to_string(),
+        vec![],
+    )
 }
 
 async fn a_bad_write_in_a_batch_loses_no_good_one(backend: Backend, test: &str) {

@@ -399,6 +399,8 @@ async fn main() -> anyhow::Result<()> {
         "p99 ms",
         "vs echo",
         "errors",
+        "batch",
+        "commit ms",
     ]);
     for c in &cells {
         table.add_row([

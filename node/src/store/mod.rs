@@ -749,6 +749,7 @@ pub fn blob_path(dir: &Path, sha256: &str) -> PathBuf {
 }
 
 /// The columns of `tickets` derived from a state, besides the state itself.
+#[derive(Debug, Clone)]
 struct TicketColumns {
     province_code: String,
     region_code: String,

@@ -58,6 +58,32 @@ pub struct NewTicket {
     pub fingerprint: String,
     /// Attachments whose content is already on disk.
     pub attachments: Vec<Attachment>,
+    /// Query columns and encoded state, derived from `ticket` by
+    /// [`NewTicket::new`] in the caller's task, not in the single writer.
+    derived: (TicketColumns, Vec<u8>),
+}
+
+impl NewTicket {
+    /// Prepares a ticket for the writer.
+    pub fn new(
+        ticket: Ticket,
+        event: StoredEvent,
+        contact: Option<CitizenContact>,
+        request_key: String,
+        fingerprint: String,
+        attachments: Vec<Attachment>,
+    ) -> Self {
+        let derived = (TicketColumns::of(&ticket), ticket.encode_to_vec());
+        Self {
+            ticket,
+            event,
+            contact,
+            request_key,
+            fingerprint,
+            attachments,
+            derived,
+        }
+    }
 }
 
 /// What a create did.
@@ -451,14 +477,10 @@ async fn create_all(tx: &mut impl WriteTx, news: &[&NewTicket]) -> NodeResult<Ve
         &events,
     )
     .await?;
-    let columns: Vec<(TicketColumns, Vec<u8>)> = stored
-        .iter()
-        .map(|n| (TicketColumns::of(&n.ticket), n.ticket.encode_to_vec()))
-        .collect();
     let tickets: Vec<Vec<Value<'_>>> = stored
         .iter()
-        .zip(&columns)
-        .map(|(n, (c, state))| {
+        .map(|n| {
+            let (c, state) = &n.derived;
             let t = &n.ticket;
             vec![
                 Value::Text(&t.id),
