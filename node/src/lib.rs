@@ -7,6 +7,7 @@
 //! - [`tickets`]: the domain operations — validate ([`validate`]), make a
 //!   signed event, store it;
 //! - [`ticket`]: the pure fold of a ticket's events into its state;
+//! - [`duplicates`]: recent open tickets in memory, for duplicate suggestions;
 //! - [`store`]: SQLite or PostgreSQL, group-committed writes;
 //! - [`server`]: the daemon's lifecycle; [`config`]: its configuration.
 
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod desk;
+pub mod duplicates;
 pub mod error;
 pub mod server;
 pub mod store;

@@ -25,6 +25,7 @@ use urpnet_proto::validate::Violations;
 
 use crate::auth::{Action, Actor};
 use crate::config::NodeConfig;
+use crate::duplicates::RecentTickets;
 use crate::error::{NodeError, NodeResult};
 use crate::store::{CreateOutcome, Mutation, NewTicket, Store, StoredEvent, TicketFilter};
 use crate::taxonomy::Taxonomy;
@@ -75,6 +76,8 @@ pub struct TicketDesk {
     taxonomy: Taxonomy,
     /// (year, last sequence number minted) for citizen references.
     reference_seq: Mutex<(i32, u64)>,
+    /// Recent open tickets, for duplicate suggestions.
+    recent: RecentTickets,
 }
 
 impl TicketDesk {
@@ -96,6 +99,19 @@ impl TicketDesk {
         let year = year_of(hlc::system_time_ms());
         let prefix = format!("{}-{year}-", config.node.id);
         let seq = store.max_reference_seq(&prefix).await?;
+        let window_ms = u64::from(config.tickets.duplicate_window_days) * 24 * 3600 * 1000;
+        let recent = RecentTickets::new(window_ms, config.tickets.duplicate_radius_m);
+        let open = [
+            Status::New,
+            Status::Assigned,
+            Status::InProgress,
+            Status::WaitingCitizen,
+        ]
+        .map(|s| s as i32);
+        let since = hlc::system_time_ms().saturating_sub(window_ms) as i64;
+        for ticket in store.created_since(since, &open).await? {
+            recent.record(&ticket);
+        }
         Ok(Self {
             config,
             store,
@@ -103,6 +119,7 @@ impl TicketDesk {
             clock,
             taxonomy: Taxonomy::builtin(),
             reference_seq: Mutex::new((year, seq)),
+            recent,
         })
     }
 
@@ -220,19 +237,17 @@ impl TicketDesk {
             .citizen
             .clone()
             .filter(|c| *c != CitizenContact::default());
-        // Look for possible duplicates while the write commits: the query
-        // only needs the new ticket's category and place.
-        let (outcome, possible_duplicates) = tokio::join!(
-            self.store.create_ticket(NewTicket::new(
-                ticket.clone(),
+        let outcome = self
+            .store
+            .create_ticket(NewTicket::new(
+                ticket,
                 stored,
                 contact,
                 request_key,
                 fingerprint,
                 attachments,
-            )),
-            self.possible_duplicates(&ticket)
-        );
+            ))
+            .await;
         let outcome = outcome?;
         let ticket = match outcome {
             CreateOutcome::Created(ticket) => *ticket,
@@ -241,10 +256,12 @@ impl TicketDesk {
         };
         metrics::counter!("urpnet_tickets_created_total", "channel" => names::channel_name(ticket.channel())).increment(1);
         tracing::info!(ticket = %ticket.id, reference = %ticket.reference, category = %ticket.category, "ticket created");
+        let possible_duplicates = self.recent.suggest(&ticket);
+        self.recent.record(&ticket);
         Ok(Creation {
             ticket,
             replayed: false,
-            possible_duplicates: possible_duplicates?,
+            possible_duplicates,
         })
     }
 
@@ -282,83 +299,6 @@ impl TicketDesk {
         file.sync_all().await.map_err(io)?;
         tokio::fs::rename(&tmp, &path).await.map_err(io)?;
         Ok(())
-    }
-
-    /// Open tickets of the same category, recent, and nearby: within the
-    /// configured radius when both are located, else at the same address of
-    /// the same comune.
-    async fn possible_duplicates(&self, ticket: &Ticket) -> NodeResult<Vec<DuplicateCandidate>> {
-        let location = ticket.location.clone().unwrap_or_default();
-        let radius = self.config.tickets.duplicate_radius_m;
-        let point = location.coordinates.map(|c| (c.latitude, c.longitude));
-        let bbox = point.map(|(lat, lon)| {
-            let dlat = radius / 111_320.0;
-            let dlon = radius / (111_320.0 * lat.to_radians().cos().max(0.01));
-            (lat - dlat, lat + dlat, lon - dlon, lon + dlon)
-        });
-        let window_ms = u64::from(self.config.tickets.duplicate_window_days) * 24 * 3600 * 1000;
-        let since = millis(
-            ticket
-                .created_at
-                .as_ref()
-                .expect("created tickets have created_at"),
-        )
-        .saturating_sub(window_ms);
-        let open: Vec<i32> = [
-            Status::New,
-            Status::Assigned,
-            Status::InProgress,
-            Status::WaitingCitizen,
-        ]
-        .map(|s| s as i32)
-        .to_vec();
-        let address = text::fold(&location.address);
-        let nearby = self
-            .store
-            .nearby_open(
-                &ticket.category,
-                &location.istat_code,
-                &address,
-                bbox,
-                since as i64,
-                &open,
-            )
-            .await?;
-        let mut close: Vec<(String, Option<f64>)> = nearby
-            .into_iter()
-            .filter(|n| n.id != ticket.id)
-            .filter_map(|n| {
-                let distance_m = point.zip(n.point).map(|(a, b)| haversine_m(a, b));
-                let near = distance_m.is_some_and(|d| d <= radius);
-                (near || n.same_address).then_some((n.id, distance_m))
-            })
-            .collect();
-        let mut seen = std::collections::HashSet::new();
-        close.retain(|(id, _)| seen.insert(id.clone()));
-        close.sort_by(|a, b| a.1.unwrap_or(f64::MAX).total_cmp(&b.1.unwrap_or(f64::MAX)));
-        close.truncate(5);
-        let ids: Vec<&str> = close.iter().map(|(id, _)| id.as_str()).collect();
-        let summaries = self.store.summaries(&ids).await?;
-        let mut found: Vec<DuplicateCandidate> = close
-            .iter()
-            .filter_map(|(id, distance_m)| {
-                let (_, reference, subject, status) = summaries.iter().find(|s| &s.0 == id)?;
-                Some(DuplicateCandidate {
-                    ticket_id: id.clone(),
-                    reference: reference.clone(),
-                    subject: subject.clone(),
-                    status: *status,
-                    distance_m: *distance_m,
-                })
-            })
-            .collect();
-        found.sort_by(|a, b| {
-            a.distance_m
-                .unwrap_or(f64::MAX)
-                .total_cmp(&b.distance_m.unwrap_or(f64::MAX))
-        });
-        found.truncate(5);
-        Ok(found)
     }
 
     /// One ticket by id or reference, with the contact when the actor may see it.
@@ -497,6 +437,7 @@ impl TicketDesk {
 
     async fn append(&self, ticket_id: &str, mutation: Mutation) -> NodeResult<Ticket> {
         let ticket = self.store.append_event(ticket_id, mutation).await?;
+        self.recent.record(&ticket);
         Ok(ticket)
     }
 
@@ -818,15 +759,6 @@ fn filter_fingerprint(req: &ListTicketsRequest) -> String {
     hex::encode(&Sha256::digest(key.encode_to_vec())[..8])
 }
 
-/// Great-circle distance in metres.
-fn haversine_m((lat1, lon1): (f64, f64), (lat2, lon2): (f64, f64)) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * 6_371_000.0 * a.sqrt().asin()
-}
-
 /// The UTC calendar year of a Unix time in milliseconds.
 pub fn year_of(ms: u64) -> i32 {
     // Civil-from-days (H. Hinnant), enough for the year.
@@ -845,12 +777,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn years_and_distances() {
+    fn years_from_unix_time() {
         assert_eq!(year_of(0), 1970);
         assert_eq!(year_of(1_767_225_599_000), 2025); // 2025-12-31T23:59:59Z
         assert_eq!(year_of(1_767_225_600_000), 2026);
-        let d = haversine_m((41.1171, 16.8719), (41.1180, 16.8719));
-        assert!((d - 100.0).abs() < 1.0, "{d}");
     }
 
     #[test]

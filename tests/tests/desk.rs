@@ -958,7 +958,19 @@ async fn a_restarted_node_keeps_everything_and_continues_references(backend: Bac
         .ticket
         .unwrap();
     assert_eq!(again, a);
-    let b = create(&mut desk, request("Dopo il riavvio")).await;
+    // Same category and address as `a`: the duplicates index was rebuilt.
+    let created = desk
+        .create_ticket(request("Dopo il riavvio"))
+        .await
+        .unwrap()
+        .into_inner();
+    let suggested: Vec<_> = created
+        .possible_duplicates
+        .iter()
+        .map(|d| d.ticket_id.clone())
+        .collect();
+    assert_eq!(suggested, vec![a.id.clone()]);
+    let b = created.ticket.unwrap();
     let seq = |t: &Ticket| {
         t.reference
             .rsplit('-')

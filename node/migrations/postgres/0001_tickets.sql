@@ -10,7 +10,6 @@ CREATE TABLE tickets (
     origin_node   TEXT NOT NULL,
     owner_node    TEXT NOT NULL,
     category      TEXT NOT NULL,
-    subject       TEXT NOT NULL,
     channel       BIGINT NOT NULL,
     status        BIGINT NOT NULL,
     priority      BIGINT NOT NULL,
@@ -20,11 +19,7 @@ CREATE TABLE tickets (
     region_code   TEXT NOT NULL,
     latitude      DOUBLE PRECISION,
     longitude     DOUBLE PRECISION,
-    -- Grid cell of about 1 km (0.01 degree) holding the point, for finding
-    -- nearby tickets with an index (see store::geo_cell).
-    geo_cell      BIGINT,
     search_text   TEXT NOT NULL,
-    address_key   TEXT NOT NULL,
     created_ms    BIGINT NOT NULL,
     updated_ms    BIGINT NOT NULL,
     state         BYTEA NOT NULL
@@ -32,10 +27,6 @@ CREATE TABLE tickets (
 CREATE INDEX tickets_status ON tickets (status, id);
 CREATE INDEX tickets_updated ON tickets (updated_ms);
 CREATE INDEX tickets_istat ON tickets (istat_code);
--- Duplicate detection: same address of the same comune, or a point nearby.
--- Covering: the lookups read these indexes alone.
-CREATE INDEX tickets_same_address ON tickets (category, istat_code, address_key, created_ms, status, id, latitude, longitude);
-CREATE INDEX tickets_nearby ON tickets (category, geo_cell, created_ms, status, id, latitude, longitude);
 
 -- The append-only event log. `envelope` is the encoded urpnet.v1.Signed whose
 -- payload is the event: kept byte for byte as signed.

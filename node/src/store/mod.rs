@@ -76,17 +76,6 @@ pub struct TicketFilter {
     pub limit: u32,
 }
 
-/// A candidate for a possible duplicate, read from an index alone.
-#[derive(Debug, Clone)]
-pub struct NearbyTicket {
-    /// Ticket id.
-    pub id: String,
-    /// Coordinates, if any.
-    pub point: Option<(f64, f64)>,
-    /// Found by the same-address lookup (else by the nearby-cells one).
-    pub same_address: bool,
-}
-
 /// A Desk credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorRecord {
@@ -357,112 +346,22 @@ impl Store {
         rows.iter().map(decode_state).collect()
     }
 
-    /// Open tickets of a category created since `since_ms`, either at the same
-    /// folded address of the same comune or inside `bbox` (`lat_min, lat_max,
-    /// lon_min, lon_max`), for duplicate detection. The box is searched cell by
-    /// cell (see [`geo_cell`]); every lookup is answered from a covering index
-    /// and stops at the 20 most recent matches, so the cost stays bounded
-    /// however many tickets an area has.
+    /// Tickets created since `since_ms` whose status is one of `statuses`,
+    /// oldest first (to rebuild the duplicates index at start-up).
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn nearby_open(
-        &self,
-        category: &str,
-        istat_code: &str,
-        address_key: &str,
-        bbox: Option<(f64, f64, f64, f64)>,
-        since_ms: i64,
-        open_statuses: &[i32],
-    ) -> NodeResult<Vec<NearbyTicket>> {
-        let statuses: Vec<String> = open_statuses.iter().map(|s| s.to_string()).collect();
-        let open = format!("created_ms >= $2 AND status IN ({})", statuses.join(", "));
-        let mut args = vec![Arg::Text(category.to_string()), Arg::Int(since_ms)];
-        let mut parts = Vec::new();
-        if !address_key.is_empty() {
-            args.push(Arg::Text(istat_code.to_string()));
-            args.push(Arg::Text(address_key.to_string()));
-            parts.push(format!(
-                "SELECT * FROM (SELECT id, latitude, longitude, 1 AS same_address FROM tickets \
-                 WHERE category = $1 AND istat_code = $3 AND address_key = $4 AND {open} \
-                 ORDER BY created_ms DESC LIMIT 20) AS same_address"
-            ));
-        }
-        if let Some((lat0, lat1, lon0, lon1)) = bbox {
-            let n = args.len();
-            args.extend([
-                Arg::Real(lat0),
-                Arg::Real(lat1),
-                Arg::Real(lon0),
-                Arg::Real(lon1),
-            ]);
-            let inside = format!(
-                "latitude BETWEEN ${} AND ${} AND longitude BETWEEN ${} AND ${}",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4
-            );
-            // One lookup per cell, each read in its index's order and cut
-            // short: with `geo_cell IN (...)` the database would read every
-            // ticket of the cells to sort them. Cells are integers computed
-            // here, not input: inlined.
-            for (i, cell) in geo_cells_in(lat0, lat1, lon0, lon1).into_iter().enumerate() {
-                parts.push(format!(
-                    "SELECT * FROM (SELECT id, latitude, longitude, 0 AS same_address FROM tickets \
-                     WHERE category = $1 AND geo_cell = {cell} AND {open} AND {inside} \
-                     ORDER BY created_ms DESC LIMIT 20) AS cell_{i}"
-                ));
-            }
-        }
-        if parts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = parts.join(" UNION ALL ");
-        let rows = bind_args(sqlx::query(&sql), args)
+    pub async fn created_since(&self, since_ms: i64, statuses: &[i32]) -> NodeResult<Vec<Ticket>> {
+        let statuses: Vec<String> = statuses.iter().map(|s| s.to_string()).collect();
+        let sql = format!(
+            "SELECT state FROM tickets WHERE created_ms >= $1 AND status IN ({}) ORDER BY id",
+            statuses.join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(since_ms)
             .fetch_all(&self.reader)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let lat: Option<f64> = r.try_get(1)?;
-                let lon: Option<f64> = r.try_get(2)?;
-                Ok(NearbyTicket {
-                    id: r.try_get(0)?,
-                    point: lat.zip(lon),
-                    same_address: r.try_get::<i64, _>(3)? == 1,
-                })
-            })
-            .collect()
-    }
-
-    /// Reference, subject and status of a few tickets, by id.
-    ///
-    /// # Errors
-    /// Storage failures.
-    pub async fn summaries(&self, ids: &[&str]) -> NodeResult<Vec<(String, String, String, i32)>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT id, reference, subject, status FROM tickets WHERE id IN ({})",
-            marks.join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for id in ids {
-            query = query.bind(*id);
-        }
-        let rows = query.fetch_all(&self.reader).await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0)?,
-                    r.try_get(1)?,
-                    r.try_get(2)?,
-                    r.try_get::<i64, _>(3)? as i32,
-                ))
-            })
-            .collect()
+        rows.iter().map(decode_state).collect()
     }
 
     /// The ticket id and fingerprint recorded for a create request key.
@@ -629,7 +528,6 @@ impl Store {
 
 enum Arg {
     Int(i64),
-    Real(f64),
     Text(String),
 }
 
@@ -640,7 +538,6 @@ fn bind_args<'q>(
     for arg in args {
         query = match arg {
             Arg::Int(v) => query.bind(v),
-            Arg::Real(v) => query.bind(v),
             Arg::Text(v) => query.bind(v),
         };
     }
@@ -723,26 +620,6 @@ fn decode_envelope(row: &AnyRow) -> NodeResult<(Signed, TicketEvent)> {
     Ok((envelope, event))
 }
 
-/// Degrees per side of a [`geo_cell`].
-pub const GEO_CELL_DEGREES: f64 = 0.01;
-
-/// The grid cell (0.01 degree, about 1.1 km north-south and 0.8 km east-west
-/// in Italy) holding a point, as one integer.
-pub fn geo_cell(latitude: f64, longitude: f64) -> i64 {
-    let row = (latitude / GEO_CELL_DEGREES).floor() as i64 + 10_000;
-    let column = (longitude / GEO_CELL_DEGREES).floor() as i64 + 20_000;
-    row * 100_000 + column
-}
-
-/// The cells a box (`lat_min, lat_max, lon_min, lon_max`) overlaps.
-pub fn geo_cells_in(lat_min: f64, lat_max: f64, lon_min: f64, lon_max: f64) -> Vec<i64> {
-    let (south_west, north_east) = (geo_cell(lat_min, lon_min), geo_cell(lat_max, lon_max));
-    let rows = (south_west / 100_000)..=(north_east / 100_000);
-    let columns = (south_west % 100_000)..=(north_east % 100_000);
-    rows.flat_map(|row| columns.clone().map(move |column| row * 100_000 + column))
-        .collect()
-}
-
 /// Where content with this hash lives under `dir` (two levels of fan-out).
 pub fn blob_path(dir: &Path, sha256: &str) -> PathBuf {
     dir.join(&sha256[..2]).join(&sha256[2..4]).join(sha256)
@@ -756,9 +633,7 @@ struct TicketColumns {
     istat_code: String,
     latitude: Option<f64>,
     longitude: Option<f64>,
-    geo_cell: Option<i64>,
     search_text: String,
-    address_key: String,
     created_ms: i64,
     updated_ms: i64,
 }
@@ -776,40 +651,12 @@ impl TicketColumns {
             istat_code: location.istat_code.clone(),
             latitude: location.coordinates.map(|c| c.latitude),
             longitude: location.coordinates.map(|c| c.longitude),
-            geo_cell: location
-                .coordinates
-                .map(|c| geo_cell(c.latitude, c.longitude)),
             search_text: text::fold(&format!(
                 "{} {} {} {}",
                 ticket.reference, ticket.subject, ticket.description, location.address
             )),
-            address_key: text::fold(&location.address),
             created_ms: ms(&ticket.created_at),
             updated_ms: ms(&ticket.updated_at),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn boxes_map_to_the_cells_they_overlap() {
-        // Two points 200 m apart on either side of a cell border.
-        let (a, b) = ((41.119_999, 16.87), (41.121_8, 16.87));
-        assert_ne!(geo_cell(a.0, a.1), geo_cell(b.0, b.1));
-        let around_a = geo_cells_in(a.0 - 0.003, a.0 + 0.003, a.1 - 0.004, a.1 + 0.004);
-        assert!(around_a.contains(&geo_cell(b.0, b.1)));
-        assert!(around_a.contains(&geo_cell(a.0, a.1)));
-        assert!((2..=4).contains(&around_a.len()), "{around_a:?}");
-        // Inside one cell, one cell; a point 3 km away is outside.
-        assert_eq!(
-            geo_cells_in(41.124, 41.126, 16.874, 16.876),
-            vec![geo_cell(41.125, 16.875)]
-        );
-        assert!(!around_a.contains(&geo_cell(41.15, 16.87)));
-        // Western and southern hemispheres map to distinct cells too.
-        assert_ne!(geo_cell(-41.12, -16.87), geo_cell(41.12, 16.87));
     }
 }

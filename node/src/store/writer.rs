@@ -234,7 +234,6 @@ fn failed(op: &WriteOp, err: NodeError) -> OpResult {
 
 /// A value bound into a statement.
 pub(super) enum Value<'a> {
-    Null,
     Int(i64),
     Real(Option<f64>),
     Text(&'a str),
@@ -278,7 +277,6 @@ fn bind_sqlx<'q>(
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     for value in values {
         query = match value {
-            Value::Null => query.bind(None::<i64>),
             Value::Int(v) => query.bind(*v),
             Value::Real(v) => query.bind(*v),
             Value::Text(v) => query.bind(*v),
@@ -292,7 +290,6 @@ impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef};
         Ok(match self {
-            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
             Value::Int(v) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
             Value::Real(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Real(*v)),
             Value::Real(None) => ToSqlOutput::Borrowed(ValueRef::Null),
@@ -402,7 +399,6 @@ async fn insert_rows(
 impl Value<'_> {
     fn reborrow(&self) -> Value<'_> {
         match self {
-            Value::Null => Value::Null,
             Value::Int(v) => Value::Int(*v),
             Value::Real(v) => Value::Real(*v),
             Value::Text(v) => Value::Text(v),
@@ -488,7 +484,6 @@ async fn create_all(tx: &mut impl WriteTx, news: &[&NewTicket]) -> NodeResult<Ve
                 Value::Text(&t.origin_node),
                 Value::Text(&t.owner_node),
                 Value::Text(&t.category),
-                Value::Text(&t.subject),
                 Value::Int(i64::from(t.channel)),
                 Value::Int(i64::from(t.status)),
                 Value::Int(i64::from(t.priority)),
@@ -498,9 +493,7 @@ async fn create_all(tx: &mut impl WriteTx, news: &[&NewTicket]) -> NodeResult<Ve
                 Value::Text(&c.region_code),
                 Value::Real(c.latitude),
                 Value::Real(c.longitude),
-                c.geo_cell.map_or(Value::Null, Value::Int),
                 Value::Text(&c.search_text),
-                Value::Text(&c.address_key),
                 Value::Int(c.created_ms),
                 Value::Int(c.updated_ms),
                 Value::Bytes(state),
@@ -509,9 +502,8 @@ async fn create_all(tx: &mut impl WriteTx, news: &[&NewTicket]) -> NodeResult<Ve
         .collect();
     insert_rows(
         tx,
-        "INSERT INTO tickets (id, reference, origin_node, owner_node, category, subject, channel, status, priority, \
-         office, istat_code, province_code, region_code, latitude, longitude, geo_cell, search_text, address_key, \
-         created_ms, updated_ms, state)",
+        "INSERT INTO tickets (id, reference, origin_node, owner_node, category, channel, status, priority, office, \
+         istat_code, province_code, region_code, latitude, longitude, search_text, created_ms, updated_ms, state)",
         "",
         &tickets,
     )
