@@ -23,6 +23,9 @@ const CELL_DEGREES: f64 = 0.01;
 /// Most suggestions returned.
 const MAX_SUGGESTIONS: usize = 5;
 
+/// Most recent tickets read from each cell or address list.
+const CANDIDATES_PER_LIST: usize = 50;
+
 /// The grid cell holding a point.
 fn cell(latitude: f64, longitude: f64) -> (i32, i32) {
     (
@@ -159,6 +162,16 @@ impl RecentTickets {
         let since = created_ms.saturating_sub(self.window_ms);
         let (_, by_address) = keys(ticket);
         let mut inner = self.inner.lock().expect("duplicates lock");
+        // The most recent candidates of each list are enough: lists are in
+        // creation order, and reading them whole would cost as much as an
+        // area has tickets.
+        let recent = |list: &Vec<String>| {
+            list.iter()
+                .rev()
+                .take(CANDIDATES_PER_LIST)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         let mut ids: HashSet<String> = HashSet::new();
         if let Some((lat, lon)) = point {
             let dlat = self.radius_m / 111_320.0;
@@ -169,14 +182,14 @@ impl RecentTickets {
                 for column in west..=east {
                     if let Some(list) = inner.by_cell.get(&(ticket.category.clone(), (row, column)))
                     {
-                        ids.extend(list.iter().cloned());
+                        ids.extend(recent(list));
                     }
                 }
             }
         }
         let same_address: HashSet<String> = by_address
             .and_then(|key| inner.by_address.get(&key))
-            .map(|list| list.iter().cloned().collect())
+            .map(|list| recent(list).into_iter().collect())
             .unwrap_or_default();
         ids.extend(same_address.iter().cloned());
         let mut found: Vec<DuplicateCandidate> = Vec::new();

@@ -243,6 +243,10 @@ pub(super) enum Value<'a> {
 /// An open write transaction, whatever the backend: the three shapes of
 /// statement the writer needs. Placeholders are `$1`, `$2`, ... in order.
 pub(super) trait WriteTx {
+    /// Most rows per INSERT statement. Each statement to PostgreSQL is a
+    /// network round trip, so rows are sent many at a time; SQLite runs in
+    /// this thread, where a cached one-row statement run N times is cheapest.
+    const ROWS_PER_STATEMENT: usize;
     /// Runs a statement, returning its rows as text columns.
     async fn texts(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Vec<Vec<String>>>;
     /// Runs a query returning at most one blob.
@@ -250,6 +254,8 @@ pub(super) trait WriteTx {
 }
 
 impl WriteTx for sqlx::Transaction<'_, sqlx::Any> {
+    const ROWS_PER_STATEMENT: usize = 1_000;
+
     async fn texts(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Vec<Vec<String>>> {
         let rows = bind_sqlx(sqlx::query(sql), values)
             .fetch_all(&mut **self)
@@ -300,6 +306,8 @@ impl rusqlite::ToSql for Value<'_> {
 }
 
 impl WriteTx for rusqlite::Transaction<'_> {
+    const ROWS_PER_STATEMENT: usize = 1;
+
     async fn texts(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Vec<Vec<String>>> {
         let mut stmt = self.prepare_cached(sql)?;
         let width = stmt.column_count();
@@ -358,8 +366,8 @@ const MAX_PARAMS: usize = 30_000;
 
 /// Runs `<head> VALUES (...), (...) <tail>` for all rows, in as few statements
 /// as the parameter limit allows, and returns what they return.
-async fn insert_rows(
-    tx: &mut impl WriteTx,
+async fn insert_rows<T: WriteTx>(
+    tx: &mut T,
     head: &str,
     tail: &str,
     rows: &[Vec<Value<'_>>],
@@ -368,7 +376,8 @@ async fn insert_rows(
         return Ok(Vec::new());
     };
     let mut returned = Vec::new();
-    for chunk in rows.chunks(MAX_PARAMS / width) {
+    let rows_per_statement = (MAX_PARAMS / width).min(T::ROWS_PER_STATEMENT);
+    for chunk in rows.chunks(rows_per_statement) {
         let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * width * 6);
         sql.push_str(head);
         sql.push_str(" VALUES ");
