@@ -141,6 +141,51 @@ struct Report {
     cores: usize,
     seconds_per_cell: u64,
     cells: Vec<Cell>,
+    /// The storage limit: raw SQLite inserts, group-committed, no gRPC.
+    raw_sqlite: RawSqlite,
+}
+
+/// Raw SQLite inserts of ticket-sized rows, 64 per fsynced commit (WAL,
+/// synchronous=FULL), from one thread: what the disk and SQLite allow before
+/// any urpnet code runs.
+#[derive(Debug, Clone, Serialize)]
+struct RawSqlite {
+    rows_per_commit: usize,
+    row_bytes: usize,
+    rows_per_second: f64,
+    commits_per_second: f64,
+}
+
+fn raw_sqlite(seconds: u64) -> anyhow::Result<RawSqlite> {
+    let dir = tempfile::tempdir()?;
+    let conn = rusqlite::Connection::open(dir.path().join("raw.db"))?;
+    let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; CREATE TABLE t (id TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;",
+    )?;
+    let (rows_per_commit, row_bytes) = (64, 1_500);
+    let body = vec![7u8; row_bytes];
+    let started = Instant::now();
+    let (mut rows, mut commits) = (0u64, 0u64);
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO t (id, body) VALUES (?1, ?2)")?;
+            for _ in 0..rows_per_commit {
+                insert.execute(rusqlite::params![ulid::Ulid::new().to_string(), body])?;
+            }
+        }
+        tx.commit()?;
+        rows += rows_per_commit as u64;
+        commits += 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(RawSqlite {
+        rows_per_commit,
+        row_bytes,
+        rows_per_second: rows as f64 / secs,
+        commits_per_second: commits as f64 / secs,
+    })
 }
 
 async fn start_echo(shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
@@ -343,6 +388,9 @@ async fn main() -> anyhow::Result<()> {
     }
     echo_shutdown.cancel();
 
+    bar.set_message("raw SQLite inserts");
+    let raw = raw_sqlite(args.seconds)?;
+
     let mut targets = vec![("node sqlite", None)];
     if let Some(url) = &args.postgres {
         targets.push(("node postgres", Some(url.clone())));
@@ -428,9 +476,17 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(0),
         seconds_per_cell: args.seconds,
         cells,
+        raw_sqlite: raw,
     };
     println!("bench-intake — {} — {}", report.date, report.machine);
     println!("{table}");
+    println!(
+        "storage limit: raw SQLite inserts of {}-byte rows, {} per fsynced commit: {:.0} rows/s ({:.0} commits/s)",
+        report.raw_sqlite.row_bytes,
+        report.raw_sqlite.rows_per_commit,
+        report.raw_sqlite.rows_per_second,
+        report.raw_sqlite.commits_per_second
+    );
     if let Some(parent) = args.json_out.parent() {
         std::fs::create_dir_all(parent)?;
     }

@@ -364,20 +364,6 @@ impl Store {
         rows.iter().map(decode_state).collect()
     }
 
-    /// The ticket id and fingerprint recorded for a create request key.
-    ///
-    /// # Errors
-    /// Storage failures.
-    pub async fn create_request(&self, request_key: &str) -> NodeResult<Option<(String, String)>> {
-        let row = sqlx::query(
-            "SELECT ticket_id, fingerprint FROM create_requests WHERE request_key = $1",
-        )
-        .bind(request_key)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
-    }
-
     /// The highest reference sequence number minted for `prefix` (e.g.
     /// `c_a662-2026-`), so the counter resumes after a restart.
     ///
