@@ -7,7 +7,7 @@
 //! operator, so a ticket committed a moment ago by a concurrent request may be
 //! missed; nothing else depends on it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use urpnet_proto::text;
@@ -55,9 +55,9 @@ type AddressKey = (String, String, String);
 #[derive(Debug, Default)]
 struct Inner {
     /// (category, cell) -> tickets with coordinates there.
-    by_cell: HashMap<CellKey, Vec<String>>,
+    by_cell: HashMap<CellKey, VecDeque<String>>,
     /// (category, istat code, folded address) -> tickets at that address.
-    by_address: HashMap<AddressKey, Vec<String>>,
+    by_address: HashMap<AddressKey, VecDeque<String>>,
     /// id -> entry.
     entries: HashMap<String, Entry>,
 }
@@ -127,14 +127,14 @@ impl RecentTickets {
                 .by_cell
                 .entry(key.clone())
                 .or_default()
-                .push(ticket.id.clone());
+                .push_back(ticket.id.clone());
         }
         if let Some(key) = &address_key {
             inner
                 .by_address
                 .entry(key.clone())
                 .or_default()
-                .push(ticket.id.clone());
+                .push_back(ticket.id.clone());
         }
         let location = ticket.location.clone().unwrap_or_default();
         inner.entries.insert(
@@ -146,10 +146,19 @@ impl RecentTickets {
                 status: ticket.status,
                 point: location.coordinates.map(|c| (c.latitude, c.longitude)),
                 created_ms,
-                cell_key,
-                address_key,
+                cell_key: cell_key.clone(),
+                address_key: address_key.clone(),
             },
         );
+        // Forget what has left the window, oldest first, in the lists this
+        // ticket joined: every list is pruned whenever it grows.
+        let horizon = created_ms.saturating_sub(self.window_ms);
+        if let Some(key) = cell_key {
+            inner.prune(|inner| inner.by_cell.get_mut(&key), horizon);
+        }
+        if let Some(key) = address_key {
+            inner.prune(|inner| inner.by_address.get_mut(&key), horizon);
+        }
     }
 
     /// Open tickets of the same category created within the window before
@@ -160,19 +169,12 @@ impl RecentTickets {
         let point = location.coordinates.map(|c| (c.latitude, c.longitude));
         let created_ms = ticket.created_at.as_ref().map(millis).unwrap_or_default();
         let since = created_ms.saturating_sub(self.window_ms);
-        let (_, by_address) = keys(ticket);
-        let mut inner = self.inner.lock().expect("duplicates lock");
-        // The most recent candidates of each list are enough: lists are in
-        // creation order, and reading them whole would cost as much as an
-        // area has tickets.
-        let recent = |list: &Vec<String>| {
-            list.iter()
-                .rev()
-                .take(CANDIDATES_PER_LIST)
-                .cloned()
-                .collect::<Vec<_>>()
-        };
-        let mut ids: HashSet<String> = HashSet::new();
+        let (_, address_key) = keys(ticket);
+        let inner = self.inner.lock().expect("duplicates lock");
+        // (list, found by address) to read. Only the most recent candidates of
+        // each list are read: lists are in creation order, and reading them
+        // whole would cost as much as an area has tickets.
+        let mut lists: Vec<(&VecDeque<String>, bool)> = Vec::new();
         if let Some((lat, lon)) = point {
             let dlat = self.radius_m / 111_320.0;
             let dlon = self.radius_m / (111_320.0 * lat.to_radians().cos().max(0.01));
@@ -182,43 +184,35 @@ impl RecentTickets {
                 for column in west..=east {
                     if let Some(list) = inner.by_cell.get(&(ticket.category.clone(), (row, column)))
                     {
-                        ids.extend(recent(list));
+                        lists.push((list, false));
                     }
                 }
             }
         }
-        let same_address: HashSet<String> = by_address
-            .and_then(|key| inner.by_address.get(&key))
-            .map(|list| recent(list).into_iter().collect())
-            .unwrap_or_default();
-        ids.extend(same_address.iter().cloned());
-        let mut found: Vec<DuplicateCandidate> = Vec::new();
-        let mut expired = Vec::new();
-        for id in ids {
-            let Some(entry) = inner.entries.get(&id) else {
-                continue;
-            };
-            if entry.created_ms < created_ms.saturating_sub(self.window_ms * 2) {
-                expired.push(id);
-                continue;
-            }
-            if entry.id == ticket.id || entry.created_ms < since {
-                continue;
-            }
-            let distance_m = point.zip(entry.point).map(|(a, b)| haversine_m(a, b));
-            if distance_m.is_some_and(|d| d <= self.radius_m) || same_address.contains(&id) {
-                found.push(DuplicateCandidate {
-                    ticket_id: entry.id.clone(),
-                    reference: entry.reference.clone(),
-                    subject: entry.subject.clone(),
-                    status: entry.status,
-                    distance_m,
-                });
-            }
+        if let Some(list) = address_key.and_then(|key| inner.by_address.get(&key)) {
+            lists.push((list, true));
         }
-        // Tickets well past the window are dropped as they are met.
-        for id in expired {
-            inner.remove(&id);
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut found: Vec<DuplicateCandidate> = Vec::new();
+        for (list, by_address) in lists {
+            for id in list.iter().rev().take(CANDIDATES_PER_LIST) {
+                let Some(entry) = inner.entries.get(id) else {
+                    continue;
+                };
+                if entry.id == ticket.id || entry.created_ms < since || !seen.insert(id) {
+                    continue;
+                }
+                let distance_m = point.zip(entry.point).map(|(a, b)| haversine_m(a, b));
+                if by_address || distance_m.is_some_and(|d| d <= self.radius_m) {
+                    found.push(DuplicateCandidate {
+                        ticket_id: entry.id.clone(),
+                        reference: entry.reference.clone(),
+                        subject: entry.subject.clone(),
+                        status: entry.status,
+                        distance_m,
+                    });
+                }
+            }
         }
         found.sort_by(|a, b| {
             a.distance_m
@@ -242,6 +236,28 @@ impl RecentTickets {
 }
 
 impl Inner {
+    /// Removes the tickets created before `horizon` from the front of a list
+    /// (and from the index).
+    fn prune(&mut self, list: impl Fn(&mut Inner) -> Option<&mut VecDeque<String>>, horizon: u64) {
+        loop {
+            let Some(front) = list(self).and_then(|l| l.front().cloned()) else {
+                return;
+            };
+            let old = self
+                .entries
+                .get(&front)
+                .is_none_or(|e| e.created_ms < horizon);
+            if !old {
+                return;
+            }
+            if self.entries.contains_key(&front) {
+                self.remove(&front);
+            } else if let Some(l) = list(self) {
+                l.pop_front();
+            }
+        }
+    }
+
     fn remove(&mut self, id: &str) {
         let Some(entry) = self.entries.remove(id) else {
             return;
@@ -337,6 +353,40 @@ mod tests {
             .map(|c| c.ticket_id)
             .collect();
         assert_eq!(ids, ["a"]);
+    }
+
+    #[test]
+    fn tickets_leave_the_index_when_they_leave_the_window() {
+        let index = RecentTickets::new(14 * DAY, 300.0);
+        index.record(&ticket(
+            "old",
+            "rifiuti",
+            Some((41.12, 16.87)),
+            "Via Roma 1",
+            DAY,
+        ));
+        index.record(&ticket(
+            "kept",
+            "rifiuti",
+            Some((41.12, 16.87)),
+            "",
+            10 * DAY,
+        ));
+        assert_eq!(index.len(), 2);
+        index.record(&ticket(
+            "new",
+            "rifiuti",
+            Some((41.12, 16.87)),
+            "",
+            16 * DAY,
+        ));
+        assert_eq!(
+            index.len(),
+            2,
+            "the ticket from day 1 is forgotten on day 16"
+        );
+        let probe = ticket("probe", "rifiuti", None, "Via Roma 1", 16 * DAY);
+        assert!(index.suggest(&probe).is_empty(), "and its address list too");
     }
 
     #[test]

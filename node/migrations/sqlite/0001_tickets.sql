@@ -24,7 +24,7 @@ CREATE TABLE tickets (
     created_ms    INTEGER NOT NULL,
     updated_ms    INTEGER NOT NULL,
     state         BLOB NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX tickets_status ON tickets (status, id);
 CREATE INDEX tickets_updated ON tickets (updated_ms);
 CREATE INDEX tickets_istat ON tickets (istat_code);
