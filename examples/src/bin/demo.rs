@@ -40,7 +40,12 @@ struct Args {
 }
 
 fn heading(text: &str) {
-    println!("\n\x1b[1m== {text}\x1b[0m");
+    use std::io::IsTerminal as _;
+    if std::io::stdout().is_terminal() {
+        println!("\n\x1b[1m== {text}\x1b[0m");
+    } else {
+        println!("\n== {text}");
+    }
 }
 
 async fn change(
