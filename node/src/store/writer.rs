@@ -248,15 +248,15 @@ pub(super) trait WriteTx {
     /// this thread, where a cached one-row statement run N times is cheapest.
     const ROWS_PER_STATEMENT: usize;
     /// Runs a statement, returning its rows as text columns.
-    async fn texts(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Vec<Vec<String>>>;
+    async fn texts(&mut self, sql: &str, values: &[&Value<'_>]) -> NodeResult<Vec<Vec<String>>>;
     /// Runs a query returning at most one blob.
-    async fn blob(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Option<Vec<u8>>>;
+    async fn blob(&mut self, sql: &str, values: &[&Value<'_>]) -> NodeResult<Option<Vec<u8>>>;
 }
 
 impl WriteTx for sqlx::Transaction<'_, sqlx::Any> {
     const ROWS_PER_STATEMENT: usize = 1_000;
 
-    async fn texts(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Vec<Vec<String>>> {
+    async fn texts(&mut self, sql: &str, values: &[&Value<'_>]) -> NodeResult<Vec<Vec<String>>> {
         let rows = bind_sqlx(sqlx::query(sql), values)
             .fetch_all(&mut **self)
             .await?;
@@ -269,7 +269,7 @@ impl WriteTx for sqlx::Transaction<'_, sqlx::Any> {
             .collect()
     }
 
-    async fn blob(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Option<Vec<u8>>> {
+    async fn blob(&mut self, sql: &str, values: &[&Value<'_>]) -> NodeResult<Option<Vec<u8>>> {
         let row = bind_sqlx(sqlx::query(sql), values)
             .fetch_optional(&mut **self)
             .await?;
@@ -279,10 +279,10 @@ impl WriteTx for sqlx::Transaction<'_, sqlx::Any> {
 
 fn bind_sqlx<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    values: &'q [Value<'q>],
+    values: &'q [&'q Value<'q>],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     for value in values {
-        query = match value {
+        query = match *value {
             Value::Int(v) => query.bind(*v),
             Value::Real(v) => query.bind(*v),
             Value::Text(v) => query.bind(*v),
@@ -308,7 +308,7 @@ impl rusqlite::ToSql for Value<'_> {
 impl WriteTx for rusqlite::Transaction<'_> {
     const ROWS_PER_STATEMENT: usize = 1;
 
-    async fn texts(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Vec<Vec<String>>> {
+    async fn texts(&mut self, sql: &str, values: &[&Value<'_>]) -> NodeResult<Vec<Vec<String>>> {
         let mut stmt = self.prepare_cached(sql)?;
         let width = stmt.column_count();
         let rows = stmt.query_map(rusqlite::params_from_iter(values), |row| {
@@ -319,7 +319,7 @@ impl WriteTx for rusqlite::Transaction<'_> {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    async fn blob(&mut self, sql: &str, values: &[Value<'_>]) -> NodeResult<Option<Vec<u8>>> {
+    async fn blob(&mut self, sql: &str, values: &[&Value<'_>]) -> NodeResult<Option<Vec<u8>>> {
         use rusqlite::OptionalExtension as _;
         let mut stmt = self.prepare_cached(sql)?;
         Ok(stmt
@@ -375,45 +375,43 @@ async fn insert_rows<T: WriteTx>(
     let Some(width) = rows.first().map(Vec::len) else {
         return Ok(Vec::new());
     };
-    let mut returned = Vec::new();
     let rows_per_statement = (MAX_PARAMS / width).min(T::ROWS_PER_STATEMENT);
+    // All chunks but the last have the same size: build their SQL once.
+    let full = insert_sql(head, tail, width, rows_per_statement.min(rows.len()));
+    let mut returned = Vec::new();
     for chunk in rows.chunks(rows_per_statement) {
-        let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * width * 6);
-        sql.push_str(head);
-        sql.push_str(" VALUES ");
-        for r in 0..chunk.len() {
-            sql.push_str(if r == 0 { "(" } else { ", (" });
-            for c in 0..width {
-                if c > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("${}", r * width + c + 1));
-            }
-            sql.push(')');
-        }
-        sql.push(' ');
-        sql.push_str(tail);
+        let partial;
+        let sql = if chunk.len() == rows_per_statement.min(rows.len()) {
+            &full
+        } else {
+            partial = insert_sql(head, tail, width, chunk.len());
+            &partial
+        };
         let values: Vec<&Value<'_>> = chunk.iter().flatten().collect();
-        returned.extend(
-            tx.texts(
-                &sql,
-                &values.into_iter().map(Value::reborrow).collect::<Vec<_>>(),
-            )
-            .await?,
-        );
+        returned.extend(tx.texts(sql, &values).await?);
     }
     Ok(returned)
 }
 
-impl Value<'_> {
-    fn reborrow(&self) -> Value<'_> {
-        match self {
-            Value::Int(v) => Value::Int(*v),
-            Value::Real(v) => Value::Real(*v),
-            Value::Text(v) => Value::Text(v),
-            Value::Bytes(v) => Value::Bytes(v),
+/// `<head> VALUES ($1, …), (…) <tail>` for `rows` rows of `width` values.
+fn insert_sql(head: &str, tail: &str, width: usize, rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * width * 6 + 16);
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", r * width + c + 1);
         }
+        sql.push(')');
     }
+    sql.push(' ');
+    sql.push_str(tail);
+    sql
 }
 
 /// Writes a batch of creates; one outcome per create, in order.
@@ -456,7 +454,7 @@ async fn create_all(tx: &mut impl WriteTx, news: &[&NewTicket]) -> NodeResult<Ve
             let rows = tx
                 .texts(
                     "SELECT ticket_id, fingerprint FROM create_requests WHERE request_key = $1",
-                    &[Value::Text(&n.request_key)],
+                    &[&Value::Text(&n.request_key)],
                 )
                 .await?;
             let mut row = rows.into_iter().next().unwrap_or_default().into_iter();
@@ -600,7 +598,7 @@ async fn append(
     let state = tx
         .blob(
             "SELECT state FROM tickets WHERE id = $1",
-            &[Value::Text(ticket_id)],
+            &[&Value::Text(ticket_id)],
         )
         .await?;
     let Some(state) = state else {
@@ -630,13 +628,13 @@ async fn append(
         "UPDATE tickets SET owner_node = $1, status = $2, priority = $3, office = $4, updated_ms = $5, state = $6 \
          WHERE id = $7",
         &[
-            Value::Text(&ticket.owner_node),
-            Value::Int(i64::from(ticket.status)),
-            Value::Int(i64::from(ticket.priority)),
-            Value::Text(&ticket.office),
-            Value::Int(c.updated_ms),
-            Value::Bytes(&encoded),
-            Value::Text(&ticket.id),
+            &Value::Text(&ticket.owner_node),
+            &Value::Int(i64::from(ticket.status)),
+            &Value::Int(i64::from(ticket.priority)),
+            &Value::Text(&ticket.office),
+            &Value::Int(c.updated_ms),
+            &Value::Bytes(&encoded),
+            &Value::Text(&ticket.id),
         ],
     )
     .await?;
