@@ -24,7 +24,7 @@ const CELL_DEGREES: f64 = 0.01;
 const MAX_SUGGESTIONS: usize = 5;
 
 /// Most recent tickets read from each cell or address list.
-const CANDIDATES_PER_LIST: usize = 50;
+const CANDIDATES_PER_LIST: usize = 20;
 
 /// The grid cell holding a point.
 fn cell(latitude: f64, longitude: f64) -> (i32, i32) {
