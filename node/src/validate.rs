@@ -394,4 +394,45 @@ mod tests {
             assert_eq!(fields(&req), vec![field.to_string()], "case for {field}");
         }
     }
+
+    proptest::proptest! {
+        /// Whatever arrives, validation answers (never panics), and a request
+        /// it accepts has the fields the store relies on.
+        #[test]
+        fn validation_never_panics_and_accepts_only_sound_requests(
+            request_id in ".{0,80}",
+            category in "[a-z_.]{0,30}",
+            channel in proptest::prelude::any::<i32>(),
+            subject in "\\PC{0,250}",
+            istat in "[0-9]{0,8}",
+            lat in proptest::prelude::any::<f64>(),
+            lon in proptest::prelude::any::<f64>(),
+            priority in proptest::prelude::any::<i32>(),
+            email in ".{0,300}",
+        ) {
+            let req = CreateTicketRequest {
+                request_id,
+                category,
+                channel,
+                subject,
+                location: Some(Location {
+                    istat_code: istat,
+                    address: String::new(),
+                    coordinates: Some(Coordinates { latitude: lat, longitude: lon }),
+                }),
+                priority,
+                citizen: Some(CitizenContact { email, ..Default::default() }),
+                ..Default::default()
+            };
+            let accepted =
+                create_request(&req, &Taxonomy::builtin(), &AttachmentsSection::default(), 1_700_000_000_000).is_ok();
+            if accepted {
+                proptest::prop_assert!(Taxonomy::builtin().get(&req.category).is_some());
+                proptest::prop_assert!(Channel::try_from(req.channel).is_ok() && req.channel != 0);
+                let c = req.location.as_ref().unwrap().coordinates.unwrap();
+                proptest::prop_assert!(c.latitude.abs() <= 90.0 && c.longitude.abs() <= 180.0);
+                proptest::prop_assert!((3..=200).contains(&req.subject.chars().count()));
+            }
+        }
+    }
 }
