@@ -41,36 +41,31 @@ async fn operators_work_a_ticket_from_the_command_line() {
     let photo = dir.path().join("buca.jpg");
     std::fs::write(&photo, [0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3]).unwrap();
 
-    let created = json(
-        &cli(
-            &node,
-            &[
-                "create",
-                "--json",
-                "--category",
-                "strade.buche",
-                "--channel",
-                "phone",
-                "--subject",
-                "Buca in corso Cavour",
-                "--istat",
-                "072006",
-                "--address",
-                "Corso Cavour 52",
-                "--lat",
-                "41.1231",
-                "--lon",
-                "16.8718",
-                "--attach",
-                photo.to_str().unwrap(),
-                "--citizen-name",
-                "Maria Rossi",
-                "--request-id",
-                "cli-test-0001",
-            ],
-        )
-        .await,
-    );
+    let photo = photo.to_str().unwrap();
+    let create = [
+        "create",
+        "--category",
+        "strade.buche",
+        "--channel",
+        "phone",
+        "--subject",
+        "Buca in corso Cavour",
+        "--istat",
+        "072006",
+        "--address",
+        "Corso Cavour 52",
+        "--lat",
+        "41.1231",
+        "--lon",
+        "16.8718",
+        "--attach",
+        photo,
+        "--citizen-name",
+        "Maria Rossi",
+        "--request-id",
+        "cli-test-0001",
+    ];
+    let created = json(&cli(&node, &[&create[..], &["--json"]].concat()).await);
     let reference = created["ticket"]["reference"].as_str().unwrap().to_string();
     assert!(reference.starts_with("c_a662-"), "{created}");
     assert_eq!(created["ticket"]["channel"], "CHANNEL_PHONE");
@@ -80,35 +75,7 @@ async fn operators_work_a_ticket_from_the_command_line() {
     );
 
     // The same request id again: the same ticket, said in words.
-    let again = text(
-        &cli(
-            &node,
-            &[
-                "create",
-                "--category",
-                "strade.buche",
-                "--channel",
-                "phone",
-                "--subject",
-                "Buca in corso Cavour",
-                "--istat",
-                "072006",
-                "--address",
-                "Corso Cavour 52",
-                "--lat",
-                "41.1231",
-                "--lon",
-                "16.8718",
-                "--attach",
-                photo.to_str().unwrap(),
-                "--citizen-name",
-                "Maria Rossi",
-                "--request-id",
-                "cli-test-0001",
-            ],
-        )
-        .await,
-    );
+    let again = text(&cli(&node, &create).await);
     assert!(
         again.contains(&format!("{reference} already created (same request id)")),
         "{again}"

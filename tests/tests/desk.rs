@@ -655,31 +655,23 @@ async fn possible_duplicates_are_suggested(backend: Backend, test: &str) {
         located("Buca in via Sparano", 41.1200, 16.8700, "strade.buche"),
     )
     .await;
-    let far = desk
-        .create_ticket(located("Buca a Japigia", 41.1000, 16.9000, "strade.buche"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        far.possible_duplicates.is_empty(),
-        "3 km away is not a duplicate"
-    );
-    let other = desk
-        .create_ticket(located("Lampione", 41.1201, 16.8701, "illuminazione"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        other.possible_duplicates.is_empty(),
-        "another category is not a duplicate"
-    );
-    let near = desk
-        .create_ticket(located("Buca profonda", 41.1202, 16.8701, "strade.buche"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(near.possible_duplicates.len(), 1);
-    let candidate = &near.possible_duplicates[0];
+    let suggested = |req: CreateTicketRequest| {
+        let mut desk = desk.clone();
+        async move {
+            desk.create_ticket(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .possible_duplicates
+        }
+    };
+    let far = suggested(located("Buca a Japigia", 41.1000, 16.9000, "strade.buche")).await;
+    assert!(far.is_empty(), "3 km away is not a duplicate");
+    let other = suggested(located("Lampione", 41.1201, 16.8701, "illuminazione")).await;
+    assert!(other.is_empty(), "another category is not a duplicate");
+    let near = suggested(located("Buca profonda", 41.1202, 16.8701, "strade.buche")).await;
+    assert_eq!(near.len(), 1);
+    let candidate = &near[0];
     assert_eq!(candidate.ticket_id, first.id);
     assert!(candidate.distance_m.unwrap() < 50.0);
 

@@ -1,9 +1,10 @@
 //! The node's store (DESIGN.md §8): SQLite by default, PostgreSQL by URL, one
-//! schema and one set of queries for both through sqlx's `Any` driver.
+//! schema and one set of SQL for both.
 //!
-//! Reads go through a small pool. Every write goes through one writer task
-//! ([`writer`]) that commits concurrent requests together (group commit), so
-//! a burst of creations is durable — on SQLite every commit is fsynced
+//! Reads go through a small sqlx (`Any`) pool. Every write goes through one
+//! writer ([`writer`]: a task on PostgreSQL, a rusqlite thread on SQLite) that
+//! commits concurrent requests together (group commit), so a burst of
+//! creations is durable — on SQLite every commit is fsynced
 //! (`synchronous=FULL`) — and still fast.
 
 mod writer;
@@ -93,8 +94,8 @@ pub struct OperatorRecord {
 
 impl Store {
     /// Opens (creating if needed) the database, checks its durability
-    /// settings, runs migrations and starts the writer task, which ends when
-    /// every `Store` handle is dropped.
+    /// settings, runs migrations and starts the writer, which ends when every
+    /// `Store` handle is dropped.
     ///
     /// # Errors
     /// When the database cannot be opened or migrated, or SQLite does not run
