@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "urpnet/v1/common.proto",
     "urpnet/v1/ticket.proto",
     "urpnet/v1/desk.proto",
+    "urpnet/v1/registry.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -28,16 +28,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("URPNET_LOG_FILTER", "log.filter"),
 ];
 
-/// A configuration that could not be loaded; the message is one line naming
-/// the file and the key.
-#[derive(Debug, thiserror::Error)]
-#[error("config file {path}: {message}")]
-pub struct ConfigError {
-    /// The file.
-    pub path: String,
-    /// What is wrong, naming the key.
-    pub message: String,
-}
+pub use urpnet_proto::config::ConfigError;
 
 /// The whole configuration of a node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -256,16 +247,11 @@ impl NodeConfig {
     /// A missing or unreadable file, bad TOML, an unknown key or a bad value,
     /// each named in one line.
     pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let text = urpnet_proto::config::read_file(path, "urpnet-node init")?;
         let fail = |message: String| ConfigError {
             path: path.display().to_string(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                fail("not found (create one with `urpnet-node init`)".into())
-            }
-            _ => fail(format!("cannot be read: {e}")),
-        })?;
         let mut config = Self::parse(&text, env).map_err(fail)?;
         if config.node.data_dir.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
@@ -279,29 +265,8 @@ impl NodeConfig {
     /// # Errors
     /// A one-line message naming the key.
     pub fn parse(text: &str, env: &BTreeMap<String, String>) -> Result<Self, String> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            format!(
-                "invalid TOML at line {line}, column {col}: {}",
-                e.message().trim().replace('\n', "; ")
-            )
-        })?;
-        for (var, key) in ENV_OVERRIDES {
-            if let Some(value) = env.get(*var) {
-                set_key(&mut table, key, value);
-            }
-        }
         let config: Self =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let key = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                let inner = inner.lines().next().unwrap_or_default().to_string();
-                if key == "." {
-                    inner
-                } else {
-                    format!("key `{key}`: {inner}")
-                }
-            })?;
+            urpnet_proto::config::parse_with_overrides(text, ENV_OVERRIDES, env)?;
         config.check()?;
         Ok(config)
     }
@@ -346,35 +311,8 @@ impl NodeConfig {
 
     /// The process environment's `URPNET_*` variables, for [`NodeConfig::load`].
     pub fn process_env() -> BTreeMap<String, String> {
-        std::env::vars()
-            .filter(|(k, _)| k.starts_with("URPNET_"))
-            .collect()
+        urpnet_proto::config::process_env()
     }
-}
-
-fn set_key(table: &mut toml::Table, dotted: &str, value: &str) {
-    let mut parts: Vec<&str> = dotted.split('.').collect();
-    let last = parts.pop().expect("non-empty key");
-    let mut cur = table;
-    for p in parts {
-        cur = cur
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .expect("override paths name tables");
-    }
-    cur.insert(last.to_string(), toml::Value::String(value.to_string()));
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count() + 1)
-        .unwrap_or(1);
-    (line, col)
 }
 
 #[cfg(test)]

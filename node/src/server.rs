@@ -135,16 +135,7 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<DeskServer<DeskService>>().await;
-    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
-        builder
-            .register_encoded_file_descriptor_set(urpnet_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1()
-        .map_err(|e| NodeError::Internal(format!("reflection: {e}")))?;
-    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1alpha()
+    let (reflection_v1, reflection_v1alpha) = telemetry::reflection_services()
         .map_err(|e| NodeError::Internal(format!("reflection: {e}")))?;
 
     let desk_addr = listeners

@@ -4,19 +4,32 @@
 //!   protocol's one source of truth, and [`FILE_DESCRIPTOR_SET`] for gRPC
 //!   reflection.
 //! - [`ids`]: validated identifiers ([`ids::NodeId`], [`ids::TicketId`], ...).
+//! - `cli` (feature `cli`): tables, JSON and times for the CLIs.
+//! - [`config`]: TOML configuration with `URPNET_*` overrides.
+//! - `db` (feature `db`): opening SQLite or PostgreSQL with sqlx.
 //! - [`hlc`]: the hybrid logical clock that stamps federated records.
 //! - [`signing`]: node signing keys and the [`v1::Signed`] envelope.
+//! - [`tls`]: the federation CA, mutual TLS configs and peer identity.
 //! - [`territory`]: the ISTAT hierarchy comune -> provincia -> regione.
+//! - [`taxonomy`]: the network's categories of contacts and who is competent
+//!   for each, in TOML and on the wire.
 //! - [`validate`]: field violations reported as `INVALID_ARGUMENT`.
 //! - [`text`]: case and accent folding for search.
 //! - [`telemetry`]: logs, Prometheus metrics and the gRPC metrics layer shared
 //!   by every daemon.
 
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod config;
+#[cfg(feature = "db")]
+pub mod db;
 pub mod hlc;
 pub mod ids;
 pub mod signing;
+pub mod taxonomy;
 pub mod telemetry;
 pub mod territory;
+pub mod tls;
 pub mod text;
 pub mod validate;
 

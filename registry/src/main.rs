@@ -1,16 +1,16 @@
-//! `urpnet-registry`: the coordinators' daemon and CLI.
+//! `urpnet-registry`: the coordinators' daemon and CLI. Thin: parses the
+//! command line and hands over to [`urpnet_registry::cli::run`].
 
-use clap::Parser;
+use clap::Parser as _;
 
-/// The urpnet registry: membership, discovery, routing and the anonymised
-/// archive of a regional or national federation of public-relations offices.
-///
-/// Not built yet: this release ships the node only (see README).
-#[derive(Parser)]
-#[command(version)]
-struct Cli {}
-
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("urpnet-registry is not built yet in this release: only urpnet-node is")
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = urpnet_registry::cli::Cli::parse();
+    match urpnet_registry::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,34 +1,16 @@
 //! How the CLI shows things: readable tables by default, canonical proto3 JSON
 //! (the mapping every gRPC tool understands) with `--json`.
 
-use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
 
-use comfy_table::{ContentArrangement, Table, presets};
-use prost_reflect::{DescriptorPool, DynamicMessage};
 use urpnet_proto::v1::ticket_event::Kind;
 use urpnet_proto::v1::{CitizenContact, DuplicateCandidate, HistoryEntry, Status, Ticket};
 
 use crate::ticket::fold::millis;
 use crate::ticket::names;
 
-fn pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        DescriptorPool::decode(urpnet_proto::FILE_DESCRIPTOR_SET)
-            .expect("embedded descriptors decode")
-    })
-}
-
-/// A message as canonical proto3 JSON, given its full name (`urpnet.v1.Ticket`).
-pub fn to_json(full_name: &str, message: &impl prost::Message) -> serde_json::Value {
-    let descriptor = pool()
-        .get_message_by_name(full_name)
-        .expect("known message name");
-    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
-        .expect("message re-decodes");
-    serde_json::to_value(&dynamic).expect("dynamic messages serialise")
-}
+pub use urpnet_proto::cli::to_json;
+use urpnet_proto::cli::table;
 
 /// A timestamp as `2026-11-23 16:40:12Z`, or `-`.
 pub fn time(ts: Option<&prost_types::Timestamp>) -> String {
@@ -39,13 +21,6 @@ pub fn time(ts: Option<&prost_types::Timestamp>) -> String {
             .replace('T', " ")
     })
     .unwrap_or_else(|| "-".into())
-}
-
-fn table() -> Table {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
-    t
 }
 
 fn short(text: &str, max: usize) -> String {

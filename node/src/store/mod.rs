@@ -10,27 +10,20 @@
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use prost::Message as _;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor as _, Row as _};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row as _};
 use tokio::sync::{mpsc, oneshot};
 use urpnet_proto::territory::Territory;
+use urpnet_proto::db;
 use urpnet_proto::text;
 use urpnet_proto::v1::{Attachment, CitizenContact, Signed, Ticket, TicketEvent};
 
 use crate::error::{NodeError, NodeResult};
 pub use writer::{CreateOutcome, Mutation, NewTicket, StoredEvent};
 
-/// Which database the store runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// Embedded SQLite file.
-    Sqlite,
-    /// PostgreSQL server.
-    Postgres,
-}
+pub use urpnet_proto::db::Backend;
 
 /// How to open a store.
 #[derive(Debug, Clone)]
@@ -101,12 +94,7 @@ impl Store {
     /// When the database cannot be opened or migrated, or SQLite does not run
     /// in WAL mode with `synchronous=FULL`.
     pub async fn open(options: &StoreOptions) -> NodeResult<(Store, tokio::task::JoinHandle<()>)> {
-        sqlx::any::install_default_drivers();
-        let backend = if options.url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if options.url.starts_with("postgres:") || options.url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
+        let Some(backend) = Backend::of_url(&options.url) else {
             return Err(NodeError::invalid(
                 "store.url",
                 "must start with sqlite: or postgres:",
@@ -115,28 +103,10 @@ impl Store {
         std::fs::create_dir_all(&options.blob_dir).map_err(|e| {
             NodeError::Internal(format!("cannot create {}: {e}", options.blob_dir.display()))
         })?;
-
-        let pool = |max: u32| {
-            let opts = AnyPoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(Duration::from_secs(30));
-            if backend == Backend::Sqlite {
-                opts.after_connect(|conn, _| Box::pin(prepare_sqlite(conn)))
-            } else {
-                opts
-            }
-        };
-        if backend == Backend::Sqlite {
-            // Check once on a connection of our own, so that a database that
-            // cannot run durably is refused at once with the reason (a pool
-            // would retry the failing connection until its timeout).
-            use sqlx::Connection as _;
-            let mut conn = sqlx::AnyConnection::connect(&options.url).await?;
-            prepare_sqlite(&mut conn)
-                .await
-                .map_err(|e| NodeError::Internal(e.to_string()))?;
-            conn.close().await?;
-        }
+        db::check_url(backend, &options.url)
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let pool = |max: u32| db::pool_options(backend, max);
         let writer_pool = pool(1).connect(&options.url).await?;
         match backend {
             Backend::Sqlite => {
@@ -568,34 +538,6 @@ fn open_sqlite_writer(url: &str) -> NodeResult<rusqlite::Connection> {
 
 /// Sets up a SQLite connection: WAL, `synchronous=FULL`, a busy timeout for
 /// other processes (the operator CLI), then checks the durability settings.
-async fn prepare_sqlite(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
-    conn.execute("PRAGMA journal_mode = WAL").await?;
-    conn.execute("PRAGMA synchronous = FULL").await?;
-    conn.execute("PRAGMA busy_timeout = 10000").await?;
-    conn.execute("PRAGMA cache_size = -32768").await?;
-    check_sqlite_durability(conn).await
-}
-
-/// Checks, on every new SQLite connection, that the settings the node's
-/// durability promise rests on are really in force (sqlx sets neither).
-async fn check_sqlite_durability(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
-    let mode: String = sqlx::query("PRAGMA journal_mode")
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get(0)?;
-    let sync: i64 = sqlx::query("PRAGMA synchronous")
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get(0)?;
-    if !mode.eq_ignore_ascii_case("wal") || sync != 2 {
-        return Err(sqlx::Error::Configuration(
-            format!("SQLite must run with journal_mode=WAL and synchronous=FULL, found journal_mode={mode} synchronous={sync}")
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
 fn decode_state(row: &AnyRow) -> NodeResult<Ticket> {
     let bytes: Vec<u8> = row.try_get(0)?;
     Ticket::decode(bytes.as_slice())
