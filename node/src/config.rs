@@ -24,6 +24,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("URPNET_DESK_LISTEN", "desk.listen"),
     ("URPNET_METRICS_LISTEN", "metrics.listen"),
     ("URPNET_STORE_URL", "store.url"),
+    ("URPNET_REGISTRY_ENDPOINT", "registry.endpoint"),
     ("URPNET_LOG_FORMAT", "log.format"),
     ("URPNET_LOG_FILTER", "log.filter"),
 ];
@@ -54,6 +55,9 @@ pub struct NodeConfig {
     /// The hybrid logical clock.
     #[serde(default)]
     pub clock: ClockSection,
+    /// The registry this node is a member of.
+    #[serde(default)]
+    pub registry: RegistrySection,
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
@@ -201,6 +205,62 @@ impl Default for ClockSection {
     }
 }
 
+/// `[registry]`: membership of a federation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySection {
+    /// `https://host:port` of the registry; empty runs the node alone.
+    pub endpoint: String,
+    /// Directory with this node's `cert.pem`, `key.pem` and the federation's
+    /// `ca.pem`; relative paths are inside the data directory.
+    pub tls_dir: PathBuf,
+    /// `https://host:port` where peers reach this node (sent at
+    /// registration); empty keeps the enrolled one.
+    pub advertise: String,
+    /// Requests this office can take in per hour (reported with each
+    /// heartbeat; the registry's overflow decisions rest on it).
+    pub capacity_per_hour: u32,
+    /// Operators on duty (reported with each heartbeat).
+    pub operators_on_duty: u32,
+    /// Categories this office accepts as overflow from other offices.
+    pub overflow_categories: Vec<String>,
+    /// Renew the certificate when less than this is left of it.
+    #[serde(with = "humantime_serde_compat")]
+    pub renew_before: std::time::Duration,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            tls_dir: PathBuf::from("tls"),
+            advertise: String::new(),
+            capacity_per_hour: 20,
+            operators_on_duty: 1,
+            overflow_categories: Vec::new(),
+            renew_before: std::time::Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// Durations written as humantime strings (`5s`, `30days`).
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration like 5s or 30days: {e}"))
+        })
+    }
+}
+
 /// `[log]`: logging.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -236,6 +296,7 @@ impl NodeConfig {
             attachments: AttachmentsSection::default(),
             tickets: TicketsSection::default(),
             clock: ClockSection::default(),
+            registry: RegistrySection::default(),
             log: LogSection::default(),
         }
     }
@@ -265,8 +326,7 @@ impl NodeConfig {
     /// # Errors
     /// A one-line message naming the key.
     pub fn parse(text: &str, env: &BTreeMap<String, String>) -> Result<Self, String> {
-        let config: Self =
-            urpnet_proto::config::parse_with_overrides(text, ENV_OVERRIDES, env)?;
+        let config: Self = urpnet_proto::config::parse_with_overrides(text, ENV_OVERRIDES, env)?;
         config.check()?;
         Ok(config)
     }
@@ -282,6 +342,9 @@ impl NodeConfig {
             return Err(
                 "key `metrics.listen`: must be an address like 127.0.0.1:9400, or empty".into(),
             );
+        }
+        if !self.registry.endpoint.is_empty() && !self.registry.endpoint.starts_with("https://") {
+            return Err("key `registry.endpoint`: must be https://host:port, or empty".into());
         }
         if self.store.max_batch == 0 {
             return Err("key `store.max_batch`: must be at least 1".into());
@@ -307,6 +370,11 @@ impl NodeConfig {
         } else {
             self.store.url.clone()
         }
+    }
+
+    /// The directory of this node's federation certificate.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.node.data_dir.join(&self.registry.tls_dir)
     }
 
     /// The process environment's `URPNET_*` variables, for [`NodeConfig::load`].

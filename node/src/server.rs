@@ -14,7 +14,9 @@ use crate::auth::Authenticator;
 use crate::config::NodeConfig;
 use crate::desk::DeskService;
 use crate::error::{NodeError, NodeResult};
+use crate::registry_link::{self, Federation, RegistryLink};
 use crate::store::{Store, StoreOptions};
+use crate::taxonomy::TaxonomyHandle;
 use crate::tickets::TicketDesk;
 
 /// Sockets the node serves on, bound by the caller.
@@ -54,6 +56,10 @@ pub mod paths {
     pub fn operator_token(data_dir: &Path) -> PathBuf {
         data_dir.join("operator.token")
     }
+    /// The signing key's public half, hex, for the coordinator's `enrol`.
+    pub fn signing_public(data_dir: &Path) -> PathBuf {
+        data_dir.join("node.pub")
+    }
     /// Attachment content.
     pub fn attachments(data_dir: &Path) -> PathBuf {
         data_dir.join("attachments")
@@ -91,6 +97,26 @@ pub async fn initialise(config: &NodeConfig) -> NodeResult<Option<String>> {
             .save(&key_path)
             .map_err(|e| NodeError::Internal(e.to_string()))?;
     }
+    let signer = NodeSigner::load(config.node.id.clone(), &key_path)
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
+    std::fs::write(
+        paths::signing_public(dir),
+        format!("{}\n", hex::encode(signer.verifying_key().as_bytes())),
+    )
+    .map_err(io)?;
+    let tls = urpnet_proto::tls::TlsFiles::in_dir(&config.tls_dir());
+    let csr_path = config.tls_dir().join("request.csr");
+    if !tls.key.exists() {
+        let key =
+            urpnet_proto::tls::generate_key().map_err(|e| NodeError::Internal(e.to_string()))?;
+        urpnet_proto::tls::write_atomic(&tls.key, key.as_bytes(), true).map_err(io)?;
+    }
+    if !csr_path.exists() {
+        let key = std::fs::read_to_string(&tls.key).map_err(io)?;
+        let csr = urpnet_proto::tls::make_csr(&key, config.node.id.as_str())
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        std::fs::write(&csr_path, csr).map_err(io)?;
+    }
     let (store, writer) = open_store(config).await?;
     let token_path = paths::operator_token(dir);
     let token = if store.operators().await?.iter().any(|o| o.name == "admin") {
@@ -127,7 +153,24 @@ pub async fn run(
     let (store, writer) = open_store(&config).await?;
     let backend = store.backend();
     let max_message = config.desk.max_message_bytes;
-    let desk = Arc::new(TicketDesk::new(config, store.clone(), signer).await?);
+    let (cached_members, cached_taxonomy) = registry_link::load_cache(&config.node.data_dir);
+    let taxonomy = Arc::new(TaxonomyHandle::new(
+        cached_taxonomy.unwrap_or_else(crate::taxonomy::builtin),
+    ));
+    let federation = Arc::new(Federation::default());
+    if let Some(members) = cached_members {
+        federation.replace(members);
+    }
+    let link_task = (!config.registry.endpoint.is_empty()).then(|| {
+        let link = RegistryLink::new(
+            config.clone(),
+            store.clone(),
+            taxonomy.clone(),
+            federation.clone(),
+        );
+        tokio::spawn(link.run(shutdown.clone()))
+    });
+    let desk = Arc::new(TicketDesk::new(config, store.clone(), signer, taxonomy).await?);
     let auth = Arc::new(Authenticator::new(store.clone()));
     let service = DeskServer::new(DeskService::new(desk, auth))
         .max_decoding_message_size(max_message)
@@ -160,6 +203,11 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await;
     shutdown.cancel();
+    if let Some(task) = link_task
+        && let Err(e) = task.await
+    {
+        tracing::warn!(error = %e, "registry link panicked");
+    }
     if let Some(task) = metrics_task {
         match task.await {
             Ok(Ok(())) => tracing::debug!("metrics endpoint stopped"),

@@ -1,93 +1,57 @@
 //! The classification of contacts the node accepts.
 //!
-//! The network's taxonomy will be versioned and distributed by the registry
-//! (DESIGN.md §6); until a node has received one it uses the built-in Italian
-//! default in `taxonomy_default.toml`, which follows the services URPs answer
-//! for most often.
+//! The network's taxonomy is versioned and distributed by the registry
+//! (DESIGN.md §6): the node keeps the last one received (cached on disk by
+//! the registry link) and, before it has ever received one, uses the
+//! built-in Italian default in `taxonomy_default.toml`.
 
-use std::collections::BTreeMap;
+use std::sync::RwLock;
 
-use serde::Deserialize;
+pub use urpnet_proto::taxonomy::Taxonomy;
 
 const DEFAULT: &str = include_str!("taxonomy_default.toml");
 
-/// The level of government competent for a category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// The comune.
-    Comune,
-    /// The provincia or città metropolitana.
-    Provincia,
-    /// The regione.
-    Regione,
-    /// A national body (INPS, Agenzia delle Entrate, ...).
-    Nazionale,
+/// The built-in Italian default.
+pub fn builtin() -> Taxonomy {
+    let parsed = urpnet_proto::taxonomy::parse_toml(DEFAULT).expect("built-in taxonomy is valid");
+    Taxonomy::new(parsed).expect("built-in taxonomy is valid")
 }
 
-/// One category or sub-category.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Category {
-    /// Code, e.g. `rifiuti` or `rifiuti.ingombranti`.
-    pub code: String,
-    /// Italian label.
-    pub label: String,
-    /// Who is competent.
-    pub level: Level,
-}
+/// The taxonomy in use, replaced when the registry publishes a new version.
+#[derive(Debug)]
+pub struct TaxonomyHandle(RwLock<Taxonomy>);
 
-#[derive(Deserialize)]
-struct File {
-    version: u32,
-    category: Vec<Category>,
-}
-
-/// A taxonomy: categories by code.
-#[derive(Debug, Clone)]
-pub struct Taxonomy {
-    /// Version of the taxonomy.
-    pub version: u32,
-    categories: BTreeMap<String, Category>,
-}
-
-impl Taxonomy {
-    /// The built-in Italian default.
-    pub fn builtin() -> Self {
-        let file: File = toml::from_str(DEFAULT).expect("built-in taxonomy is valid");
-        Self {
-            version: file.version,
-            categories: file
-                .category
-                .into_iter()
-                .map(|c| (c.code.clone(), c))
-                .collect(),
-        }
+impl TaxonomyHandle {
+    /// Starts with `taxonomy`.
+    pub fn new(taxonomy: Taxonomy) -> Self {
+        Self(RwLock::new(taxonomy))
     }
 
-    /// The category with this code.
-    pub fn get(&self, code: &str) -> Option<&Category> {
-        self.categories.get(code)
+    /// The current taxonomy (cheap: shared inside).
+    pub fn current(&self) -> Taxonomy {
+        self.0.read().expect("taxonomy lock").clone()
     }
 
-    /// Every category, sorted by code.
-    pub fn categories(&self) -> impl Iterator<Item = &Category> {
-        self.categories.values()
+    /// Switches to `taxonomy`.
+    pub fn replace(&self, taxonomy: Taxonomy) {
+        *self.0.write().expect("taxonomy lock") = taxonomy;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use urpnet_proto::v1::Level;
 
     #[test]
     fn builtin_taxonomy_has_parents_for_every_subcategory() {
-        let t = Taxonomy::builtin();
+        let t = builtin();
         assert!(t.categories().count() > 20);
         for c in t.categories() {
             if let Some((parent, _)) = c.code.split_once('.') {
                 assert!(t.get(parent).is_some(), "{} has no parent", c.code);
             }
         }
-        assert_eq!(t.get("sanita").unwrap().level, Level::Regione);
+        assert_eq!(t.level_of("sanita"), Some(Level::Regione));
     }
 }

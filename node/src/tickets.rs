@@ -28,7 +28,7 @@ use crate::config::NodeConfig;
 use crate::duplicates::RecentTickets;
 use crate::error::{NodeError, NodeResult};
 use crate::store::{CreateOutcome, Mutation, NewTicket, Store, StoredEvent, TicketFilter};
-use crate::taxonomy::Taxonomy;
+use crate::taxonomy::{Taxonomy, TaxonomyHandle};
 use crate::ticket::fold::{millis, timestamp};
 use crate::ticket::{Effect, fold, lifecycle, names};
 use crate::validate;
@@ -73,7 +73,7 @@ pub struct TicketDesk {
     store: Store,
     signer: NodeSigner,
     clock: Arc<HybridClock>,
-    taxonomy: Taxonomy,
+    taxonomy: Arc<TaxonomyHandle>,
     /// (year, last sequence number minted) for citizen references.
     reference_seq: Mutex<(i32, u64)>,
     /// Recent open tickets, for duplicate suggestions.
@@ -86,7 +86,12 @@ impl TicketDesk {
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn new(config: NodeConfig, store: Store, signer: NodeSigner) -> NodeResult<Self> {
+    pub async fn new(
+        config: NodeConfig,
+        store: Store,
+        signer: NodeSigner,
+        taxonomy: Arc<TaxonomyHandle>,
+    ) -> NodeResult<Self> {
         let clock = Arc::new(HybridClock::new(Duration::from_millis(
             config.clock.max_offset_ms,
         )));
@@ -117,7 +122,7 @@ impl TicketDesk {
             store,
             signer,
             clock,
-            taxonomy: Taxonomy::builtin(),
+            taxonomy,
             reference_seq: Mutex::new((year, seq)),
             recent,
         })
@@ -129,8 +134,8 @@ impl TicketDesk {
     }
 
     /// The taxonomy in use.
-    pub fn taxonomy(&self) -> &Taxonomy {
-        &self.taxonomy
+    pub fn taxonomy(&self) -> Taxonomy {
+        self.taxonomy.current()
     }
 
     async fn next_reference(&self, now_ms: u64) -> NodeResult<String> {
@@ -190,7 +195,12 @@ impl TicketDesk {
     pub async fn create(&self, actor: &Actor, req: CreateTicketRequest) -> NodeResult<Creation> {
         actor.require(Action::Create)?;
         let now_ms = hlc::system_time_ms();
-        validate::create_request(&req, &self.taxonomy, &self.config.attachments, now_ms)?;
+        validate::create_request(
+            &req,
+            &self.taxonomy.current(),
+            &self.config.attachments,
+            now_ms,
+        )?;
         let request_key = format!("{}:{}", actor.id, req.request_id);
         let fingerprint = hex::encode(Sha256::digest(req.encode_to_vec()));
         // A retried request id is recognised by the writer, inside the
@@ -357,7 +367,7 @@ impl TicketDesk {
             validate::status(&mut v, &format!("statuses[{i}]"), *s);
         }
         if !req.category.is_empty() {
-            let known = self.taxonomy.get(&req.category).is_some();
+            let known = self.taxonomy.current().get(&req.category).is_some();
             v.check(
                 known,
                 "category",

@@ -254,7 +254,7 @@ mod tests {
     fn fields(req: &CreateTicketRequest) -> Vec<String> {
         match create_request(
             req,
-            &Taxonomy::builtin(),
+            &crate::taxonomy::builtin(),
             &AttachmentsSection::default(),
             1_700_000_000_000,
         ) {
@@ -425,9 +425,9 @@ mod tests {
                 ..Default::default()
             };
             let accepted =
-                create_request(&req, &Taxonomy::builtin(), &AttachmentsSection::default(), 1_700_000_000_000).is_ok();
+                create_request(&req, &crate::taxonomy::builtin(), &AttachmentsSection::default(), 1_700_000_000_000).is_ok();
             if accepted {
-                proptest::prop_assert!(Taxonomy::builtin().get(&req.category).is_some());
+                proptest::prop_assert!(crate::taxonomy::builtin().get(&req.category).is_some());
                 proptest::prop_assert!(Channel::try_from(req.channel).is_ok() && req.channel != 0);
                 let c = req.location.as_ref().unwrap().coordinates.unwrap();
                 proptest::prop_assert!(c.latitude.abs() <= 90.0 && c.longitude.abs() <= 180.0);

@@ -32,10 +32,7 @@ pub fn parse_with_overrides<T: DeserializeOwned>(
     env: &BTreeMap<String, String>,
 ) -> Result<T, String> {
     let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        let (line, col) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((0, 0));
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
         format!(
             "invalid TOML at line {line}, column {col}: {}",
             e.message().trim().replace('\n', "; ")

@@ -29,8 +29,8 @@ pub mod signing;
 pub mod taxonomy;
 pub mod telemetry;
 pub mod territory;
-pub mod tls;
 pub mod text;
+pub mod tls;
 pub mod validate;
 
 /// Generated code for package `urpnet.v1`.

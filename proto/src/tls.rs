@@ -24,8 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -372,9 +371,7 @@ fn leaf_params(request: &CertRequest) -> Result<CertificateParams, TlsError> {
     ];
     params.use_authority_key_identifier_extension = true;
     let now = SystemTime::now();
-    let not_before = request
-        .not_before
-        .unwrap_or(now - Duration::from_secs(60));
+    let not_before = request.not_before.unwrap_or(now - Duration::from_secs(60));
     params.not_before = not_before.into();
     params.not_after = (not_before + request.validity).into();
     params.serial_number = Some(random_serial());
@@ -522,7 +519,10 @@ impl TlsMaterial {
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(certs_from_pem(&self.cert_pem)?, key_from_pem(&self.key_pem)?)?;
+            .with_single_cert(
+                certs_from_pem(&self.cert_pem)?,
+                key_from_pem(&self.key_pem)?,
+            )?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }
@@ -536,7 +536,10 @@ impl TlsMaterial {
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_root_certificates(self.roots()?)
-            .with_client_auth_cert(certs_from_pem(&self.cert_pem)?, key_from_pem(&self.key_pem)?)?;
+            .with_client_auth_cert(
+                certs_from_pem(&self.cert_pem)?,
+                key_from_pem(&self.key_pem)?,
+            )?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }
@@ -654,7 +657,9 @@ impl ReloadableTls {
                         not_after_ms = info.not_after_ms,
                         "tls certificate reloaded"
                     ),
-                    Err(error) => tracing::warn!(%error, "tls reload failed; keeping the current certificate"),
+                    Err(error) => {
+                        tracing::warn!(%error, "tls reload failed; keeping the current certificate")
+                    }
                 }
             }
         }
@@ -850,14 +855,18 @@ pub fn channel(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let server_name = ServerName::try_from(host)
-        .map_err(|e| invalid(format!("endpoint `{endpoint}`: {e}")))?;
+    let server_name =
+        ServerName::try_from(host).map_err(|e| invalid(format!("endpoint `{endpoint}`: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let service = tower::service_fn(move |uri: http::Uri| {
         let connector = connector.clone();
         let server_name = server_name.clone();
         async move {
-            let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
             let port = uri.port_u16().unwrap_or(443);
             let tcp = TcpStream::connect((host, port)).await?;
             tcp.set_nodelay(true)?;

@@ -38,7 +38,13 @@ use crate::store::Store;
 #[command(version, max_term_width = 100)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, short, global = true, env = "URPNET_REGISTRY_CONFIG", default_value = "urpnet-registry.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "URPNET_REGISTRY_CONFIG",
+        default_value = "urpnet-registry.toml"
+    )]
     pub config: PathBuf,
     /// Print JSON (canonical proto3 mapping) instead of tables.
     #[arg(long, global = true)]
@@ -271,7 +277,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Enrol(args) => enrol(&conn, args, cli.json).await,
         Command::Members(MembersCommand::List) => {
-            let resp = conn.admin().list_members(ListMembersRequest {}).await?.into_inner();
+            let resp = conn
+                .admin()
+                .list_members(ListMembersRequest {})
+                .await?
+                .into_inner();
             if cli.json {
                 print_json("urpnet.v1.ListMembersResponse", &resp);
             } else {
@@ -281,7 +291,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Members(MembersCommand::Show { id }) => {
-            let resp = conn.admin().get_member(GetMemberRequest { id }).await?.into_inner();
+            let resp = conn
+                .admin()
+                .get_member(GetMemberRequest { id })
+                .await?
+                .into_inner();
             if cli.json {
                 print_json("urpnet.v1.MemberResponse", &resp);
             } else {
@@ -327,7 +341,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match file {
                 Some(path) => {
                     std::fs::write(&path, &resp.toml)?;
-                    println!("wrote taxonomy version {} to {}", resp.version, path.display());
+                    println!(
+                        "wrote taxonomy version {} to {}",
+                        resp.version,
+                        path.display()
+                    );
                 }
                 None => print!("{}", resp.toml),
             }
@@ -348,11 +366,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Route { category, territory } => {
+        Command::Route {
+            category,
+            territory,
+        } => {
             let territory = comune_code(&territory)?;
             let resp = conn
                 .registry()
-                .route(RouteRequest { category, territory })
+                .route(RouteRequest {
+                    category,
+                    territory,
+                })
                 .await?
                 .into_inner();
             if cli.json {
@@ -375,10 +399,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Overflow { category, from, limit } => {
+        Command::Overflow {
+            category,
+            from,
+            limit,
+        } => {
             let resp = conn
                 .registry()
-                .overflow(OverflowRequest { category, from, limit })
+                .overflow(OverflowRequest {
+                    category,
+                    from,
+                    limit,
+                })
                 .await?
                 .into_inner();
             if cli.json {
@@ -406,7 +438,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn load_config(path: &Path) -> anyhow::Result<RegistryConfig> {
-    Ok(RegistryConfig::load(path, &urpnet_proto::config::process_env())?)
+    Ok(RegistryConfig::load(
+        path,
+        &urpnet_proto::config::process_env(),
+    )?)
 }
 
 async fn ca(cli: &Cli, cmd: &CaCommand) -> anyhow::Result<()> {
@@ -449,9 +484,15 @@ async fn ca(cli: &Cli, cmd: &CaCommand) -> anyhow::Result<()> {
 fn print_ca_init(config: &RegistryConfig, made: &server::CaInit) {
     let dir = &config.registry.data_dir;
     if made.created {
-        println!("created the federation CA in {}", paths::ca_dir(dir).display());
+        println!(
+            "created the federation CA in {}",
+            paths::ca_dir(dir).display()
+        );
     } else {
-        println!("kept the existing federation CA in {}", paths::ca_dir(dir).display());
+        println!(
+            "kept the existing federation CA in {}",
+            paths::ca_dir(dir).display()
+        );
     }
     println!(
         "registry certificate {} for {} ({})",
@@ -462,9 +503,15 @@ fn print_ca_init(config: &RegistryConfig, made: &server::CaInit) {
     println!(
         "coordinator certificate {} in {}",
         made.coordinator.identity,
-        paths::coordinator_tls(dir).cert.parent().unwrap_or(dir).display()
+        paths::coordinator_tls(dir)
+            .cert
+            .parent()
+            .unwrap_or(dir)
+            .display()
     );
-    println!("next: urpnet-registry serve, then urpnet-registry taxonomy import examples/taxonomy.toml");
+    println!(
+        "next: urpnet-registry serve, then urpnet-registry taxonomy import examples/taxonomy.toml"
+    );
 }
 
 /// A coordinator's connection to a registry.
@@ -489,14 +536,10 @@ impl Connection {
             (None, Some(c)) => paths::coordinator_tls(&c.registry.data_dir),
             (None, None) => unreachable!("config loaded when no identity is given"),
         };
-        let material = identity
-            .load()
-            .context("reading the coordinator certificate (run `urpnet-registry init`, or pass --identity)")?;
-        let channel = tls::channel(
-            &endpoint,
-            material.client_config()?,
-            Duration::from_secs(5),
+        let material = identity.load().context(
+            "reading the coordinator certificate (run `urpnet-registry init`, or pass --identity)",
         )?;
+        let channel = tls::channel(&endpoint, material.client_config()?, Duration::from_secs(5))?;
         Ok(Self { channel })
     }
 
@@ -656,7 +699,15 @@ fn load_text(member: &Member) -> String {
 
 fn print_members(members: &[Member]) {
     let mut t = table();
-    t.set_header(["id", "name", "level", "status", "health", "last heartbeat", "load"]);
+    t.set_header([
+        "id",
+        "name",
+        "level",
+        "status",
+        "health",
+        "last heartbeat",
+        "load",
+    ]);
     for m in members {
         t.add_row([
             m.id.clone(),
@@ -684,10 +735,20 @@ fn print_member(resp: &urpnet_proto::v1::MemberResponse) {
         ("id", m.id.clone()),
         ("name", m.display_name.clone()),
         ("level", level_of(&m).to_owned()),
-        ("territory", if territory.is_empty() { "Italia".into() } else { territory }),
+        (
+            "territory",
+            if territory.is_empty() {
+                "Italia".into()
+            } else {
+                territory
+            },
+        ),
         ("endpoint", m.endpoint.clone()),
         ("signing key", hex::encode(&m.signing_key)),
-        ("status", format!("{} {}", status_name(m.status), m.status_reason)),
+        (
+            "status",
+            format!("{} {}", status_name(m.status), m.status_reason),
+        ),
         ("enrolled", time_ms(m.enrolled_at_ms)),
         ("health", health_name(m.health).to_owned()),
         ("last heartbeat", time_ms(m.last_heartbeat_ms)),
@@ -749,6 +810,10 @@ fn print_taxonomy(t: &Taxonomy) {
         ]);
     }
     println!("{table}");
-    println!("taxonomy version {} ({} categories)", t.version, t.categories.len());
+    println!(
+        "taxonomy version {} ({} categories)",
+        t.version,
+        t.categories.len()
+    );
     let _ = to_toml;
 }

@@ -310,7 +310,10 @@ mod tests {
             &BTreeMap::new(),
         )
         .unwrap_err();
-        assert!(err.starts_with("key `membership.heartbeat_interval`"), "{err}");
+        assert!(
+            err.starts_with("key `membership.heartbeat_interval`"),
+            "{err}"
+        );
         let err = RegistryConfig::parse(
             "[registry]\nname = \"Abruzzo!\"\ndata_dir = \"d\"\n",
             &BTreeMap::new(),

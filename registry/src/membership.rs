@@ -223,7 +223,10 @@ impl Membership {
         if cat.is_none() {
             violations.add(
                 "category",
-                format!("unknown category `{category}` (taxonomy version {})", taxonomy.version()),
+                format!(
+                    "unknown category `{category}` (taxonomy version {})",
+                    taxonomy.version()
+                ),
             );
         }
         let comune = Territory::italy().comune(territory);
@@ -237,12 +240,30 @@ impl Membership {
         let (cat, comune) = (cat.expect("checked"), comune.expect("checked"));
         let competent = Level::try_from(cat.level).unwrap_or(Level::Comune);
         let order: &[Level] = match competent {
-            Level::Comune | Level::Unspecified => {
-                &[Level::Comune, Level::Provincia, Level::Regione, Level::Nazionale]
-            }
-            Level::Provincia => &[Level::Provincia, Level::Regione, Level::Nazionale, Level::Comune],
-            Level::Regione => &[Level::Regione, Level::Nazionale, Level::Provincia, Level::Comune],
-            Level::Nazionale => &[Level::Nazionale, Level::Regione, Level::Provincia, Level::Comune],
+            Level::Comune | Level::Unspecified => &[
+                Level::Comune,
+                Level::Provincia,
+                Level::Regione,
+                Level::Nazionale,
+            ],
+            Level::Provincia => &[
+                Level::Provincia,
+                Level::Regione,
+                Level::Nazionale,
+                Level::Comune,
+            ],
+            Level::Regione => &[
+                Level::Regione,
+                Level::Nazionale,
+                Level::Provincia,
+                Level::Comune,
+            ],
+            Level::Nazionale => &[
+                Level::Nazionale,
+                Level::Regione,
+                Level::Provincia,
+                Level::Comune,
+            ],
         };
 
         let inner = self.inner.read().expect("membership lock");
@@ -284,10 +305,7 @@ impl Membership {
                 if entry.member.status != MemberStatus::Active as i32 {
                     considered.push(RouteCandidate {
                         member_id: id.clone(),
-                        reason: format!(
-                            "passed over: {}",
-                            status_word(entry.member.status)
-                        ),
+                        reason: format!("passed over: {}", status_word(entry.member.status)),
                     });
                     continue;
                 }
@@ -309,9 +327,17 @@ impl Membership {
                     member_id: id.clone(),
                     reason: format!(
                         "{} {} member serving {}",
-                        if health == Health::Reachable { "reachable" } else { "not yet heard from," },
+                        if health == Health::Reachable {
+                            "reachable"
+                        } else {
+                            "not yet heard from,"
+                        },
                         level_name(*level),
-                        if *level == Level::Nazionale { "Italy" } else { "the territory" },
+                        if *level == Level::Nazionale {
+                            "Italy"
+                        } else {
+                            "the territory"
+                        },
                     ),
                 });
                 let spare = spare(entry);
@@ -320,8 +346,7 @@ impl Membership {
                     Some((b, bh, bs)) => {
                         (health == Health::Reachable && *bh != Health::Reachable)
                             || (health == *bh
-                                && (spare > *bs
-                                    || (spare == *bs && entry.member.id < b.member.id)))
+                                && (spare > *bs || (spare == *bs && entry.member.id < b.member.id)))
                     }
                 };
                 if better {
@@ -451,10 +476,8 @@ impl Membership {
             .map(|i| (eligible[i].0.clone(), eligible[i].1))
             .collect();
         let total = eligible.len();
-        if let Some((id, _)) = picked.first() {
-            if let Some(e) = inner.members.get_mut(id) {
-                e.provisional += 1;
-            }
+        if let Some(e) = picked.first().and_then(|(id, _)| inner.members.get_mut(id)) {
+            e.provisional += 1;
         }
         let candidates = picked
             .iter()

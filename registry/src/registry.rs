@@ -11,9 +11,7 @@ use urpnet_proto::ids::NodeId;
 use urpnet_proto::taxonomy::{self, Taxonomy};
 use urpnet_proto::territory::{self, Territory};
 use urpnet_proto::tls::{CertRequest, FederationCa, Identity, Issued};
-use urpnet_proto::v1::{
-    self, EnrolRequest, Level, LoadReport, Member, MemberStatus,
-};
+use urpnet_proto::v1::{self, EnrolRequest, Level, LoadReport, Member, MemberStatus};
 use urpnet_proto::validate::Violations;
 
 use crate::error::{RegistryError, RegistryResult};
@@ -179,7 +177,10 @@ impl Registry {
         check_endpoint(&mut v, "endpoint", &req.endpoint, false);
         check_signing_key(&mut v, &req.signing_key);
         if req.csr_pem.is_empty() {
-            v.add("csr_pem", "is required (the node's certificate signing request, PEM)");
+            v.add(
+                "csr_pem",
+                "is required (the node's certificate signing request, PEM)",
+            );
         } else if req.csr_pem.len() > MAX_CSR_BYTES {
             v.add("csr_pem", format!("must be at most {MAX_CSR_BYTES} bytes"));
         }
@@ -247,7 +248,9 @@ impl Registry {
         v.into_result()?;
         let _guard = self.write_lock.lock().await;
         let Some((current, _)) = self.membership.status(id) else {
-            return Err(RegistryError::NotFound(format!("member `{id}` is not enrolled")));
+            return Err(RegistryError::NotFound(format!(
+                "member `{id}` is not enrolled"
+            )));
         };
         if current == MemberStatus::Revoked && new != MemberStatus::Revoked {
             return Err(RegistryError::FailedPrecondition(format!(
@@ -327,15 +330,19 @@ impl Registry {
     /// `InvalidArgument` with the parser's or validator's one-line message;
     /// `FailedPrecondition` when the file names a version not newer than the
     /// current one.
-    pub async fn import_taxonomy(&self, text: &str, by: &Identity) -> RegistryResult<Arc<Taxonomy>> {
+    pub async fn import_taxonomy(
+        &self,
+        text: &str,
+        by: &Identity,
+    ) -> RegistryResult<Arc<Taxonomy>> {
         if text.len() > MAX_TAXONOMY_BYTES {
             return Err(RegistryError::invalid(
                 "toml",
                 format!("must be at most {MAX_TAXONOMY_BYTES} bytes"),
             ));
         }
-        let mut parsed =
-            taxonomy::parse_toml(text).map_err(|e| RegistryError::invalid("toml", e.to_string()))?;
+        let mut parsed = taxonomy::parse_toml(text)
+            .map_err(|e| RegistryError::invalid("toml", e.to_string()))?;
         let _guard = self.write_lock.lock().await;
         let current = self.taxonomy().version();
         if parsed.version != 0 && parsed.version <= current {
@@ -347,7 +354,8 @@ impl Registry {
         }
         parsed.version = current + 1;
         let indexed = Arc::new(
-            Taxonomy::new(parsed.clone()).map_err(|e| RegistryError::invalid("toml", e.to_string()))?,
+            Taxonomy::new(parsed.clone())
+                .map_err(|e| RegistryError::invalid("toml", e.to_string()))?,
         );
         self.store
             .insert_taxonomy(&parsed, &by.uri(), system_time_ms() as i64)
@@ -403,11 +411,17 @@ pub fn check_territory(v: &mut Violations, level: Level, codes: &[String]) {
     }
     let (expected, name) = match level {
         Level::Comune => (territory::Level::Comune, "6-digit ISTAT code of a comune"),
-        Level::Provincia => (territory::Level::Provincia, "3-digit ISTAT code of a provincia"),
+        Level::Provincia => (
+            territory::Level::Provincia,
+            "3-digit ISTAT code of a provincia",
+        ),
         Level::Regione => (territory::Level::Regione, "2-digit ISTAT code of a regione"),
         Level::Nazionale => {
             if !codes.is_empty() {
-                v.add("territory", "must be empty for a national body (it serves all of Italy)");
+                v.add(
+                    "territory",
+                    "must be empty for a national body (it serves all of Italy)",
+                );
             }
             return;
         }
@@ -418,7 +432,10 @@ pub fn check_territory(v: &mut Violations, level: Level, codes: &[String]) {
     }
     for (i, code) in codes.iter().enumerate() {
         if Territory::italy().level_of(code) != Some(expected) {
-            v.add(format!("territory[{i}]"), format!("`{code}` is not the {name}"));
+            v.add(
+                format!("territory[{i}]"),
+                format!("`{code}` is not the {name}"),
+            );
         }
     }
 }

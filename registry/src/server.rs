@@ -69,7 +69,11 @@ pub async fn ca_init(config: &RegistryConfig) -> RegistryResult<CaInit> {
     let server = issue_server_cert(config, &ca, &store).await?;
     let coordinator_files = paths::coordinator_tls(dir);
     let coordinator = if coordinator_files.cert.exists() {
-        coordinator_files.load().map_err(internal)?.info().map_err(internal)?
+        coordinator_files
+            .load()
+            .map_err(internal)?
+            .info()
+            .map_err(internal)?
     } else {
         issue_coordinator(config, &ca, &store, "admin", &coordinator_files).await?
     };
@@ -218,8 +222,7 @@ pub async fn run(
     health
         .set_serving::<RegistryAdminServer<AdminService>>()
         .await;
-    let (reflection_v1, reflection_v1alpha) =
-        telemetry::reflection_services().map_err(internal)?;
+    let (reflection_v1, reflection_v1alpha) = telemetry::reflection_services().map_err(internal)?;
 
     let addr = listeners.grpc.local_addr().map_err(internal)?;
     let metrics_task = listeners.metrics.map(|listener| {
@@ -254,10 +257,10 @@ pub async fn run(
             tracing::warn!(task = name, error = %e, "task panicked");
         }
     }
-    if let Some(task) = metrics_task {
-        if let Ok(Err(e)) = task.await {
-            tracing::warn!(error = %e, "metrics endpoint failed");
-        }
+    if let Some(task) = metrics_task
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::warn!(error = %e, "metrics endpoint failed");
     }
     store.close().await;
     tracing::info!(registry = %config.registry.name, "registry stopped");
@@ -296,13 +299,20 @@ async fn sweep(registry: Arc<Registry>, shutdown: CancellationToken) {
 ///
 /// # Errors
 /// An existing file, I/O, certificate or storage failures.
-pub async fn init(path: &Path, name: &str, data_dir: &Path) -> anyhow::Result<(RegistryConfig, CaInit)> {
+pub async fn init(
+    path: &Path,
+    name: &str,
+    data_dir: &Path,
+) -> anyhow::Result<(RegistryConfig, CaInit)> {
     if path.exists() {
-        anyhow::bail!("{} exists already; edit it or remove it first", path.display());
+        anyhow::bail!(
+            "{} exists already; edit it or remove it first",
+            path.display()
+        );
     }
     let text = RegistryConfig::template(name, data_dir);
-    let config = RegistryConfig::parse(&text, &Default::default())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config =
+        RegistryConfig::parse(&text, &Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::create_dir_all(data_dir)?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;

@@ -107,13 +107,25 @@ impl Interceptor for Gate {
                 match self.registry.membership().status(id.as_str()) {
                     Some((MemberStatus::Active, _)) => {}
                     Some((status, reason)) => {
-                        let word = if status == MemberStatus::Revoked { "revoked" } else { "suspended" };
+                        let word = if status == MemberStatus::Revoked {
+                            "revoked"
+                        } else {
+                            "suspended"
+                        };
                         return Err(self.refuse(
                             peer.as_ref(),
-                            if status == MemberStatus::Revoked { "revoked" } else { "suspended" },
+                            if status == MemberStatus::Revoked {
+                                "revoked"
+                            } else {
+                                "suspended"
+                            },
                             Status::permission_denied(format!(
                                 "member `{id}` is {word}{}",
-                                if reason.is_empty() { String::new() } else { format!(": {reason}") }
+                                if reason.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(": {reason}")
+                                }
                             )),
                         ));
                     }
@@ -121,7 +133,9 @@ impl Interceptor for Gate {
                         return Err(self.refuse(
                             peer.as_ref(),
                             "not_a_member",
-                            Status::permission_denied(format!("`{id}` is not enrolled in this registry")),
+                            Status::permission_denied(format!(
+                                "`{id}` is not enrolled in this registry"
+                            )),
                         ));
                     }
                 }
@@ -205,10 +219,7 @@ impl RegistryRpc for RegistryService {
         req: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let id = node_caller(&req, &req.get_ref().node_id, "register")?;
-        let member = self
-            .registry
-            .register(&id, &req.get_ref().endpoint)
-            .await?;
+        let member = self.registry.register(&id, &req.get_ref().endpoint).await?;
         Ok(Response::new(RegisterResponse {
             member: Some(member),
             heartbeat_interval_ms: interval_ms(self.registry.membership().interval()),
@@ -278,7 +289,9 @@ impl RegistryRpc for RegistryService {
             }
             _ => {
                 if req.from.is_empty() {
-                    return Err(RegistryError::invalid("from", "is required for a coordinator").into());
+                    return Err(
+                        RegistryError::invalid("from", "is required for a coordinator").into(),
+                    );
                 }
                 req.from.clone()
             }
@@ -340,7 +353,10 @@ impl AdminService {
             .membership()
             .get(id)
             .ok_or_else(|| RegistryError::NotFound(format!("member `{id}` is not enrolled")))?;
-        let subject = Identity::Node(NodeId::new(id).map_err(|e| RegistryError::invalid("id", e.to_string()))?).uri();
+        let subject = Identity::Node(
+            NodeId::new(id).map_err(|e| RegistryError::invalid("id", e.to_string()))?,
+        )
+        .uri();
         let certificates = self.registry.store().certificates(&subject).await?;
         Ok(MemberResponse {
             member: Some(member),
@@ -390,7 +406,9 @@ impl RegistryAdmin for AdminService {
         &self,
         req: Request<GetMemberRequest>,
     ) -> Result<Response<MemberResponse>, Status> {
-        Ok(Response::new(self.member_response(&req.get_ref().id).await?))
+        Ok(Response::new(
+            self.member_response(&req.get_ref().id).await?,
+        ))
     }
 
     async fn import_taxonomy(

@@ -32,8 +32,9 @@ impl Store {
     /// When the URL names no supported database, or it cannot be opened or
     /// migrated.
     pub async fn open(url: &str) -> RegistryResult<Self> {
-        let backend = Backend::of_url(url)
-            .ok_or_else(|| RegistryError::invalid("store.url", "must start with sqlite: or postgres:"))?;
+        let backend = Backend::of_url(url).ok_or_else(|| {
+            RegistryError::invalid("store.url", "must start with sqlite: or postgres:")
+        })?;
         let max = if backend == Backend::Sqlite { 4 } else { 8 };
         let pool = db::open_pool(backend, url, max).await?;
         match backend {
@@ -62,7 +63,10 @@ impl Store {
         let rows = sqlx::query(&format!("SELECT {MEMBER_COLUMNS} FROM members ORDER BY id"))
             .fetch_all(&self.pool)
             .await?;
-        let members = rows.iter().map(member_from_row).collect::<RegistryResult<_>>()?;
+        let members = rows
+            .iter()
+            .map(member_from_row)
+            .collect::<RegistryResult<_>>()?;
         Ok((members, self.membership_version().await?))
     }
 
@@ -171,7 +175,11 @@ impl Store {
         self.update_member(
             "UPDATE members SET status = $2, status_reason = $3, updated_at_ms = $4 WHERE id = $1",
             id,
-            |q| q.bind(i64::from(status)).bind(reason.to_owned()).bind(now_ms),
+            |q| {
+                q.bind(i64::from(status))
+                    .bind(reason.to_owned())
+                    .bind(now_ms)
+            },
         )
         .await
     }
@@ -200,7 +208,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = bind(sqlx::query(sql).bind(id)).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
-            return Err(RegistryError::NotFound(format!("member `{id}` is not enrolled")));
+            return Err(RegistryError::NotFound(format!(
+                "member `{id}` is not enrolled"
+            )));
         }
         let version = bump_version(&mut tx).await?;
         tx.commit().await?;

@@ -19,6 +19,8 @@ use urpnet_node::cli::{Desk, connect};
 use urpnet_node::server::{self, Listeners};
 use urpnet_proto::ids::NodeId;
 
+pub mod federation;
+
 /// The environment variable CI sets to a PostgreSQL URL.
 pub const POSTGRES_ENV: &str = "URPNET_TEST_POSTGRES_URL";
 

@@ -278,7 +278,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ticket(cmd) => ticket(&cli.config, &env, *cmd, cli.json).await,
         Command::Operator(cmd) => operator(&cli.config, &env, cmd, cli.json).await,
         Command::Taxonomy => {
-            taxonomy(cli.json);
+            taxonomy(&cli.config, &env, cli.json);
             Ok(())
         }
         Command::Check => check(&cli.config, &env).await,
@@ -831,27 +831,37 @@ async fn operator(
     result
 }
 
-fn taxonomy(json: bool) {
-    let taxonomy = crate::taxonomy::Taxonomy::builtin();
+fn taxonomy(config_path: &Path, env: &BTreeMap<String, String>, json: bool) {
+    // The registry's taxonomy as last received, or the built-in one.
+    let taxonomy = NodeConfig::load(config_path, env)
+        .ok()
+        .and_then(|c| crate::registry_link::load_cache(&c.node.data_dir).1)
+        .unwrap_or_else(crate::taxonomy::builtin);
     if json {
-        let list: Vec<_> = taxonomy
-            .categories()
-            .map(|c| serde_json::json!({"code": c.code, "label": c.label, "level": format!("{:?}", c.level).to_lowercase()}))
-            .collect();
-        println!("{}", serde_json::Value::Array(list));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output::to_json(
+                "urpnet.v1.Taxonomy",
+                &taxonomy.to_proto()
+            ))
+            .expect("json")
+        );
         return;
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    let mut t = urpnet_proto::cli::table();
     t.set_header(["code", "label", "competent level"]);
     for c in taxonomy.categories() {
         t.add_row([
             c.code.clone(),
             c.label.clone(),
-            format!("{:?}", c.level).to_lowercase(),
+            urpnet_proto::taxonomy::level_name(
+                urpnet_proto::v1::Level::try_from(c.level).unwrap_or_default(),
+            )
+            .to_owned(),
         ]);
     }
     println!("{t}");
+    println!("taxonomy version {}", taxonomy.version());
 }
 
 async fn check(config_path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
@@ -861,7 +871,12 @@ async fn check(config_path: &Path, env: &BTreeMap<String, String>) -> anyhow::Re
         &paths::signing_key(&config.node.data_dir),
     )?;
     let (store, writer) = server::open_store(&config).await?;
-    let desk = crate::tickets::TicketDesk::new(config, store.clone(), key).await?;
+    let taxonomy = std::sync::Arc::new(crate::taxonomy::TaxonomyHandle::new(
+        crate::registry_link::load_cache(&config.node.data_dir)
+            .1
+            .unwrap_or_else(crate::taxonomy::builtin),
+    ));
+    let desk = crate::tickets::TicketDesk::new(config, store.clone(), key, taxonomy).await?;
     let total = store.ticket_ids().await?.len();
     let differing = desk.verify_materialised().await?;
     drop(desk);

@@ -9,8 +9,8 @@ use urpnet_proto::v1::{CitizenContact, DuplicateCandidate, HistoryEntry, Status,
 use crate::ticket::fold::millis;
 use crate::ticket::names;
 
-pub use urpnet_proto::cli::to_json;
 use urpnet_proto::cli::table;
+pub use urpnet_proto::cli::to_json;
 
 /// A timestamp as `2026-11-23 16:40:12Z`, or `-`.
 pub fn time(ts: Option<&prost_types::Timestamp>) -> String {

@@ -15,10 +15,10 @@ use prost::Message as _;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row as _};
 use tokio::sync::{mpsc, oneshot};
-use urpnet_proto::territory::Territory;
 use urpnet_proto::db;
+use urpnet_proto::territory::Territory;
 use urpnet_proto::text;
-use urpnet_proto::v1::{Attachment, CitizenContact, Signed, Ticket, TicketEvent};
+use urpnet_proto::v1::{Attachment, CitizenContact, Signed, Status, Ticket, TicketEvent};
 
 use crate::error::{NodeError, NodeResult};
 pub use writer::{CreateOutcome, Mutation, NewTicket, StoredEvent};
@@ -374,6 +374,28 @@ impl Store {
             .fetch_all(&self.reader)
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Tickets this node owns that are open, and those of them still
+    /// waiting to be taken in charge (status new): the load it reports.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn load_counts(&self, owner: &str) -> NodeResult<(u32, u32)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status = $2 THEN 1 ELSE 0 END), 0) \
+             FROM tickets WHERE owner_node = $1 AND status IN ($2, $3, $4, $5)",
+        )
+        .bind(owner)
+        .bind(Status::New as i32 as i64)
+        .bind(Status::Assigned as i32 as i64)
+        .bind(Status::InProgress as i32 as i64)
+        .bind(Status::WaitingCitizen as i32 as i64)
+        .fetch_one(&self.reader)
+        .await?;
+        let open: i64 = row.try_get(0)?;
+        let waiting: i64 = row.try_get(1)?;
+        Ok((open as u32, waiting as u32))
     }
 
     /// Where attachment content with this hash lives.
