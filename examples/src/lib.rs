@@ -1,5 +1,8 @@
 //! Sample data for urpnet's demo, load generator, benchmarks and tests:
-//! realistic Italian requests to a URP, about real comuni from the ISTAT list.
+//! realistic Italian requests to a URP, about real comuni from the ISTAT list,
+//! and [`federation`], a registry and nodes joined on loopback.
+
+pub mod federation;
 
 /// `base` (a `postgres://` URL) with its database name replaced by `name`,
 /// keeping host, user and query (`?host=/var/run/postgresql`).

@@ -161,11 +161,13 @@ fn help_explains_and_taxonomy_lists_categories() {
     }
     let taxonomy: serde_json::Value =
         serde_json::from_str(&stdout(&node(dir.path(), &["taxonomy", "--json"]))).unwrap();
+    // Canonical proto3 JSON of urpnet.v1.Taxonomy.
     assert!(
-        taxonomy
+        taxonomy["categories"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|c| c["code"] == "rifiuti.ingombranti" && c["level"] == "comune")
+            .any(|c| c["code"] == "rifiuti.ingombranti" && c["level"] == "LEVEL_COMUNE"),
+        "{taxonomy}"
     );
 }

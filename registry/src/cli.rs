@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use urpnet_proto::cli::{table, time_ms, to_json};
-use urpnet_proto::taxonomy::{level_name, to_toml};
+use urpnet_proto::taxonomy::level_name;
 use urpnet_proto::territory::Territory;
 use urpnet_proto::tls::{self, TlsFiles, TlsMaterial};
 use urpnet_proto::v1::registry_admin_client::RegistryAdminClient;
@@ -382,20 +382,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if cli.json {
                 print_json("urpnet.v1.RouteResponse", &resp);
             } else {
-                let m = resp.member.clone().unwrap_or_default();
-                println!(
-                    "route to {} ({}){}",
-                    m.id,
-                    m.display_name,
-                    if resp.fallback { "  [fallback]" } else { "" }
-                );
-                println!("why: {}", resp.reason);
-                let mut t = table();
-                t.set_header(["considered", "reason"]);
-                for c in &resp.considered {
-                    t.add_row([c.member_id.clone(), c.reason.clone()]);
-                }
-                println!("{t}");
+                println!("{}", route_text(&resp));
             }
             Ok(())
         }
@@ -416,20 +403,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if cli.json {
                 print_json("urpnet.v1.OverflowResponse", &resp);
             } else {
-                let mut t = table();
-                t.set_header(["rank", "member", "name", "spare/h", "why"]);
-                for (i, c) in resp.candidates.iter().enumerate() {
-                    let m = c.member.clone().unwrap_or_default();
-                    t.add_row([
-                        (i + 1).to_string(),
-                        m.id,
-                        m.display_name,
-                        c.spare.to_string(),
-                        c.reason.clone(),
-                    ]);
-                }
-                println!("{t}");
-                println!("{}", resp.reason);
+                println!("{}", overflow_text(&resp));
             }
             Ok(())
         }
@@ -690,14 +664,14 @@ fn level_of(member: &Member) -> &'static str {
 fn load_text(member: &Member) -> String {
     member.load.as_ref().map_or("-".into(), |l| {
         format!(
-            "{} open, {} waiting, {}/{}h cap, {} ops",
-            l.open_tickets, l.queue_waiting, l.capacity_per_hour, 1, l.operators_on_duty
+            "{} open, {} waiting, {}/h, {} operators",
+            l.open_tickets, l.queue_waiting, l.capacity_per_hour, l.operators_on_duty
         )
-        .replace("/1h", "/h")
     })
 }
 
-fn print_members(members: &[Member]) {
+/// The members table of `members list`.
+pub fn members_table(members: &[Member]) -> comfy_table::Table {
     let mut t = table();
     t.set_header([
         "id",
@@ -719,7 +693,45 @@ fn print_members(members: &[Member]) {
             load_text(m),
         ]);
     }
-    println!("{t}");
+    t
+}
+
+fn print_members(members: &[Member]) {
+    println!("{}", members_table(members));
+}
+
+/// A routing decision as `route` prints it.
+pub fn route_text(resp: &urpnet_proto::v1::RouteResponse) -> String {
+    let m = resp.member.clone().unwrap_or_default();
+    let mut t = table();
+    t.set_header(["considered", "reason"]);
+    for c in &resp.considered {
+        t.add_row([c.member_id.clone(), c.reason.clone()]);
+    }
+    format!(
+        "route to {} ({}){}\nwhy: {}\n{t}",
+        m.id,
+        m.display_name,
+        if resp.fallback { "  [fallback]" } else { "" },
+        resp.reason
+    )
+}
+
+/// An overflow answer as `overflow` prints it.
+pub fn overflow_text(resp: &urpnet_proto::v1::OverflowResponse) -> String {
+    let mut t = table();
+    t.set_header(["rank", "member", "name", "spare/h", "why"]);
+    for (i, c) in resp.candidates.iter().enumerate() {
+        let m = c.member.clone().unwrap_or_default();
+        t.add_row([
+            (i + 1).to_string(),
+            m.id,
+            m.display_name,
+            c.spare.to_string(),
+            c.reason.clone(),
+        ]);
+    }
+    format!("{t}\n{}", resp.reason)
 }
 
 fn print_member(resp: &urpnet_proto::v1::MemberResponse) {

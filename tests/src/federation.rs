@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use urpnet_node::NodeConfig;
 use urpnet_proto::signing::NodeSigner;
-use urpnet_proto::tls::{self, FederationCa, TlsFiles, TlsMaterial};
+use urpnet_proto::tls::{self, FederationCa, TlsMaterial};
 use urpnet_proto::v1::registry_admin_client::RegistryAdminClient;
 use urpnet_proto::v1::registry_client::RegistryClient;
 use urpnet_proto::v1::{EnrolRequest, ImportTaxonomyRequest, Level};
@@ -207,33 +207,15 @@ impl TestRegistry {
     /// made, and installs the certificate in its TLS directory; points the
     /// node at this registry.
     pub async fn enrol_node(&self, config: &mut NodeConfig, level: Level, territory: &[&str]) {
-        config.registry.endpoint = self.endpoint();
-        urpnet_node::server::initialise(config)
-            .await
-            .expect("initialise node");
-        let dir = config.tls_dir();
-        let csr_pem = std::fs::read_to_string(dir.join("request.csr")).expect("csr");
-        let key_hex = std::fs::read_to_string(urpnet_node::server::paths::signing_public(
-            &config.node.data_dir,
-        ))
-        .expect("node.pub");
-        let resp = self
-            .admin()
-            .enrol(EnrolRequest {
-                id: config.node.id.to_string(),
-                display_name: config.node.name.clone(),
-                level: level as i32,
-                territory: territory.iter().map(|s| s.to_string()).collect(),
-                endpoint: "https://127.0.0.1:7401".into(),
-                signing_key: hex_decode(key_hex.trim()),
-                csr_pem,
-            })
-            .await
-            .expect("enrol node")
-            .into_inner();
-        let files = TlsFiles::in_dir(&dir);
-        tls::write_atomic(&files.cert, resp.certificate_pem.as_bytes(), false).expect("cert");
-        tls::write_atomic(&files.ca, resp.ca_pem.as_bytes(), false).expect("ca");
+        urpnet_examples::federation::enrol_node(
+            &mut self.admin(),
+            &self.endpoint(),
+            config,
+            level,
+            territory,
+        )
+        .await
+        .expect("enrol node");
     }
 
     /// The Prometheus text of this process's metrics.
@@ -256,13 +238,6 @@ impl Drop for TestRegistry {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
 }
 
 /// The value of a counter line `name{labels} value` in Prometheus text, 0 if

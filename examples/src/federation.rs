@@ -1,0 +1,190 @@
+//! A federation on loopback for the demo and the benchmarks: a real registry
+//! and real nodes in-process, joined the way an operator joins them —
+//! `initialise` makes each node's keys and CSR, a coordinator enrols it over
+//! the registry's mTLS admin API, and the returned certificate goes into the
+//! node's TLS directory.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use urpnet_node::NodeConfig;
+use urpnet_proto::tls::{self, TlsFiles, TlsMaterial};
+use urpnet_proto::v1::registry_admin_client::RegistryAdminClient;
+use urpnet_proto::v1::registry_client::RegistryClient;
+use urpnet_proto::v1::{EnrolRequest, Level};
+use urpnet_registry::config::RegistryConfig;
+use urpnet_registry::registry::paths;
+use urpnet_registry::server::{self, Listeners};
+
+/// A registry running in this process.
+#[derive(Debug)]
+pub struct RunningRegistry {
+    /// Its configuration.
+    pub config: RegistryConfig,
+    /// Its mTLS gRPC address.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<urpnet_registry::error::RegistryResult<()>>,
+}
+
+/// Creates the CA if missing, binds `127.0.0.1:0` and runs a registry until
+/// [`RunningRegistry::stop`]; returns once it answers health checks.
+///
+/// # Errors
+/// CA, bind or start-up failures.
+pub async fn start_registry(mut config: RegistryConfig) -> anyhow::Result<RunningRegistry> {
+    server::ca_init(&config).await?;
+    let grpc = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = grpc.local_addr()?;
+    config.grpc.listen = addr;
+    let metrics = if config.metrics.listen.is_empty() {
+        None
+    } else {
+        Some(TcpListener::bind(&config.metrics.listen).await?)
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server::run(
+        config.clone(),
+        Listeners { grpc, metrics },
+        shutdown.clone(),
+    ));
+    let registry = RunningRegistry {
+        config,
+        addr,
+        shutdown,
+        task,
+    };
+    registry.wait_ready(Duration::from_secs(30)).await?;
+    Ok(registry)
+}
+
+impl RunningRegistry {
+    /// `https://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The local coordinator's certificate, key and CA.
+    ///
+    /// # Errors
+    /// Unreadable files.
+    pub fn coordinator(&self) -> anyhow::Result<TlsMaterial> {
+        Ok(paths::coordinator_tls(&self.config.registry.data_dir).load()?)
+    }
+
+    /// A channel presenting `material`.
+    ///
+    /// # Errors
+    /// Bad material.
+    pub fn channel(&self, material: &TlsMaterial) -> anyhow::Result<Channel> {
+        Ok(tls::channel(
+            &self.endpoint(),
+            material.client_config()?,
+            Duration::from_secs(5),
+        )?)
+    }
+
+    /// The admin API as the local coordinator.
+    ///
+    /// # Errors
+    /// Unreadable coordinator files.
+    pub fn admin(&self) -> anyhow::Result<RegistryAdminClient<Channel>> {
+        Ok(RegistryAdminClient::new(self.channel(&self.coordinator()?)?))
+    }
+
+    /// The node API presenting `material`.
+    ///
+    /// # Errors
+    /// Bad material.
+    pub fn registry_as(&self, material: &TlsMaterial) -> anyhow::Result<RegistryClient<Channel>> {
+        Ok(RegistryClient::new(self.channel(material)?))
+    }
+
+    /// Waits until the registry answers gRPC health over TLS.
+    ///
+    /// # Errors
+    /// When it does not within `deadline`.
+    pub async fn wait_ready(&self, deadline: Duration) -> anyhow::Result<()> {
+        use tonic_health::pb::health_client::HealthClient;
+        use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+        let ca = self.coordinator()?.ca_pem;
+        let config = tls::anonymous_client_config(&ca)?;
+        let start = Instant::now();
+        loop {
+            let channel = tls::channel(&self.endpoint(), config.clone(), Duration::from_secs(2))?;
+            let status = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: "urpnet.v1.Registry".into(),
+                })
+                .await
+                .map(|r| r.into_inner().status);
+            if status.ok() == Some(ServingStatus::Serving as i32) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                start.elapsed() < deadline,
+                "registry at {} did not serve within {deadline:?}",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the registry and waits for it.
+    ///
+    /// # Errors
+    /// If it ended with an error.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// Points the node of `config` at the registry, prepares its data directory
+/// (signing key, TLS key and CSR), enrols it through `admin` exactly as
+/// `urpnet-registry enrol --csr` does, and installs the certificate.
+///
+/// # Errors
+/// Initialisation, enrolment or I/O failures.
+pub async fn enrol_node(
+    admin: &mut RegistryAdminClient<Channel>,
+    registry_endpoint: &str,
+    config: &mut NodeConfig,
+    level: Level,
+    territory: &[&str],
+) -> anyhow::Result<()> {
+    config.registry.endpoint = registry_endpoint.to_owned();
+    urpnet_node::server::initialise(config).await?;
+    let dir = config.tls_dir();
+    let csr_pem = std::fs::read_to_string(dir.join("request.csr")).context("node CSR")?;
+    let key_hex = std::fs::read_to_string(urpnet_node::server::paths::signing_public(
+        &config.node.data_dir,
+    ))
+    .context("node.pub")?;
+    let resp = admin
+        .enrol(EnrolRequest {
+            id: config.node.id.to_string(),
+            display_name: config.node.name.clone(),
+            level: level as i32,
+            territory: territory.iter().map(|s| s.to_string()).collect(),
+            endpoint: if config.registry.advertise.is_empty() {
+                "https://127.0.0.1:7401".into()
+            } else {
+                config.registry.advertise.clone()
+            },
+            signing_key: hex::decode(key_hex.trim())?,
+            csr_pem,
+        })
+        .await
+        .with_context(|| format!("enrolling {}", config.node.id))?
+        .into_inner();
+    let files = TlsFiles::in_dir(&dir);
+    tls::write_atomic(&files.cert, resp.certificate_pem.as_bytes(), false)?;
+    tls::write_atomic(&files.ca, resp.ca_pem.as_bytes(), false)?;
+    Ok(())
+}
