@@ -93,7 +93,9 @@ impl RunningRegistry {
     /// # Errors
     /// Unreadable coordinator files.
     pub fn admin(&self) -> anyhow::Result<RegistryAdminClient<Channel>> {
-        Ok(RegistryAdminClient::new(self.channel(&self.coordinator()?)?))
+        Ok(RegistryAdminClient::new(
+            self.channel(&self.coordinator()?)?,
+        ))
     }
 
     /// The node API presenting `material`.

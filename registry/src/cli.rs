@@ -827,5 +827,4 @@ fn print_taxonomy(t: &Taxonomy) {
         t.version,
         t.categories.len()
     );
-    let _ = to_toml;
 }

@@ -357,8 +357,8 @@ impl Membership {
                 let fallback = step > 0;
                 let reason = if fallback {
                     format!(
-                        "`{category}` is a matter for the {competent_level} ({why}); {id} ({name}) takes it as the nearest active {level} member serving {comune} ({comune_name})",
-                        competent_level = level_name(competent),
+                        "`{category}` is a matter for {competent_level} ({why}); {id} ({name}) takes it as the nearest active {level} member serving {comune} ({comune_name})",
+                        competent_level = level_phrase(competent),
                         why = if competent_member_id.is_empty() {
                             "no member serves it".to_string()
                         } else {
@@ -372,8 +372,8 @@ impl Membership {
                     )
                 } else {
                     format!(
-                        "`{category}` is a matter for the {level}; {id} ({name}) serves {comune} ({comune_name})",
-                        level = level_name(*level),
+                        "`{category}` is a matter for {level}; {id} ({name}) serves {comune} ({comune_name})",
+                        level = level_phrase(*level),
                         id = entry.member.id,
                         name = entry.member.display_name,
                         comune = comune.istat_code,
@@ -508,6 +508,16 @@ impl Membership {
                 "{total} peers can take `{category}` overflow from {from}; excluded: {saturated} saturated, {unreachable} unreachable, {not_accepting} not accepting it"
             ),
         })
+    }
+}
+
+/// "the comune", "a national body", ... for reasons.
+fn level_phrase(level: Level) -> &'static str {
+    match level {
+        Level::Comune | Level::Unspecified => "the comune",
+        Level::Provincia => "the provincia",
+        Level::Regione => "the regione",
+        Level::Nazionale => "a national body",
     }
 }
 

@@ -1,10 +1,13 @@
-//! The urpnet demo: starts a node for the Comune di Bari on SQLite in a
-//! temporary directory, files requests from citizens across every channel and
-//! many categories (real comuni of the Città metropolitana di Bari), walks
-//! them through their lifecycle, and prints what happened.
+//! The urpnet demo: a regional federation on loopback. A registry for
+//! Abruzzo (its own federation CA, SQLite) enrols three offices — the Comune di
+//! Celano, the Regione Abruzzo and the Comune di Avezzano — each a real node
+//! with a certificate issued from its own CSR, talking to the registry over
+//! mutual TLS. The demo shows competence routing and overflow decisions, then
+//! a day of work at Celano's desk: requests from every channel, their
+//! lifecycle, duplicates, retries, bad input and the signed history.
 //!
 //! `cargo run -p urpnet-examples --bin demo` — add `-- --keep` to leave the
-//! node running and try the `urpnet-node` CLI against it.
+//! federation running and try the `urpnet-node` and `urpnet-registry` CLIs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,7 +19,7 @@ use rand::SeedableRng as _;
 use rand::seq::SliceRandom as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use urpnet_examples::samples;
+use urpnet_examples::{federation, samples};
 use urpnet_node::NodeConfig;
 use urpnet_node::cli::{self, output};
 use urpnet_node::server::{self, Listeners};
@@ -25,8 +28,12 @@ use urpnet_proto::ids::NodeId;
 use urpnet_proto::territory::Territory;
 use urpnet_proto::v1::{
     AddNoteRequest, AssignTicketRequest, ChangeStatusRequest, Channel, Coordinates,
-    CreateTicketRequest, GetHistoryRequest, ListTicketsRequest, Location, Status, Ticket,
+    CreateTicketRequest, GetHistoryRequest, Health, ImportTaxonomyRequest, Level,
+    ListMembersRequest, ListTicketsRequest, Location, OverflowRequest, RouteRequest, Status,
+    Ticket,
 };
+use urpnet_registry::cli as registry_cli;
+use urpnet_registry::config::RegistryConfig;
 
 /// Runs a demo URP node and shows a day of its work.
 #[derive(Parser)]
@@ -38,6 +45,9 @@ struct Args {
     #[arg(long)]
     keep: bool,
 }
+
+/// The sample taxonomy the registry distributes.
+const SAMPLE_TAXONOMY: &str = include_str!("../../taxonomy.toml");
 
 fn heading(text: &str) {
     use std::io::IsTerminal as _;
@@ -94,36 +104,139 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     urpnet_proto::telemetry::init_logs(Default::default(), "warn");
     let dir = tempfile::Builder::new().prefix("urpnet-demo-").tempdir()?;
-    let id = NodeId::new("c_a662")?;
-    let mut config = NodeConfig::new(id.clone(), "Comune di Bari", dir.path().join("data"));
-    config.desk.listen = "127.0.0.1:0".parse()?;
-    let token = server::initialise(&config)
-        .await?
-        .context("fresh data dir has a token")?;
-    let desk_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let metrics_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let desk_addr = desk_listener.local_addr()?;
-    let metrics_addr = metrics_listener.local_addr()?;
-    config.desk.listen = desk_addr;
-    config.metrics.listen = metrics_addr.to_string();
-    let shutdown = CancellationToken::new();
-    let node = tokio::spawn(server::run(
-        config.clone(),
-        Listeners {
-            desk: desk_listener,
-            metrics: Some(metrics_listener),
-        },
-        shutdown.clone(),
-    ));
 
-    heading("A URP node for the Comune di Bari");
-    println!("node id        {id} (the body's IPA code)");
+    heading("A regional federation: the registry for Abruzzo");
+    let mut rconfig = RegistryConfig::new("abruzzo", dir.path().join("registry"));
+    rconfig.membership.heartbeat_interval = Duration::from_secs(1);
+    rconfig.metrics.listen = String::new();
+    let registry = federation::start_registry(rconfig).await?;
+    let mut admin = registry.admin()?;
+    let taxonomy = admin
+        .import_taxonomy(ImportTaxonomyRequest {
+            toml: SAMPLE_TAXONOMY.into(),
+        })
+        .await?
+        .into_inner()
+        .taxonomy
+        .context("taxonomy")?;
     println!(
-        "data dir       {} (SQLite, WAL, synchronous=FULL)",
+        "registry       {} (mutual TLS; federation CA in {})",
+        registry.endpoint(),
+        dir.path().join("registry/ca").display()
+    );
+    println!(
+        "taxonomy       version {} with {} categories, each with its competent level (examples/taxonomy.toml)",
+        taxonomy.version,
+        taxonomy.categories.len()
+    );
+
+    heading("Three offices join: keys made at home, certificates from the registry's CA");
+    let offices = [
+        Office {
+            id: "c_c426",
+            name: "Comune di Celano",
+            level: Level::Comune,
+            territory: &["066032"],
+            capacity: 20,
+            overflow: &[],
+        },
+        Office {
+            id: "r_abruzz",
+            name: "Regione Abruzzo",
+            level: Level::Regione,
+            territory: &["13"],
+            capacity: 120,
+            overflow: &["informazioni", "sanita"],
+        },
+        Office {
+            id: "c_a515",
+            name: "Comune di Avezzano",
+            level: Level::Comune,
+            territory: &["066006"],
+            capacity: 40,
+            overflow: &["informazioni", "anagrafe"],
+        },
+    ];
+    let shutdown = CancellationToken::new();
+    let mut nodes = Vec::new();
+    for office in &offices {
+        let node = start_office(office, &registry, &mut admin, dir.path(), &shutdown).await?;
+        println!(
+            "{:<9} {:<20} enrolled as {} for {}; desk on {}",
+            office.id,
+            office.name,
+            urpnet_proto::taxonomy::level_name(office.level),
+            office.territory.join(", "),
+            node.desk_addr
+        );
+        nodes.push(node);
+    }
+    wait_until("every office to report to the registry", || async {
+        let members = registry
+            .admin()
+            .ok()?
+            .list_members(ListMembersRequest {})
+            .await
+            .ok()?
+            .into_inner()
+            .members;
+        members
+            .iter()
+            .all(|m| m.health == Health::Reachable as i32)
+            .then_some(())
+    })
+    .await?;
+    let members = admin
+        .list_members(ListMembersRequest {})
+        .await?
+        .into_inner()
+        .members;
+    println!("{}", registry_cli::members_table(&members));
+
+    heading("Competence routing: who answers for what, and why");
+    let celano = &nodes[0];
+    let mut as_celano = registry.registry_as(&celano.tls)?;
+    let mut routes = comfy_table::Table::new();
+    routes.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    routes.set_header(["request about", "in", "goes to", "why"]);
+    for (category, comune) in [
+        ("rifiuti.ingombranti", "066032"),
+        ("rifiuti.ingombranti", "066006"),
+        ("sanita.prenotazioni", "066032"),
+        ("strade.provinciali", "066032"),
+        ("pensioni", "066032"),
+        ("anagrafe.certificati", "066049"),
+    ] {
+        let r = as_celano
+            .route(RouteRequest {
+                category: category.into(),
+                territory: comune.into(),
+            })
+            .await?
+            .into_inner();
+        let member = r.member.unwrap_or_default();
+        routes.add_row([
+            category.to_string(),
+            samples::comune(comune).name.clone(),
+            format!(
+                "{}{}",
+                member.id,
+                if r.fallback { " (fallback)" } else { "" }
+            ),
+            r.reason,
+        ]);
+    }
+    println!("{routes}");
+
+    let node = &nodes[0];
+    let id = NodeId::new(node.id)?;
+    let config = node.config.clone();
+    let desk_addr = node.desk_addr;
+    let token = node.token.clone();
+    println!(
+        "\nCelano's node: data {} (SQLite, WAL, synchronous=FULL); desk {desk_addr} with health + reflection",
         config.node.data_dir.display()
     );
-    println!("desk (gRPC)    {desk_addr}   health + reflection on the same port");
-    println!("metrics        http://{metrics_addr}/metrics");
     let mut desk = cli::connect(
         &desk_addr.to_string(),
         &token,
@@ -138,11 +251,11 @@ async fn main() -> anyhow::Result<()> {
     let italy = Territory::italy();
     let province: Vec<&str> = italy
         .comuni()
-        .filter(|c| c.province_code == "272")
+        .filter(|c| c.province_code == "066")
         .map(|c| c.istat_code.as_str())
         .collect();
     println!(
-        "about the Città metropolitana di Bari: {} comuni, e.g. {}",
+        "about the provincia dell'Aquila: {} comuni, e.g. {}",
         province.len(),
         province
             .iter()
@@ -158,11 +271,11 @@ async fn main() -> anyhow::Result<()> {
     let mut tickets = Vec::new();
     let mut suggested = 0;
     for i in 0..args.tickets {
-        // Most requests are about Bari itself, some about the rest of the province.
+        // Most requests are about Celano itself, some about the rest of the province.
         let comune = if i % 3 == 0 {
             *province.choose(&mut rng).expect("comuni")
         } else {
-            "072006"
+            "066032"
         };
         let channel = samples::CHANNELS[i % samples::CHANNELS.len()];
         let created = desk
@@ -195,6 +308,37 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         output::tickets_table(&tickets[..8.min(tickets.len())])
     );
+
+    heading("Celano is swamped: where can its overflow go?");
+    wait_until("Celano's next heartbeat to report its queue", || async {
+        let members = registry
+            .admin()
+            .ok()?
+            .list_members(ListMembersRequest {})
+            .await
+            .ok()?
+            .into_inner()
+            .members;
+        let celano = members.iter().find(|m| m.id == "c_c426")?;
+        (celano.load.as_ref()?.queue_waiting > 20).then_some(())
+    })
+    .await?;
+    let members = admin
+        .list_members(ListMembersRequest {})
+        .await?
+        .into_inner()
+        .members;
+    println!("{}", registry_cli::members_table(&members));
+    let overflow = as_celano
+        .overflow(OverflowRequest {
+            category: "informazioni".into(),
+            from: String::new(),
+            limit: 5,
+        })
+        .await?
+        .into_inner();
+    println!("Overflow(informazioni) asked by c_c426 with its own certificate:");
+    println!("{}", registry_cli::overflow_text(&overflow));
 
     heading("Walking tickets through their lifecycle");
     let t = &tickets[0];
@@ -257,8 +401,8 @@ async fn main() -> anyhow::Result<()> {
         subject: subject.into(),
         description: "Buca profonda davanti al civico 52, pericolosa per i motorini".into(),
         location: Some(Location {
-            istat_code: "072006".into(),
-            address: "Corso Cavour 52".into(),
+            istat_code: "066032".into(),
+            address: "Via Roma 52".into(),
             coordinates: Some(Coordinates {
                 latitude: lat,
                 longitude: lon,
@@ -268,18 +412,18 @@ async fn main() -> anyhow::Result<()> {
     };
     let first = desk
         .create_ticket(pothole(
-            "Buca in corso Cavour",
-            41.12310,
-            16.87180,
+            "Buca in via Roma",
+            42.08470,
+            13.55690,
             Channel::App,
         ))
         .await?
         .into_inner();
     let second = desk
         .create_ticket(pothole(
-            "Voragine corso Cavour",
-            41.12318,
-            16.87190,
+            "Voragine via Roma",
+            42.08478,
+            13.55700,
             Channel::Phone,
         ))
         .await?
@@ -312,7 +456,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     heading("A flaky mobile network retries a request");
-    let retry = samples::request(&mut rng, "072006", Channel::App);
+    let retry = samples::request(&mut rng, "066032", Channel::App);
     let a = desk.create_ticket(retry.clone()).await?.into_inner();
     let b = desk.create_ticket(retry).await?.into_inner();
     println!(
@@ -329,7 +473,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     heading("Bad input is refused, naming the field and the rule");
-    let mut bad = samples::request(&mut rng, "072006", Channel::Web);
+    let mut bad = samples::request(&mut rng, "066032", Channel::Web);
     bad.category = "astrologia".into();
     bad.location.as_mut().context("location")?.coordinates = Some(Coordinates {
         latitude: 123.0,
@@ -408,30 +552,130 @@ async fn main() -> anyhow::Result<()> {
     println!("metrics: urpnet_tickets_created_total = {created}");
 
     if args.keep {
-        heading("The node keeps running; try the CLI");
+        heading("The federation keeps running; try the CLIs");
+        let registry_config_path = dir.path().join("urpnet-registry.toml");
+        std::fs::write(&registry_config_path, toml::to_string(&registry.config)?)?;
         let config_path = dir.path().join("urpnet.toml");
         std::fs::write(&config_path, toml_config(&config))?;
-        println!("urpnet-node --config {} ticket list", config_path.display());
-        println!(
-            "urpnet-node --config {} ticket show {}",
-            config_path.display(),
-            done.reference
+        let r = format!(
+            "urpnet-registry --config {}",
+            registry_config_path.display()
         );
+        println!("{r} members list");
+        println!("{r} members show c_c426");
+        println!("{r} route rifiuti Avezzano");
+        println!("{r} overflow informazioni --from c_c426");
+        println!("{r} taxonomy show");
+        let n = format!("urpnet-node --config {}", config_path.display());
+        println!("{n} ticket list");
+        println!("{n} ticket history {}", done.reference);
         println!(
-            "urpnet-node --config {} ticket history {}",
-            config_path.display(),
-            done.reference
+            "(cargo run -p urpnet-registry -- ... and cargo run -p urpnet-node -- ... work too.) Ctrl-C to stop."
         );
-        println!("(cargo run -p urpnet-node -- ... works too.) Ctrl-C to stop.");
         urpnet_proto::telemetry::shutdown_signal().await;
     }
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), node).await???;
+    for node in nodes {
+        tokio::time::timeout(Duration::from_secs(30), node.task).await???;
+    }
+    registry.stop().await?;
     println!(
-        "\nnode stopped; demo data removed with {}",
+        "\nfederation stopped; demo data removed with {}",
         dir.path().display()
     );
     Ok(())
+}
+
+/// One office of the demo federation.
+struct Office {
+    id: &'static str,
+    name: &'static str,
+    level: Level,
+    territory: &'static [&'static str],
+    capacity: u32,
+    overflow: &'static [&'static str],
+}
+
+/// A running node of the demo.
+struct RunningNode {
+    id: &'static str,
+    config: NodeConfig,
+    desk_addr: std::net::SocketAddr,
+    token: String,
+    tls: urpnet_proto::tls::TlsMaterial,
+    task: tokio::task::JoinHandle<urpnet_node::NodeResult<()>>,
+}
+
+/// Prepares an office's node, enrols it with the registry (CSR made by the
+/// node), and runs it.
+async fn start_office(
+    office: &Office,
+    registry: &federation::RunningRegistry,
+    admin: &mut urpnet_proto::v1::registry_admin_client::RegistryAdminClient<
+        tonic::transport::Channel,
+    >,
+    base: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<RunningNode> {
+    let mut config = NodeConfig::new(
+        NodeId::new(office.id)?,
+        office.name,
+        base.join(office.id).join("data"),
+    );
+    config.metrics.listen = String::new();
+    config.registry.capacity_per_hour = office.capacity;
+    config.registry.operators_on_duty = 2;
+    config.registry.overflow_categories = office.overflow.iter().map(|s| s.to_string()).collect();
+    federation::enrol_node(
+        admin,
+        &registry.endpoint(),
+        &mut config,
+        office.level,
+        office.territory,
+    )
+    .await?;
+    let token = std::fs::read_to_string(server::paths::operator_token(&config.node.data_dir))?
+        .trim()
+        .to_string();
+    let desk_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let desk_addr = desk_listener.local_addr()?;
+    config.desk.listen = desk_addr;
+    let tls = urpnet_proto::tls::TlsFiles::in_dir(&config.tls_dir()).load()?;
+    let task = tokio::spawn(server::run(
+        config.clone(),
+        Listeners {
+            desk: desk_listener,
+            metrics: None,
+        },
+        shutdown.clone(),
+    ));
+    Ok(RunningNode {
+        id: office.id,
+        config,
+        desk_addr,
+        token,
+        tls,
+        task,
+    })
+}
+
+/// Waits for a condition, polling, for at most 30 s.
+async fn wait_until<T, F, Fut>(what: &str, mut condition: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = condition().await {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn toml_config(config: &NodeConfig) -> String {
@@ -443,5 +687,9 @@ fn toml_config(config: &NodeConfig) -> String {
         .replace(
             "listen = \"127.0.0.1:9400\"",
             &format!("listen = \"{}\"", config.metrics.listen),
+        )
+        .replace(
+            "endpoint = \"\"",
+            &format!("endpoint = \"{}\"", config.registry.endpoint),
         )
 }
