@@ -2,6 +2,7 @@
 //! realistic Italian requests to a URP, about real comuni from the ISTAT list,
 //! and [`federation`], a registry and nodes joined on loopback.
 
+pub mod bench;
 pub mod federation;
 
 /// `base` (a `postgres://` URL) with its database name replaced by `name`,

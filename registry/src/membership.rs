@@ -7,8 +7,9 @@
 //! 3 intervals is unreachable; one never heard from since the registry
 //! started is unknown.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -24,25 +25,30 @@ use urpnet_proto::taxonomy::{Taxonomy, level_name};
 /// Heartbeats missed before a member is unreachable.
 pub const MISSED_HEARTBEATS: u32 = 3;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Entry {
     member: Member,
     last_heartbeat: Option<Instant>,
     last_heartbeat_ms: u64,
     load: Option<LoadReport>,
-    /// Overflow sent its way by `Overflow` answers since its last heartbeat.
-    provisional: u32,
+    /// Overflow sent its way by `Overflow` answers since its last heartbeat
+    /// (atomic, so `Overflow` needs only the read lock).
+    provisional: AtomicU32,
     /// Health last reported by the sweeper (for transition logs).
     reported: Health,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    members: BTreeMap<String, Entry>,
+    /// By id (hashed: `Overflow` looks up hundreds per call).
+    members: HashMap<String, Entry>,
     version: u64,
     /// (level, ISTAT code) -> members serving it.
     by_area: HashMap<(i32, String), Vec<String>>,
     national: Vec<String>,
+    /// Category code -> members whose last load report accepts it as
+    /// overflow, so `Overflow` reads only those.
+    acceptors: HashMap<String, BTreeSet<String>>,
 }
 
 /// The registry's view of its members; shared by every request.
@@ -73,6 +79,7 @@ impl Membership {
         let mut old = std::mem::take(&mut inner.members);
         inner.by_area.clear();
         inner.national.clear();
+        inner.acceptors.clear();
         for member in members {
             let id = member.id.clone();
             if member.level == Level::Nazionale as i32 {
@@ -96,13 +103,77 @@ impl Membership {
                     last_heartbeat: None,
                     last_heartbeat_ms: 0,
                     load: None,
-                    provisional: 0,
+                    provisional: AtomicU32::new(0),
                     reported: Health::Unknown,
                 },
             };
+            if let Some(load) = &entry.load {
+                for c in &load.overflow_categories {
+                    inner
+                        .acceptors
+                        .entry(c.clone())
+                        .or_default()
+                        .insert(id.clone());
+                }
+            }
             inner.members.insert(id, entry);
         }
         inner.version = version;
+    }
+
+    /// Inserts or replaces one member (after a change committed in the
+    /// store at `version`), keeping its soft state: O(its territory), not
+    /// O(members), so enrolling a whole country stays linear.
+    pub fn upsert(&self, member: Member, version: u64) {
+        let mut inner = self.inner.write().expect("membership lock");
+        let id = member.id.clone();
+        let old = inner.members.remove(&id);
+        if let Some(old) = &old {
+            if old.member.level == Level::Nazionale as i32 {
+                inner.national.retain(|m| *m != id);
+            } else {
+                for code in &old.member.territory {
+                    if let Some(list) = inner.by_area.get_mut(&(old.member.level, code.clone())) {
+                        list.retain(|m| *m != id);
+                    }
+                }
+            }
+        }
+        if member.level == Level::Nazionale as i32 {
+            inner.national.push(id.clone());
+            inner.national.sort();
+        } else {
+            for code in &member.territory {
+                let list = inner
+                    .by_area
+                    .entry((member.level, code.clone()))
+                    .or_default();
+                list.push(id.clone());
+                list.sort();
+            }
+        }
+        let entry = match old {
+            Some(mut e) => {
+                e.member = member;
+                e
+            }
+            None => Entry {
+                member,
+                last_heartbeat: None,
+                last_heartbeat_ms: 0,
+                load: None,
+                provisional: AtomicU32::new(0),
+                reported: Health::Unknown,
+            },
+        };
+        inner.members.insert(id, entry);
+        inner.version = inner.version.max(version);
+    }
+
+    /// The enrolled record of a member (without soft state).
+    pub fn enrolled(&self, id: &str) -> Option<Member> {
+        let inner = self.inner.read().expect("membership lock");
+        inner.members.get(id).map(|e| e.member.clone())
     }
 
     /// The membership version.
@@ -127,14 +198,34 @@ impl Membership {
     /// `NotFound` if the member is not enrolled.
     pub fn heartbeat(&self, id: &str, load: LoadReport, now_ms: u64) -> RegistryResult<()> {
         let mut inner = self.inner.write().expect("membership lock");
+        let inner = &mut *inner;
         let entry = inner
             .members
             .get_mut(id)
             .ok_or_else(|| RegistryError::NotFound(format!("member `{id}` is not enrolled")))?;
+        let old = entry
+            .load
+            .as_ref()
+            .map(|l| l.overflow_categories.as_slice())
+            .unwrap_or_default();
+        if old != load.overflow_categories.as_slice() {
+            for c in old {
+                if let Some(set) = inner.acceptors.get_mut(c) {
+                    set.remove(id);
+                }
+            }
+            for c in &load.overflow_categories {
+                inner
+                    .acceptors
+                    .entry(c.clone())
+                    .or_default()
+                    .insert(id.to_owned());
+            }
+        }
         entry.last_heartbeat = Some(Instant::now());
         entry.last_heartbeat_ms = now_ms;
         entry.load = Some(load);
-        entry.provisional = 0;
+        entry.provisional.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -161,7 +252,12 @@ impl Membership {
         let inner = self.inner.read().expect("membership lock");
         let now = Instant::now();
         (
-            inner.members.values().map(|e| self.view(e, now)).collect(),
+            {
+                let mut all: Vec<Member> =
+                    inner.members.values().map(|e| self.view(e, now)).collect();
+                all.sort_by(|a, b| a.id.cmp(&b.id));
+                all
+            },
             inner.version,
         )
     }
@@ -421,64 +517,90 @@ impl Membership {
         if taxonomy.get(category).is_none() {
             violations.add("category", format!("unknown category `{category}`"));
         }
-        let mut inner = self.inner.write().expect("membership lock");
+        let inner = self.inner.read().expect("membership lock");
         if !inner.members.contains_key(from) {
             violations.add("from", format!("`{from}` is not a member"));
         }
         violations.into_result()?;
         let now = Instant::now();
-        let (mut unreachable, mut saturated, mut not_accepting) = (0, 0, 0);
-        let mut eligible: Vec<(&String, i64)> = Vec::new();
-        for (id, entry) in &inner.members {
-            if id == from || entry.member.status != MemberStatus::Active as i32 {
-                continue;
+        let (mut unreachable, mut saturated) = (0, 0);
+        // Members accepting the category or an ancestor (`a.b.c`, `a.b`, `a`).
+        let mut sets: Vec<&BTreeSet<String>> = Vec::new();
+        let mut code = category;
+        loop {
+            if let Some(set) = inner.acceptors.get(code) {
+                sets.push(set);
             }
-            let Some(load) = &entry.load else {
-                continue;
-            };
-            if !accepts(load, category) {
-                not_accepting += 1;
-                continue;
+            match code.rfind('.') {
+                Some(i) => code = &code[..i],
+                None => break,
             }
-            if self.health(entry, now) != Health::Reachable {
-                unreachable += 1;
-                continue;
-            }
-            let spare = spare(entry);
-            if spare <= 0 || load.operators_on_duty == 0 {
-                saturated += 1;
-                continue;
-            }
-            eligible.push((id, spare));
         }
-        eligible.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        let first = match eligible.len() {
-            0 => None,
-            1 => Some(0),
-            n => {
-                let a = rng.gen_range(0..n);
-                let mut b = rng.gen_range(0..n - 1);
+        let mut eligible: Vec<(&String, i64, &Entry)> = Vec::new();
+        for (k, set) in sets.iter().enumerate() {
+            for id in set.iter() {
+                if sets[..k].iter().any(|earlier| earlier.contains(id)) {
+                    continue;
+                }
+                let Some(entry) = inner.members.get(id) else {
+                    continue;
+                };
+                if id == from || entry.member.status != MemberStatus::Active as i32 {
+                    continue;
+                }
+                let Some(load) = &entry.load else {
+                    continue;
+                };
+                if self.health(entry, now) != Health::Reachable {
+                    unreachable += 1;
+                    continue;
+                }
+                let spare = spare(entry);
+                if spare <= 0 || load.operators_on_duty == 0 {
+                    saturated += 1;
+                    continue;
+                }
+                eligible.push((id, spare, entry));
+            }
+        }
+        // More spare first, then the smaller id.
+        let better = |a: &(&String, i64, &Entry), b: &(&String, i64, &Entry)| {
+            b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0))
+        };
+        let total = eligible.len();
+        let mut picked: Vec<(&String, i64, &Entry)> = Vec::with_capacity(limit.min(total));
+        if total > 0 {
+            let first = if total == 1 {
+                0
+            } else {
+                let a = rng.gen_range(0..total);
+                let mut b = rng.gen_range(0..total - 1);
                 if b >= a {
                     b += 1;
                 }
-                // Sorted by spare: the smaller index has at least as much.
-                Some(a.min(b))
+                if better(&eligible[a], &eligible[b]).is_le() {
+                    a
+                } else {
+                    b
+                }
+            };
+            picked.push(eligible.swap_remove(first));
+            // The best of the rest, without sorting them all.
+            let want = limit.saturating_sub(1).min(eligible.len());
+            if want > 0 && want < eligible.len() {
+                eligible.select_nth_unstable_by(want - 1, better);
+                eligible.truncate(want);
             }
-        };
-        let mut order: Vec<usize> = (0..eligible.len()).collect();
-        if let Some(f) = first {
-            order.remove(f);
-            order.insert(0, f);
+            eligible.sort_unstable_by(better);
+            picked.extend(eligible.into_iter().take(want));
         }
-        let picked: Vec<(String, i64)> = order
+        if let Some((_, _, e)) = picked.first() {
+            e.provisional.fetch_add(1, Ordering::Relaxed);
+        }
+        let picked: Vec<(String, i64)> = picked
             .into_iter()
-            .take(limit)
-            .map(|i| (eligible[i].0.clone(), eligible[i].1))
+            .map(|(id, spare, _)| (id.clone(), spare))
             .collect();
-        let total = eligible.len();
-        if let Some(e) = picked.first().and_then(|(id, _)| inner.members.get_mut(id)) {
-            e.provisional += 1;
-        }
         let candidates = picked
             .iter()
             .enumerate()
@@ -505,7 +627,7 @@ impl Membership {
         Ok(OverflowResponse {
             candidates,
             reason: format!(
-                "{total} peers can take `{category}` overflow from {from}; excluded: {saturated} saturated, {unreachable} unreachable, {not_accepting} not accepting it"
+                "{total} peers can take `{category}` overflow from {from}; excluded: {saturated} saturated, {unreachable} unreachable"
             ),
         })
     }
@@ -533,15 +655,194 @@ fn status_word(status: i32) -> &'static str {
 /// Capacity per hour minus the queue and the overflow already sent.
 fn spare(entry: &Entry) -> i64 {
     entry.load.as_ref().map_or(0, |l| {
-        i64::from(l.capacity_per_hour) - i64::from(l.queue_waiting) - i64::from(entry.provisional)
+        i64::from(l.capacity_per_hour)
+            - i64::from(l.queue_waiting)
+            - i64::from(entry.provisional.load(Ordering::Relaxed))
     })
 }
 
-/// Whether a load report accepts `category`: listed itself or by an
-/// ancestor (`anagrafe` accepts `anagrafe.certificati`).
-fn accepts(load: &LoadReport, category: &str) -> bool {
-    load.overflow_categories.iter().any(|c| {
-        category == c
-            || (category.starts_with(c.as_str()) && category.as_bytes().get(c.len()) == Some(&b'.'))
-    })
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rand::SeedableRng as _;
+
+    use super::*;
+
+    fn taxonomy() -> Taxonomy {
+        let t = urpnet_proto::taxonomy::parse_toml(
+            "[[category]]\ncode = \"anagrafe\"\nlabel = \"Anagrafe\"\nlevel = \"comune\"\n\
+             [[category]]\ncode = \"anagrafe.certificati\"\nlabel = \"Certificati\"\nlevel = \"comune\"\n\
+             [[category]]\ncode = \"tributi\"\nlabel = \"Tributi\"\nlevel = \"comune\"\n",
+        )
+        .unwrap();
+        Taxonomy::new(t).unwrap()
+    }
+
+    fn member(i: usize, status: MemberStatus) -> Member {
+        Member {
+            id: format!("m_{i:03}"),
+            level: Level::Comune as i32,
+            territory: vec!["066032".into()],
+            status: status as i32,
+            ..Member::default()
+        }
+    }
+
+    proptest! {
+        /// Overflow answers exactly the eligible peers (active, heard from,
+        /// accepting the category or a parent, operators on duty, spare
+        /// capacity, not the sender), the first being one of them and the
+        /// rest by spare capacity; however heartbeats changed the index.
+        #[test]
+        fn overflow_answers_exactly_the_eligible_peers(
+            peers in proptest::collection::vec(
+                (0u32..4, 0u32..60, 0u32..80, 0u32..3, any::<bool>(), any::<bool>()),
+                2..40,
+            ),
+            seed in any::<u64>(),
+        ) {
+            let t = taxonomy();
+            let membership = Membership::new(Duration::from_secs(60));
+            let members: Vec<Member> = peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| member(i, if p.4 { MemberStatus::Active } else { MemberStatus::Suspended }))
+                .collect();
+            membership.replace(members, 1);
+            let accepted = |k: u32| match k {
+                0 => vec![],
+                1 => vec!["anagrafe".to_string()],
+                2 => vec!["anagrafe.certificati".to_string(), "tributi".to_string()],
+                _ => vec!["tributi".to_string()],
+            };
+            for (i, p) in peers.iter().enumerate() {
+                // Twice, with a different report first, to exercise the index.
+                if p.5 {
+                    let first = LoadReport { overflow_categories: accepted((p.0 + 1) % 4), ..LoadReport::default() };
+                    membership.heartbeat(&format!("m_{i:03}"), first, 1).unwrap();
+                }
+                let load = LoadReport {
+                    queue_waiting: p.1,
+                    capacity_per_hour: p.2,
+                    operators_on_duty: p.3,
+                    overflow_categories: accepted(p.0),
+                    ..LoadReport::default()
+                };
+                membership.heartbeat(&format!("m_{i:03}"), load, 1).unwrap();
+            }
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let answer = membership
+                .overflow(&t, "anagrafe.certificati", "m_000", 50, &mut rng)
+                .unwrap();
+            let mut expected: Vec<(String, i64)> = peers
+                .iter()
+                .enumerate()
+                .skip(1)
+                .filter(|(_, p)| p.4 && (p.0 == 1 || p.0 == 2) && p.3 > 0 && p.2 > p.1)
+                .map(|(i, p)| (format!("m_{i:03}"), i64::from(p.2) - i64::from(p.1)))
+                .collect();
+            let got: Vec<(String, i64)> = answer
+                .candidates
+                .iter()
+                .map(|c| (c.member.as_ref().unwrap().id.clone(), c.spare))
+                .collect();
+            let mut got_sorted = got.clone();
+            got_sorted.sort();
+            expected.sort();
+            prop_assert_eq!(&got_sorted, &expected);
+            if got.len() > 2 {
+                let rest = &got[1..];
+                prop_assert!(rest.windows(2).all(|w| w[0].1 >= w[1].1), "{:?}", got);
+            }
+        }
+    }
+
+    #[test]
+    fn upsert_keeps_the_index_equal_to_a_full_rebuild() {
+        let t = taxonomy();
+        let a = Membership::new(Duration::from_secs(60));
+        let b = Membership::new(Duration::from_secs(60));
+        let mut members: Vec<Member> = (0..5).map(|i| member(i, MemberStatus::Active)).collect();
+        for m in &members {
+            a.upsert(m.clone(), 1);
+        }
+        members[2].territory = vec!["066006".into()];
+        members[3].status = MemberStatus::Revoked as i32;
+        a.upsert(members[2].clone(), 2);
+        a.upsert(members[3].clone(), 3);
+        b.replace(members.clone(), 3);
+        for (membership, label) in [(&a, "upserted"), (&b, "rebuilt")] {
+            let celano = membership.route(&t, "anagrafe", "066032").unwrap();
+            assert_eq!(celano.member.unwrap().id, "m_000", "{label}");
+            let avezzano = membership.route(&t, "anagrafe", "066006").unwrap();
+            assert_eq!(avezzano.member.unwrap().id, "m_002", "{label}");
+            assert!(
+                celano
+                    .considered
+                    .iter()
+                    .any(|c| c.member_id == "m_003" && c.reason.contains("revoked")),
+                "{label}"
+            );
+        }
+        assert_eq!(a.version(), 3);
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use rand::SeedableRng as _;
+
+    /// Not a benchmark (bench-registry is): a quick look at where time goes.
+    #[test]
+    #[ignore]
+    fn overflow_and_route_cost_at_national_scale() {
+        let text = include_str!("../../examples/taxonomy.toml");
+        let t = Taxonomy::new(urpnet_proto::taxonomy::parse_toml(text).unwrap()).unwrap();
+        let m = Membership::new(Duration::from_secs(5));
+        let italy = Territory::italy();
+        let members: Vec<Member> = italy
+            .comuni()
+            .map(|c| Member {
+                id: c.ipa_code.clone(),
+                level: Level::Comune as i32,
+                territory: vec![c.istat_code.clone()],
+                status: MemberStatus::Active as i32,
+                ..Member::default()
+            })
+            .collect();
+        m.replace(members.clone(), 1);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let pool = ["informazioni", "anagrafe", "tributi", "servizi_sociali"];
+        for mem in &members {
+            let cap = rng.gen_range(10..80);
+            m.heartbeat(
+                &mem.id,
+                LoadReport {
+                    queue_waiting: rng.gen_range(0..cap + 20),
+                    capacity_per_hour: cap,
+                    operators_on_duty: rng.gen_range(0..6),
+                    overflow_categories: if rng.gen_bool(0.3) {
+                        vec![pool[rng.gen_range(0..4)].into()]
+                    } else {
+                        vec![]
+                    },
+                    ..LoadReport::default()
+                },
+                1,
+            )
+            .unwrap();
+        }
+        let start = Instant::now();
+        for i in 0..2000 {
+            m.overflow(&t, pool[i % 4], &members[i].id, 5, &mut rng)
+                .unwrap();
+        }
+        eprintln!("overflow: {:?} each", start.elapsed() / 2000);
+        let start = Instant::now();
+        for i in 0..20000 {
+            let _ = m.route(&t, "rifiuti", &members[i % members.len()].territory[0]);
+        }
+        eprintln!("route: {:?} each", start.elapsed() / 20000);
+    }
 }

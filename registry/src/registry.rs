@@ -146,12 +146,6 @@ impl Registry {
         &self.store
     }
 
-    async fn reload_members(&self) -> RegistryResult<()> {
-        let (members, version) = self.store.members().await?;
-        self.membership.replace(members, version);
-        Ok(())
-    }
-
     /// Enrols a body: validates everything, signs its CSR, stores member and
     /// certificate in one transaction.
     ///
@@ -217,10 +211,11 @@ impl Registry {
             ..Member::default()
         };
         let _guard = self.write_lock.lock().await;
-        self.store
+        let version = self
+            .store
             .insert_member(&member, &issued.info, now as i64)
             .await?;
-        self.reload_members().await?;
+        self.membership.upsert(member.clone(), version);
         tracing::info!(member = %id, serial = %issued.info.serial, "member enrolled");
         metrics::counter!("urpnet_registry_enrolments_total").increment(1);
         Ok((member, issued))
@@ -257,10 +252,17 @@ impl Registry {
                 "member `{id}` is revoked, which is final; enrol the body under a new identity only after the coordinator's review"
             )));
         }
-        self.store
+        let version = self
+            .store
             .set_status(id, new as i32, reason.trim(), system_time_ms() as i64)
             .await?;
-        self.reload_members().await?;
+        let mut member = self
+            .membership
+            .enrolled(id)
+            .ok_or_else(|| RegistryError::NotFound(id.to_owned()))?;
+        member.status = new as i32;
+        member.status_reason = reason.trim().to_owned();
+        self.membership.upsert(member, version);
         tracing::warn!(member = %id, status = ?new, reason, by = %by, "member status changed");
         self.membership
             .get(id)
@@ -279,10 +281,14 @@ impl Registry {
             let current = self.membership.get(caller.as_str()).map(|m| m.endpoint);
             if current.as_deref() != Some(endpoint) {
                 let _guard = self.write_lock.lock().await;
-                self.store
+                let version = self
+                    .store
                     .set_endpoint(caller.as_str(), endpoint, system_time_ms() as i64)
                     .await?;
-                self.reload_members().await?;
+                if let Some(mut member) = self.membership.enrolled(caller.as_str()) {
+                    member.endpoint = endpoint.to_owned();
+                    self.membership.upsert(member, version);
+                }
                 tracing::info!(member = %caller, endpoint, "member endpoint updated");
             }
         }

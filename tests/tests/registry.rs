@@ -404,6 +404,9 @@ impl ParseNode for str {
     }
 }
 
+/// A change that makes a good enrolment bad.
+type Breaker = Box<dyn Fn(&mut EnrolRequest)>;
+
 async fn bad_input_is_refused_and_nothing_is_stored(backend: Backend, test: &str) {
     let Some(registry) = TestRegistry::start(backend, test).await else {
         return;
@@ -419,7 +422,7 @@ async fn bad_input_is_refused_and_nothing_is_stored(backend: Backend, test: &str
         signing_key: signer.verifying_key().as_bytes().to_vec(),
         csr_pem: tls::make_csr(&tls::generate_key().unwrap(), "c_a515").unwrap(),
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut EnrolRequest)>)> = vec![
+    let cases: Vec<(&str, Breaker)> = vec![
         (
             "territory[0]",
             Box::new(|r| r.territory = vec!["66006".into()]),

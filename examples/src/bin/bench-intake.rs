@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use urpnet_examples::samples;
+use urpnet_examples::{bench, samples};
 use urpnet_node::NodeConfig;
 use urpnet_node::server::{self, Listeners};
 use urpnet_proto::ids::NodeId;
@@ -304,13 +304,7 @@ async fn measure(
         errors += e;
     }
     latencies.sort_unstable();
-    let pct = |p: f64| {
-        if latencies.is_empty() {
-            0.0
-        } else {
-            f64::from(latencies[((latencies.len() - 1) as f64 * p) as usize]) / 1000.0
-        }
-    };
+    let pct = |p: f64| bench::percentile_ms(&latencies, p);
     let secs = seconds as f64;
     Ok(Cell {
         target: target.into(),
@@ -340,32 +334,6 @@ fn store_metrics() -> (f64, f64, f64) {
         value("urpnet_store_commit_batch_size_sum"),
         value("urpnet_store_commit_batch_size_count"),
         value("urpnet_store_commit_duration_seconds_sum"),
-    )
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
-        .unwrap_or_default();
-    format!(
-        "{cpu}, {} cores, {mem}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
     )
 }
 
@@ -469,11 +437,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let report = Report {
         benchmark: "bench-intake",
-        date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        machine: machine(),
-        cores: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
+        date: bench::now(),
+        machine: bench::machine(),
+        cores: bench::cores(),
         seconds_per_cell: args.seconds,
         cells,
         raw_sqlite: raw,

@@ -315,6 +315,8 @@ async fn init(config_path: &Path, args: InitArgs, json: bool) -> anyhow::Result<
             serde_json::json!({
                 "config": config_path, "node": config.node.id.as_str(), "name": name,
                 "data_dir": config.node.data_dir, "token_file": token_file, "token": token,
+                "signing_key_file": paths::signing_public(&config.node.data_dir),
+                "csr_file": config.tls_dir().join("request.csr"),
             })
         );
     } else {
@@ -331,6 +333,11 @@ async fn init(config_path: &Path, args: InitArgs, json: bool) -> anyhow::Result<
             ),
             None => println!("kept the existing operators and key"),
         }
+        println!(
+            "to join a federation, send the coordinator {} and {} (see docs/operations.md §8)",
+            paths::signing_public(&config.node.data_dir).display(),
+            config.tls_dir().join("request.csr").display()
+        );
         println!("next: urpnet-node --config {} serve", config_path.display());
     }
     Ok(())
