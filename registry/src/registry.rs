@@ -180,6 +180,9 @@ impl Registry {
         }
         v.into_result()?;
         let id = id.expect("checked");
+        // Checked and stored under the write lock, so no certificate is ever
+        // signed for an id another enrolment is taking at the same moment.
+        let _guard = self.write_lock.lock().await;
         if self.membership.status(id.as_str()).is_some() {
             return Err(RegistryError::AlreadyExists(format!(
                 "member `{id}` is enrolled already (a revoked id cannot be enrolled again)"
@@ -210,7 +213,6 @@ impl Registry {
             enrolled_at_ms: now,
             ..Member::default()
         };
-        let _guard = self.write_lock.lock().await;
         let version = self
             .store
             .insert_member(&member, &issued.info, now as i64)

@@ -605,6 +605,25 @@ async fn a_node_joins_keeps_the_member_list_and_renews_its_certificate(
         },
     )
     .await;
+    // The operator sees the same list with `urpnet-node members`.
+    let config_path = data_dir.parent().unwrap().join("urpnet.toml");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let out = std::process::Command::new(urpnet_tests::binary("urpnet-node"))
+        .arg("--config")
+        .arg(&config_path)
+        .args(["members", "--json"])
+        .env_remove("URPNET_STORE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<_> = listed["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["c_a662", "c_c426"]);
     // ... and validates categories against it: `agricoltura` exists only in
     // the registry's taxonomy, not in the built-in one.
     let mut desk = node.desk().await;

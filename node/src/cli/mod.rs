@@ -69,8 +69,12 @@ pub enum Command {
     /// Manage Desk credentials (local: needs the data directory).
     #[command(subcommand)]
     Operator(OperatorCommand),
-    /// List the categories this node accepts.
+    /// List the categories this node accepts: the registry's taxonomy as
+    /// last received, or the built-in one when the node runs alone.
     Taxonomy,
+    /// The federation's members as this node last received them from the
+    /// registry (local: reads the data directory's cache).
+    Members,
     /// Re-fold every ticket's events and compare with the stored state
     /// (local: needs the data directory).
     Check,
@@ -277,6 +281,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(&cli.config, &env).await,
         Command::Ticket(cmd) => ticket(&cli.config, &env, *cmd, cli.json).await,
         Command::Operator(cmd) => operator(&cli.config, &env, cmd, cli.json).await,
+        Command::Members => {
+            members(&cli.config, &env, cli.json)?;
+        }
         Command::Taxonomy => {
             taxonomy(&cli.config, &env, cli.json);
             Ok(())
@@ -836,6 +843,47 @@ async fn operator(
     drop(store);
     let _ = writer.await;
     result
+}
+
+fn members(config_path: &Path, env: &BTreeMap<String, String>, json: bool) -> anyhow::Result<()> {
+    let config = NodeConfig::load(config_path, env)?;
+    let Some(members) = crate::registry_link::load_cache(&config.node.data_dir).0 else {
+        bail!(
+            "no member list yet: set registry.endpoint and let the node heartbeat once (see docs/operations.md §8)"
+        );
+    };
+    let list: Vec<_> = members.by_id.values().cloned().collect();
+    if json {
+        let resp = urpnet_proto::v1::GetMembersResponse {
+            membership_version: members.version,
+            members: list,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output::to_json("urpnet.v1.GetMembersResponse", &resp))
+                .expect("json")
+        );
+        return Ok(());
+    }
+    let mut t = urpnet_proto::cli::table();
+    t.set_header(["id", "name", "level", "status", "endpoint"]);
+    for m in &list {
+        t.add_row([
+            m.id.clone(),
+            m.display_name.clone(),
+            urpnet_proto::taxonomy::level_name(
+                urpnet_proto::v1::Level::try_from(m.level).unwrap_or_default(),
+            )
+            .to_owned(),
+            urpnet_proto::v1::MemberStatus::try_from(m.status)
+                .map(|s| s.as_str_name().trim_start_matches("MEMBER_STATUS_").to_lowercase())
+                .unwrap_or_default(),
+            m.endpoint.clone(),
+        ]);
+    }
+    println!("{t}");
+    println!("membership version {} ({} members)", members.version, list.len());
+    Ok(())
 }
 
 fn taxonomy(config_path: &Path, env: &BTreeMap<String, String>, json: bool) {
