@@ -615,7 +615,11 @@ async fn a_node_joins_keeps_the_member_list_and_renews_its_certificate(
         .env_remove("URPNET_STORE_URL")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ids: Vec<_> = listed["members"]
         .as_array()

@@ -281,9 +281,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(&cli.config, &env).await,
         Command::Ticket(cmd) => ticket(&cli.config, &env, *cmd, cli.json).await,
         Command::Operator(cmd) => operator(&cli.config, &env, cmd, cli.json).await,
-        Command::Members => {
-            members(&cli.config, &env, cli.json)?;
-        }
+        Command::Members => members(&cli.config, &env, cli.json),
         Command::Taxonomy => {
             taxonomy(&cli.config, &env, cli.json);
             Ok(())
@@ -876,13 +874,21 @@ fn members(config_path: &Path, env: &BTreeMap<String, String>, json: bool) -> an
             )
             .to_owned(),
             urpnet_proto::v1::MemberStatus::try_from(m.status)
-                .map(|s| s.as_str_name().trim_start_matches("MEMBER_STATUS_").to_lowercase())
+                .map(|s| {
+                    s.as_str_name()
+                        .trim_start_matches("MEMBER_STATUS_")
+                        .to_lowercase()
+                })
                 .unwrap_or_default(),
             m.endpoint.clone(),
         ]);
     }
     println!("{t}");
-    println!("membership version {} ({} members)", members.version, list.len());
+    println!(
+        "membership version {} ({} members)",
+        members.version,
+        list.len()
+    );
     Ok(())
 }
 
