@@ -42,3 +42,20 @@ pub fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
+
+/// A new, empty database `name` on the PostgreSQL server of `base` (dropped
+/// first if a previous run left it); returns its URL.
+///
+/// # Errors
+/// When the server cannot be reached or refuses.
+pub async fn fresh_database(base: &str, name: &str) -> anyhow::Result<String> {
+    use sqlx::Connection as _;
+    let mut admin = sqlx::PgConnection::connect(base).await?;
+    sqlx::Executor::execute(
+        &mut admin,
+        format!("DROP DATABASE IF EXISTS {name}").as_str(),
+    )
+    .await?;
+    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str()).await?;
+    Ok(crate::postgres_url_with_database(base, name))
+}

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use urpnet_proto::ids::NodeId;
-use urpnet_proto::telemetry::LogFormat;
 
 /// The commented default written by `urpnet-node init`; `{id}`, `{name}` and
 /// `{data_dir}` are filled in.
@@ -29,7 +28,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("URPNET_LOG_FILTER", "log.filter"),
 ];
 
-pub use urpnet_proto::config::ConfigError;
+pub use urpnet_proto::config::{ConfigError, LogSection};
 
 /// The whole configuration of a node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,7 +224,7 @@ pub struct RegistrySection {
     /// Categories this office accepts as overflow from other offices.
     pub overflow_categories: Vec<String>,
     /// Renew the certificate when less than this is left of it.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "urpnet_proto::config::duration")]
     pub renew_before: std::time::Duration,
 }
 
@@ -239,43 +238,6 @@ impl Default for RegistrySection {
             operators_on_duty: 1,
             overflow_categories: Vec::new(),
             renew_before: std::time::Duration::from_secs(30 * 86_400),
-        }
-    }
-}
-
-/// Durations written as humantime strings (`5s`, `30days`).
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!("`{text}` is not a duration like 5s or 30days: {e}"))
-        })
-    }
-}
-
-/// `[log]`: logging.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogSection {
-    /// `pretty` or `json`.
-    pub format: LogFormat,
-    /// Filter in `RUST_LOG` syntax (`RUST_LOG` itself wins when set).
-    pub filter: String,
-}
-
-impl Default for LogSection {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Pretty,
-            filter: "info".into(),
         }
     }
 }

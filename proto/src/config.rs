@@ -8,6 +8,9 @@
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::telemetry::LogFormat;
 
 /// A configuration that could not be loaded; the message is one line naming
 /// the file and the key.
@@ -99,4 +102,50 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
         .map(|l| l.chars().count() + 1)
         .unwrap_or(1);
     (line, col)
+}
+
+/// `[log]`: logging, the same for every daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// Filter in `RUST_LOG` syntax (`RUST_LOG` itself wins when set).
+    pub filter: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Serde for durations written as humantime strings (`5s`, `30days`):
+/// `#[serde(with = "urpnet_proto::config::duration")]`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `5s`, `30days`, ...
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Reads `5s`, `30days`, `1h 30m`, ...
+    ///
+    /// # Errors
+    /// Text that is not a duration, with an example of one.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration like 5s or 30days: {e}"))
+        })
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use urpnet_proto::config::ConfigError;
-use urpnet_proto::telemetry::LogFormat;
+pub use urpnet_proto::config::LogSection;
 
 const TEMPLATE: &str = include_str!("config_template.toml");
 
@@ -113,7 +113,7 @@ pub struct StoreSection {
 #[serde(deny_unknown_fields, default)]
 pub struct MembershipSection {
     /// Expected heartbeat period; 3 missed = unreachable.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "urpnet_proto::config::duration")]
     pub heartbeat_interval: Duration,
 }
 
@@ -130,7 +130,7 @@ impl Default for MembershipSection {
 #[serde(deny_unknown_fields, default)]
 pub struct CaSection {
     /// Lifetime of issued certificates.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "urpnet_proto::config::duration")]
     pub certificate_validity: Duration,
 }
 
@@ -158,43 +158,6 @@ impl Default for LimitsSection {
             requests_per_second: 50,
             burst: 100,
         }
-    }
-}
-
-/// `[log]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogSection {
-    /// `pretty` or `json`.
-    pub format: LogFormat,
-    /// `RUST_LOG`-style filter.
-    pub filter: String,
-}
-
-impl Default for LogSection {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Pretty,
-            filter: "info".into(),
-        }
-    }
-}
-
-/// Durations written as humantime strings (`5s`, `90days`).
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!("`{text}` is not a duration like 5s or 90days: {e}"))
-        })
     }
 }
 

@@ -51,6 +51,66 @@ struct Inner {
     acceptors: HashMap<String, BTreeSet<String>>,
 }
 
+impl Inner {
+    /// Adds `member` (with the soft state of `previous`, if any) and its
+    /// index entries.
+    fn insert(&mut self, member: Member, previous: Option<Entry>) {
+        let id = member.id.clone();
+        if member.level == Level::Nazionale as i32 {
+            if let Err(at) = self.national.binary_search(&id) {
+                self.national.insert(at, id.clone());
+            }
+        } else {
+            for code in &member.territory {
+                let list = self
+                    .by_area
+                    .entry((member.level, code.clone()))
+                    .or_default();
+                if let Err(at) = list.binary_search(&id) {
+                    list.insert(at, id.clone());
+                }
+            }
+        }
+        let entry = match previous {
+            Some(mut e) => {
+                e.member = member;
+                e
+            }
+            None => Entry {
+                member,
+                last_heartbeat: None,
+                last_heartbeat_ms: 0,
+                load: None,
+                provisional: AtomicU32::new(0),
+                reported: Health::Unknown,
+            },
+        };
+        if let Some(load) = &entry.load {
+            for c in &load.overflow_categories {
+                self.acceptors
+                    .entry(c.clone())
+                    .or_default()
+                    .insert(id.clone());
+            }
+        }
+        self.members.insert(id, entry);
+    }
+
+    /// Removes `member`'s area entries (its acceptor entries stay: the id
+    /// and its load are the same after an upsert).
+    fn unindex(&mut self, member: &Member) {
+        if member.level == Level::Nazionale as i32 {
+            self.national.retain(|m| *m != member.id);
+        } else {
+            for code in &member.territory {
+                if let Some(list) = self.by_area.get_mut(&(member.level, code.clone())) {
+                    list.retain(|m| *m != member.id);
+                }
+            }
+        }
+    }
+}
+
 /// The registry's view of its members; shared by every request.
 #[derive(Debug)]
 pub struct Membership {
@@ -81,42 +141,8 @@ impl Membership {
         inner.national.clear();
         inner.acceptors.clear();
         for member in members {
-            let id = member.id.clone();
-            if member.level == Level::Nazionale as i32 {
-                inner.national.push(id.clone());
-            } else {
-                for code in &member.territory {
-                    inner
-                        .by_area
-                        .entry((member.level, code.clone()))
-                        .or_default()
-                        .push(id.clone());
-                }
-            }
-            let entry = match old.remove(&id) {
-                Some(mut e) => {
-                    e.member = member;
-                    e
-                }
-                None => Entry {
-                    member,
-                    last_heartbeat: None,
-                    last_heartbeat_ms: 0,
-                    load: None,
-                    provisional: AtomicU32::new(0),
-                    reported: Health::Unknown,
-                },
-            };
-            if let Some(load) = &entry.load {
-                for c in &load.overflow_categories {
-                    inner
-                        .acceptors
-                        .entry(c.clone())
-                        .or_default()
-                        .insert(id.clone());
-                }
-            }
-            inner.members.insert(id, entry);
+            let previous = old.remove(&member.id);
+            inner.insert(member, previous);
         }
         inner.version = version;
     }
@@ -126,47 +152,11 @@ impl Membership {
     /// O(members), so enrolling a whole country stays linear.
     pub fn upsert(&self, member: Member, version: u64) {
         let mut inner = self.inner.write().expect("membership lock");
-        let id = member.id.clone();
-        let old = inner.members.remove(&id);
-        if let Some(old) = &old {
-            if old.member.level == Level::Nazionale as i32 {
-                inner.national.retain(|m| *m != id);
-            } else {
-                for code in &old.member.territory {
-                    if let Some(list) = inner.by_area.get_mut(&(old.member.level, code.clone())) {
-                        list.retain(|m| *m != id);
-                    }
-                }
-            }
+        let previous = inner.members.remove(&member.id);
+        if let Some(previous) = &previous {
+            inner.unindex(&previous.member);
         }
-        if member.level == Level::Nazionale as i32 {
-            inner.national.push(id.clone());
-            inner.national.sort();
-        } else {
-            for code in &member.territory {
-                let list = inner
-                    .by_area
-                    .entry((member.level, code.clone()))
-                    .or_default();
-                list.push(id.clone());
-                list.sort();
-            }
-        }
-        let entry = match old {
-            Some(mut e) => {
-                e.member = member;
-                e
-            }
-            None => Entry {
-                member,
-                last_heartbeat: None,
-                last_heartbeat_ms: 0,
-                load: None,
-                provisional: AtomicU32::new(0),
-                reported: Health::Unknown,
-            },
-        };
-        inner.members.insert(id, entry);
+        inner.insert(member, previous);
         inner.version = inner.version.max(version);
     }
 

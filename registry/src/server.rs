@@ -95,25 +95,17 @@ pub async fn issue_server_cert(
     ca: &FederationCa,
     store: &Store,
 ) -> RegistryResult<tls::CertInfo> {
-    let (issued, key_pem) = ca
-        .issue(&CertRequest {
-            identity: Identity::Registry(config.registry.name.clone()),
-            hosts: config.grpc.hosts.clone(),
-            validity: config.ca.certificate_validity,
-            not_before: None,
-        })
-        .map_err(internal)?;
-    paths::server_tls(&config.registry.data_dir)
-        .save(&TlsMaterial {
-            cert_pem: issued.certificate_pem,
-            key_pem,
-            ca_pem: ca.cert_pem().to_owned(),
-        })
-        .map_err(internal)?;
-    store
-        .record_certificate(&issued.info, system_time_ms() as i64)
-        .await?;
-    Ok(issued.info)
+    let identity = Identity::Registry(config.registry.name.clone());
+    let files = paths::server_tls(&config.registry.data_dir);
+    issue_into(
+        config,
+        ca,
+        store,
+        identity,
+        config.grpc.hosts.clone(),
+        &files,
+    )
+    .await
 }
 
 /// Issues a coordinator certificate (`urn:urpnet:coordinator:<name>`) and
@@ -130,10 +122,31 @@ pub async fn issue_coordinator(
 ) -> RegistryResult<tls::CertInfo> {
     let id = urpnet_proto::ids::NodeId::new(name)
         .map_err(|e| RegistryError::invalid("name", e.to_string()))?;
+    issue_into(
+        config,
+        ca,
+        store,
+        Identity::Coordinator(id.to_string()),
+        Vec::new(),
+        files,
+    )
+    .await
+}
+
+/// Issues a certificate with a key made here, writes both and the CA into
+/// `files` (each atomically) and records the certificate.
+async fn issue_into(
+    config: &RegistryConfig,
+    ca: &FederationCa,
+    store: &Store,
+    identity: Identity,
+    hosts: Vec<String>,
+    files: &TlsFiles,
+) -> RegistryResult<tls::CertInfo> {
     let (issued, key_pem) = ca
         .issue(&CertRequest {
-            identity: Identity::Coordinator(id.to_string()),
-            hosts: Vec::new(),
+            identity,
+            hosts,
             validity: config.ca.certificate_validity,
             not_before: None,
         })

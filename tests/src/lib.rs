@@ -21,6 +21,33 @@ use urpnet_proto::ids::NodeId;
 
 pub mod federation;
 
+/// One test module per backend, each test calling the async scenario of its
+/// name with the backend and the test's name: `on_both_backends!(a, b)` makes
+/// `sqlite::a`, `postgres::a`, `sqlite::b`, `postgres::b`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $crate::backend_module!(sqlite, Sqlite, $($name),*);
+        $crate::backend_module!(postgres, Postgres, $($name),*);
+    };
+}
+
+/// One module of [`on_both_backends!`].
+#[macro_export]
+macro_rules! backend_module {
+    ($module:ident, $backend:ident, $($name:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let test = concat!(stringify!($module), "::", stringify!($name));
+                    super::$name($crate::Backend::$backend, test).await
+                }
+            )*
+        }
+    };
+}
+
 /// The environment variable CI sets to a PostgreSQL URL.
 pub const POSTGRES_ENV: &str = "URPNET_TEST_POSTGRES_URL";
 
@@ -62,15 +89,12 @@ pub async fn fresh_postgres_url(test: &str) -> Option<String> {
         );
         return None;
     };
-    use sqlx::Connection as _;
     let name = format!("urpnet_t_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let mut admin = sqlx::PgConnection::connect(&base)
-        .await
-        .expect("connect to the test PostgreSQL server");
-    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
-        .await
-        .expect("create test database");
-    Some(urpnet_examples::postgres_url_with_database(&base, &name))
+    Some(
+        urpnet_examples::bench::fresh_database(&base, &name)
+            .await
+            .expect("create a test database on the PostgreSQL server"),
+    )
 }
 
 /// A test node's configuration in a new temporary directory.

@@ -16,29 +16,7 @@ use urpnet_proto::v1::{
 };
 use urpnet_tests::{Backend, TestNode, node_config};
 
-/// One test module per backend, each test calling the scenario of its name.
-macro_rules! backend_module {
-    ($module:ident, $backend:ident, $($name:ident),*) => {
-        mod $module {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let test = concat!(stringify!($module), "::", stringify!($name));
-                    super::$name(urpnet_tests::Backend::$backend, test).await
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        backend_module!(sqlite, Sqlite, $($name),*);
-        backend_module!(postgres, Postgres, $($name),*);
-    };
-}
-
-on_both_backends!(
+urpnet_tests::on_both_backends!(
     a_ticket_walks_its_lifecycle_and_its_history_is_the_fold,
     creation_is_idempotent_on_the_request_id,
     bad_input_is_refused_naming_field_and_rule_and_stores_nothing,

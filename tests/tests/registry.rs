@@ -14,28 +14,7 @@ use urpnet_proto::v1::{
 use urpnet_tests::federation::{TestRegistry, counter};
 use urpnet_tests::{Backend, TestNode, node_config, wait_for};
 
-macro_rules! backend_module {
-    ($module:ident, $backend:ident, $($name:ident),*) => {
-        mod $module {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let test = concat!(stringify!($module), "::", stringify!($name));
-                    super::$name(urpnet_tests::Backend::$backend, test).await
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        backend_module!(sqlite, Sqlite, $($name),*);
-        backend_module!(postgres, Postgres, $($name),*);
-    };
-}
-
-on_both_backends!(
+urpnet_tests::on_both_backends!(
     routing_and_overflow_follow_competence_and_capacity,
     refusals_name_the_reason_and_are_counted,
     bad_input_is_refused_and_nothing_is_stored,

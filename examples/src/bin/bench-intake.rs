@@ -463,14 +463,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// A new database on the server of `base`, for one cell.
 async fn fresh_database(base: &str, clients: usize) -> anyhow::Result<String> {
-    use sqlx::Connection as _;
-    let name = format!("urpnet_bench_{clients}_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(base).await?;
-    sqlx::Executor::execute(
-        &mut admin,
-        format!("DROP DATABASE IF EXISTS {name}").as_str(),
+    bench::fresh_database(
+        base,
+        &format!("urpnet_bench_{clients}_{}", std::process::id()),
     )
-    .await?;
-    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str()).await?;
-    Ok(urpnet_examples::postgres_url_with_database(base, &name))
+    .await
 }

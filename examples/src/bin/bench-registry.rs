@@ -196,15 +196,7 @@ async fn run_size(args: &Args, bin: &std::path::Path, comuni: usize) -> anyhow::
     let store = match &args.postgres {
         Some(base) => {
             let name = format!("urpnet_bench_registry_{comuni}_{}", std::process::id());
-            use sqlx::Connection as _;
-            let mut admin = sqlx::PgConnection::connect(base).await?;
-            sqlx::Executor::execute(
-                &mut admin,
-                format!("DROP DATABASE IF EXISTS {name}").as_str(),
-            )
-            .await?;
-            sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str()).await?;
-            config.store.url = urpnet_examples::postgres_url_with_database(base, &name);
+            config.store.url = bench::fresh_database(base, &name).await?;
             "postgres"
         }
         None => "sqlite",
