@@ -19,7 +19,7 @@ use urpnet_proto::v1::registry_client::RegistryClient;
 use urpnet_proto::v1::{
     EnrolRequest, ExportTaxonomyRequest, GetMemberRequest, GetTaxonomyRequest, Health,
     ImportTaxonomyRequest, Level, ListMembersRequest, Member, MemberStatus, OverflowRequest,
-    RouteRequest, SetStatusRequest, Taxonomy,
+    RevokeCoordinatorRequest, RouteRequest, SetStatusRequest, Taxonomy,
 };
 
 use crate::config::RegistryConfig;
@@ -138,6 +138,15 @@ pub enum CaCommand {
     /// grpc.hosts, or before expiry); a running registry switches to it
     /// within seconds, without a restart.
     RenewServer,
+    /// Revoke every certificate of a coordinator (online: the running
+    /// registry refuses it at once). You cannot revoke yourself.
+    RevokeCoordinator {
+        /// Coordinator name.
+        name: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Issue a certificate for another coordinator's CLI.
     Coordinator {
         /// Coordinator name (`^[a-z0-9_]{2,32}$`).
@@ -268,6 +277,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             });
             server::run(config, listeners, shutdown).await?;
+            return Ok(());
+        }
+        Command::Ca(CaCommand::RevokeCoordinator { name, reason }) => {
+            let conn = Connection::open(&cli)?;
+            let resp = conn
+                .admin()
+                .revoke_coordinator(RevokeCoordinatorRequest {
+                    name: name.clone(),
+                    reason: reason.clone(),
+                })
+                .await?
+                .into_inner();
+            println!(
+                "{} revoked: the registry refuses its certificates from now on",
+                resp.identity
+            );
             return Ok(());
         }
         Command::Ca(cmd) => return ca(&cli, cmd).await,
@@ -437,6 +462,7 @@ async fn ca(cli: &Cli, cmd: &CaCommand) -> anyhow::Result<()> {
                 server::TLS_RELOAD_CHECK.as_secs()
             );
         }
+        CaCommand::RevokeCoordinator { .. } => unreachable!("handled online in run"),
         CaCommand::Coordinator { name, out } => {
             let ca = CaFiles::of(&config.registry.data_dir).load()?;
             let store = Store::open(&config.database_url()).await?;

@@ -92,6 +92,8 @@ pub struct Registry {
     taxonomy: RwLock<Arc<Taxonomy>>,
     ca: FederationCa,
     validity: Duration,
+    /// Identity URIs refused whatever certificate they present.
+    revoked: RwLock<std::collections::HashSet<String>>,
     /// Serialises writes that replace the in-memory copy, so the copy never
     /// goes back to an older version.
     write_lock: tokio::sync::Mutex<()>,
@@ -116,7 +118,9 @@ impl Registry {
                 .map_err(|e| RegistryError::Internal(format!("stored taxonomy: {e}")))?,
             None => Taxonomy::new(v1::Taxonomy::default()).expect("empty taxonomy is valid"),
         };
+        let revoked = store.revoked_identities().await?.into_iter().collect();
         Ok(Self {
+            revoked: RwLock::new(revoked),
             store,
             membership,
             taxonomy: RwLock::new(Arc::new(taxonomy)),
@@ -124,6 +128,54 @@ impl Registry {
             validity,
             write_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Whether an identity's certificates are all revoked.
+    pub fn is_revoked(&self, identity: &Identity) -> bool {
+        self.revoked
+            .read()
+            .expect("revoked lock")
+            .contains(&identity.uri())
+    }
+
+    /// Revokes every certificate of coordinator `name`, at once.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad name or reason, `FailedPrecondition` for
+    /// a coordinator revoking itself.
+    pub async fn revoke_coordinator(
+        &self,
+        name: &str,
+        reason: &str,
+        by: &Identity,
+    ) -> RegistryResult<Identity> {
+        let mut v = Violations::new();
+        let id = NodeId::new(name)
+            .map_err(|e| v.add("name", e.to_string()))
+            .ok();
+        v.length("reason", reason, 0, 500);
+        v.printable("reason", reason);
+        v.into_result()?;
+        let identity = Identity::Coordinator(id.expect("checked").to_string());
+        if &identity == by {
+            return Err(RegistryError::FailedPrecondition(
+                "a coordinator cannot revoke its own certificate; ask another coordinator".into(),
+            ));
+        }
+        self.store
+            .revoke_identity(
+                &identity.uri(),
+                reason.trim(),
+                &by.uri(),
+                system_time_ms() as i64,
+            )
+            .await?;
+        self.revoked
+            .write()
+            .expect("revoked lock")
+            .insert(identity.uri());
+        tracing::warn!(identity = %identity, reason, by = %by, "coordinator revoked");
+        Ok(identity)
     }
 
     /// The in-memory membership.

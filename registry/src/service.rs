@@ -21,7 +21,8 @@ use urpnet_proto::v1::{
     HeartbeatRequest, HeartbeatResponse, ImportTaxonomyRequest, IssuedCertificate,
     ListMembersRequest, ListMembersResponse, MemberResponse, MemberStatus, OverflowRequest,
     OverflowResponse, RegisterRequest, RegisterResponse, RenewCertificateRequest,
-    RenewCertificateResponse, RouteRequest, RouteResponse, SetStatusRequest,
+    RenewCertificateResponse, RevokeCoordinatorRequest, RevokeCoordinatorResponse, RouteRequest,
+    RouteResponse, SetStatusRequest,
 };
 
 use crate::error::RegistryError;
@@ -93,6 +94,16 @@ impl Interceptor for Gate {
             ));
         };
         match (&cert.identity, self.guarded) {
+            (Identity::Coordinator(_), _) if self.registry.is_revoked(&cert.identity) => {
+                return Err(self.refuse(
+                    peer.as_ref(),
+                    "coordinator_revoked",
+                    Status::permission_denied(format!(
+                        "the certificates of {} are revoked",
+                        cert.identity
+                    )),
+                ));
+            }
             (Identity::Coordinator(_), _) => {}
             (Identity::Node(_), Guarded::Admin) => {
                 return Err(self.refuse(
@@ -422,6 +433,21 @@ impl RegistryAdmin for AdminService {
             .await?;
         Ok(Response::new(GetTaxonomyResponse {
             taxonomy: Some(taxonomy.to_proto()),
+        }))
+    }
+
+    async fn revoke_coordinator(
+        &self,
+        req: Request<RevokeCoordinatorRequest>,
+    ) -> Result<Response<RevokeCoordinatorResponse>, Status> {
+        let by = caller(&req)?;
+        let req = req.into_inner();
+        let identity = self
+            .registry
+            .revoke_coordinator(&req.name, &req.reason, &by)
+            .await?;
+        Ok(Response::new(RevokeCoordinatorResponse {
+            identity: identity.uri(),
         }))
     }
 

@@ -264,6 +264,44 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Identities revoked whatever certificate they present.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn revoked_identities(&self) -> RegistryResult<Vec<String>> {
+        let rows = sqlx::query("SELECT identity FROM revoked_identities")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// Revokes an identity (idempotent: a second revocation keeps the first
+    /// reason).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn revoke_identity(
+        &self,
+        identity: &str,
+        reason: &str,
+        by: &str,
+        now_ms: i64,
+    ) -> RegistryResult<()> {
+        sqlx::query(
+            "INSERT INTO revoked_identities (identity, reason, revoked_at_ms, revoked_by) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (identity) DO NOTHING",
+        )
+        .bind(identity)
+        .bind(reason)
+        .bind(now_ms)
+        .bind(by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
 async fn insert_certificate(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     cert: &CertInfo,

@@ -241,6 +241,21 @@ fn a_coordinator_runs_the_network_from_the_command_line() {
     ]);
     let listed = registry.ok(&["--identity", second.to_str().unwrap(), "members", "list"]);
     assert!(listed.contains("c_c426"), "{listed}");
+    // A lost laptop: anna's certificate is refused at once, and nobody can
+    // revoke themselves.
+    registry.ok(&[
+        "ca",
+        "revoke-coordinator",
+        "anna",
+        "--reason",
+        "laptop stolen",
+    ]);
+    let refused = registry.run(&["--identity", second.to_str().unwrap(), "members", "list"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("revoked"), "{}", stderr(&refused));
+    let own = registry.run(&["ca", "revoke-coordinator", "admin"]);
+    assert!(!own.status.success());
+    assert!(stderr(&own).contains("its own"), "{}", stderr(&own));
     let renewed = registry.ok(&["ca", "renew-server"]);
     assert!(renewed.contains("new registry certificate"), "{renewed}");
 }
