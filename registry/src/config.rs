@@ -146,10 +146,15 @@ impl Default for CaSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
-    /// Sustained requests per second per identity.
+    /// Sustained requests per second per member (node certificate).
     pub requests_per_second: u32,
-    /// Requests an identity may make at once.
+    /// Requests a member may make at once.
     pub burst: u32,
+    /// Sustained requests per second per coordinator (bulk enrolments and
+    /// imports need more than a node's heartbeats).
+    pub coordinator_requests_per_second: u32,
+    /// Requests a coordinator may make at once.
+    pub coordinator_burst: u32,
 }
 
 impl Default for LimitsSection {
@@ -157,6 +162,8 @@ impl Default for LimitsSection {
         Self {
             requests_per_second: 50,
             burst: 100,
+            coordinator_requests_per_second: 1000,
+            coordinator_burst: 2000,
         }
     }
 }
@@ -215,8 +222,16 @@ impl RegistryConfig {
         if self.ca.certificate_validity < Duration::from_secs(60) {
             return Err("key `ca.certificate_validity`: must be at least 1m".into());
         }
-        if self.limits.requests_per_second == 0 || self.limits.burst == 0 {
-            return Err("key `limits`: requests_per_second and burst must be at least 1".into());
+        let l = &self.limits;
+        if [
+            l.requests_per_second,
+            l.burst,
+            l.coordinator_requests_per_second,
+            l.coordinator_burst,
+        ]
+        .contains(&0)
+        {
+            return Err("key `limits`: every rate and burst must be at least 1".into());
         }
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return Err(

@@ -214,7 +214,7 @@ pub async fn run(
         )
         .await?,
     );
-    let limiter = limiter(config.limits.requests_per_second, config.limits.burst);
+    let limiter = limiter(&config.limits);
     let max = config.grpc.max_message_bytes;
     let registry_service = tonic::service::interceptor::InterceptedService::new(
         RegistryServer::new(RegistryService::new(registry.clone()))

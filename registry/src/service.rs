@@ -41,14 +41,29 @@ pub enum Guarded {
     Admin,
 }
 
-/// The per-identity rate limiter, shared by both services.
-pub type Limiter = Arc<DefaultKeyedRateLimiter<String>>;
+/// The per-identity rate limiters, shared by both services: one quota for
+/// members, a larger one for coordinators.
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    members: Arc<DefaultKeyedRateLimiter<String>>,
+    coordinators: Arc<DefaultKeyedRateLimiter<String>>,
+}
 
-/// A limiter allowing `per_second` sustained and `burst` at once per key.
-pub fn limiter(per_second: u32, burst: u32) -> Limiter {
+fn keyed(per_second: u32, burst: u32) -> Arc<DefaultKeyedRateLimiter<String>> {
     let quota = Quota::per_second(NonZeroU32::new(per_second.max(1)).expect("non-zero"))
         .allow_burst(NonZeroU32::new(burst.max(1)).expect("non-zero"));
     Arc::new(RateLimiter::keyed(quota))
+}
+
+/// Limiters from the `[limits]` section.
+pub fn limiter(limits: &crate::config::LimitsSection) -> Limiter {
+    Limiter {
+        members: keyed(limits.requests_per_second, limits.burst),
+        coordinators: keyed(
+            limits.coordinator_requests_per_second,
+            limits.coordinator_burst,
+        ),
+    }
 }
 
 /// Checks every request before it is decoded.
@@ -160,7 +175,11 @@ impl Interceptor for Gate {
             }
         }
         let key = cert.identity.uri();
-        if let Err(not_until) = self.limiter.check_key(&key) {
+        let limiter = match cert.identity {
+            Identity::Coordinator(_) => &self.limiter.coordinators,
+            _ => &self.limiter.members,
+        };
+        if let Err(not_until) = limiter.check_key(&key) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let mut status = Status::resource_exhausted(format!(
                 "rate limit for {key} exceeded; retry in {} ms",

@@ -12,7 +12,10 @@
 //! 2. **steady state**: every member heartbeating once per interval (5 s by
 //!    default, at random phase) while one coordinator connection measures
 //!    `Route` and `Overflow` latency back to back;
-//! 3. the registry process's resident memory.
+//! 3. **one noisy member**: a member flooding heartbeats far beyond its quota
+//!    while the others keep beating and the coordinator keeps routing — what
+//!    the rate limit lets through and refuses, and the others' latency;
+//! 4. the registry process's resident memory.
 //!
 //! Prints a table and writes JSON. Needs the release binary of the registry:
 //!
@@ -90,8 +93,79 @@ struct Cell {
     overflow_calls: usize,
     overflow_p50_ms: f64,
     overflow_p99_ms: f64,
+    /// A member flooding heartbeats: what the rate limit let through and
+    /// refused, per second.
+    noisy_member_accepted_per_second: f64,
+    noisy_member_refused_per_second: f64,
+    /// `Route` p99 and the other members' heartbeat p99 during that flood.
+    noisy_route_p99_ms: f64,
+    noisy_others_heartbeat_p99_ms: f64,
     registry_rss_mib: f64,
     registry_peak_rss_mib: f64,
+}
+
+/// A coordinator sending `Route` (and every fourth time `Overflow`) back to
+/// back, on a thread and runtime of its own so that its calls never queue
+/// behind the simulated members' tasks in this process.
+#[derive(Clone)]
+struct RouteProbe {
+    endpoint: String,
+    coordinator: TlsMaterial,
+    categories: Vec<String>,
+    comune_codes: Vec<String>,
+    overflow_from: Vec<String>,
+    overflow_pool: Vec<String>,
+}
+
+impl RouteProbe {
+    /// Latencies (µs) of `Route` and `Overflow` calls for `duration`.
+    async fn run(self, duration: Duration, seed: u64) -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
+        let thread = std::thread::spawn(move || -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                let mut registry = RegistryClient::new(channel(&self.endpoint, &self.coordinator)?);
+                let (mut route_lat, mut overflow_lat) = (Vec::new(), Vec::new());
+                let start = Instant::now();
+                let mut k = 0usize;
+                while start.elapsed() < duration {
+                    let category = self.categories[rng.gen_range(0..self.categories.len())].clone();
+                    let territory =
+                        self.comune_codes[rng.gen_range(0..self.comune_codes.len())].clone();
+                    let t = Instant::now();
+                    registry
+                        .route(RouteRequest {
+                            category,
+                            territory,
+                        })
+                        .await
+                        .context("route")?;
+                    route_lat.push(t.elapsed().as_micros() as u32);
+                    if k.is_multiple_of(4) {
+                        let t = Instant::now();
+                        registry
+                            .overflow(OverflowRequest {
+                                category: self.overflow_pool[k % self.overflow_pool.len()].clone(),
+                                from: self.overflow_from
+                                    [rng.gen_range(0..self.overflow_from.len())]
+                                .clone(),
+                                limit: 5,
+                            })
+                            .await
+                            .context("overflow")?;
+                        overflow_lat.push(t.elapsed().as_micros() as u32);
+                    }
+                    k += 1;
+                }
+                Ok((route_lat, overflow_lat))
+            })
+        });
+        tokio::task::spawn_blocking(move || thread.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("measuring thread panicked"))?
+    }
 }
 
 #[derive(Serialize)]
@@ -140,6 +214,7 @@ async fn main() -> anyhow::Result<()> {
         "hb p99 ms",
         "Route p50/p99 ms",
         "Overflow p50/p99 ms",
+        "one member flooding: let through / refused per s; Route p99; others' hb p99",
         "RSS MiB",
     ]);
     for c in &cells {
@@ -189,9 +264,12 @@ async fn run_size(args: &Args, bin: &std::path::Path, comuni: usize) -> anyhow::
     drop(probe);
     config.metrics.listen = String::new();
     config.membership.heartbeat_interval = args.interval;
-    // The flood phase sends far more than a real member would.
-    config.limits.requests_per_second = 10_000;
-    config.limits.burst = 10_000;
+    // Members keep the default quota (50/s, burst 100): the flood phase
+    // spreads its requests over every member, well under each one's quota;
+    // the noisy-member phase goes far beyond one member's. The measuring
+    // coordinator sends thousands of requests a second, so it gets more.
+    config.limits.coordinator_requests_per_second = 100_000;
+    config.limits.coordinator_burst = 100_000;
     config.log.filter = "warn".into();
     let store = match &args.postgres {
         Some(base) => {
@@ -433,58 +511,61 @@ async fn run_size(args: &Args, bin: &std::path::Path, comuni: usize) -> anyhow::
     let categories: Vec<String> = taxonomy.categories.iter().map(|c| c.code.clone()).collect();
     let comune_codes: Vec<String> = all.iter().map(|c| c.istat_code.clone()).collect();
     let overflow_from: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
-    // The measuring client runs on a thread and runtime of its own, so its
-    // calls never queue behind the simulated members' tasks in this process.
-    let (coordinator_endpoint, coordinator_tls) = (endpoint.clone(), coordinator.clone());
-    let seed = rng.r#gen::<u64>();
-    let measured = std::thread::spawn(move || -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(async move {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let mut registry =
-                RegistryClient::new(channel(&coordinator_endpoint, &coordinator_tls)?);
-            let (mut route_lat, mut overflow_lat) = (Vec::new(), Vec::new());
-            let mut k = 0usize;
-            while measure_start.elapsed() < measure {
-                let category = categories[rng.gen_range(0..categories.len())].clone();
-                let territory = comune_codes[rng.gen_range(0..comune_codes.len())].clone();
-                let t = Instant::now();
-                registry
-                    .route(RouteRequest {
-                        category,
-                        territory,
-                    })
-                    .await
-                    .context("route")?;
-                route_lat.push(t.elapsed().as_micros() as u32);
-                if k.is_multiple_of(4) {
-                    let t = Instant::now();
-                    registry
-                        .overflow(OverflowRequest {
-                            category: overflow_pool[k % overflow_pool.len()].into(),
-                            from: overflow_from[rng.gen_range(0..overflow_from.len())].clone(),
-                            limit: 5,
-                        })
-                        .await
-                        .context("overflow")?;
-                    overflow_lat.push(t.elapsed().as_micros() as u32);
-                }
-                k += 1;
-            }
-            Ok((route_lat, overflow_lat))
-        })
-    });
-    let (mut route_lat, mut overflow_lat) = tokio::task::spawn_blocking(move || measured.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("measuring thread panicked"))??;
+    let probe = RouteProbe {
+        endpoint: endpoint.clone(),
+        coordinator: coordinator.clone(),
+        categories,
+        comune_codes,
+        overflow_from,
+        overflow_pool: overflow_pool.iter().map(|s| s.to_string()).collect(),
+    };
+    let (mut route_lat, mut overflow_lat) = probe.clone().run(measure, rng.r#gen()).await?;
     let steady_secs = measure_start.elapsed().as_secs_f64();
     let steady_sent = sent.load(Ordering::Relaxed);
-    stop.cancel();
-    while beaters.join_next().await.is_some() {}
     let mut steady = std::mem::take(&mut *steady_lat.lock().expect("lat"));
     steady.sort_unstable();
+
+    // 3. One member floods heartbeats (8 in flight, far beyond its quota)
+    // while the others keep beating and a coordinator keeps routing.
+    let flood_stop = tokio_util::sync::CancellationToken::new();
+    let (flood_ok, flood_limited) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut flooders = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (mut c, id, stop) = (
+            clients[0].clone(),
+            members[0].id.clone(),
+            flood_stop.clone(),
+        );
+        let (ok, limited) = (flood_ok.clone(), flood_limited.clone());
+        flooders.spawn(async move {
+            while !stop.is_cancelled() {
+                match c
+                    .heartbeat(HeartbeatRequest {
+                        node_id: id.clone(),
+                        load: None,
+                    })
+                    .await
+                {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                        limited.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(_) => 0,
+                };
+            }
+        });
+    }
+    steady_lat.lock().expect("lat").clear();
+    let noisy_start = Instant::now();
+    let (mut noisy_route, _) = probe.run(args.interval, rng.r#gen()).await?;
+    let noisy_secs = noisy_start.elapsed().as_secs_f64();
+    flood_stop.cancel();
+    while flooders.join_next().await.is_some() {}
+    let mut noisy_others = std::mem::take(&mut *steady_lat.lock().expect("lat"));
+    noisy_others.sort_unstable();
+    noisy_route.sort_unstable();
+    stop.cancel();
+    while beaters.join_next().await.is_some() {}
     route_lat.sort_unstable();
     overflow_lat.sort_unstable();
     let (rss, peak) = memory_mib(pid);
@@ -511,6 +592,10 @@ async fn run_size(args: &Args, bin: &std::path::Path, comuni: usize) -> anyhow::
         overflow_calls: overflow_lat.len(),
         overflow_p50_ms: bench::percentile_ms(&overflow_lat, 0.5),
         overflow_p99_ms: bench::percentile_ms(&overflow_lat, 0.99),
+        noisy_member_accepted_per_second: flood_ok.load(Ordering::Relaxed) as f64 / noisy_secs,
+        noisy_member_refused_per_second: flood_limited.load(Ordering::Relaxed) as f64 / noisy_secs,
+        noisy_route_p99_ms: bench::percentile_ms(&noisy_route, 0.99),
+        noisy_others_heartbeat_p99_ms: bench::percentile_ms(&noisy_others, 0.99),
         registry_rss_mib: rss,
         registry_peak_rss_mib: peak,
     };
