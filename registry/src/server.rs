@@ -19,7 +19,7 @@ use urpnet_proto::v1::registry_server::RegistryServer;
 use crate::config::RegistryConfig;
 use crate::error::{RegistryError, RegistryResult};
 use crate::registry::{CaFiles, Registry, paths};
-use crate::service::{AdminService, Gate, Guarded, RegistryService, limiter};
+use crate::service::{AdminService, Gate, Guarded, RateLimitLayer, RegistryService, limiter};
 use crate::store::Store;
 
 /// Lifetime of the federation CA itself.
@@ -220,13 +220,13 @@ pub async fn run(
         RegistryServer::new(RegistryService::new(registry.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
-        Gate::new(registry.clone(), Guarded::Registry, limiter.clone()),
+        Gate::new(registry.clone(), Guarded::Registry),
     );
     let admin_service = tonic::service::interceptor::InterceptedService::new(
         RegistryAdminServer::new(AdminService::new(registry.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
-        Gate::new(registry.clone(), Guarded::Admin, limiter),
+        Gate::new(registry.clone(), Guarded::Admin),
     );
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -257,6 +257,7 @@ pub async fn run(
     let incoming = tls::incoming(listeners.grpc, tls, "registry", shutdown.clone());
     let served = tonic::transport::Server::builder()
         .layer(GrpcMetricsLayer::new("registry"))
+        .layer(RateLimitLayer::new(limiter))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

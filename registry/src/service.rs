@@ -1,6 +1,7 @@
 //! gRPC adapters for `Registry` (nodes) and `RegistryAdmin` (coordinators),
-//! and the gate in front of both: identity from the client certificate,
-//! membership status, role, and a per-identity rate limit.
+//! the gate in front of both (identity from the client certificate,
+//! membership status, role), and the per-identity rate limit applied before
+//! either.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -66,22 +67,112 @@ pub fn limiter(limits: &crate::config::LimitsSection) -> Limiter {
     }
 }
 
+/// The longest an over-quota request is held before its refusal: a client
+/// retrying in a tight loop is slowed to the pace of its quota instead of
+/// making the registry refuse thousands of requests a second.
+pub const MAX_REFUSAL_DELAY: Duration = Duration::from_millis(500);
+
+/// Tower layer applying the per-identity quotas before anything else runs
+/// (no decoding, no gate): over its quota, a request waits until the quota
+/// would allow it (at most [`MAX_REFUSAL_DELAY`]) and is then answered
+/// `RESOURCE_EXHAUSTED` with a `retry-after-ms` trailer. Health and
+/// reflection, and callers without an identity (refused by the gate), are
+/// not counted.
+#[derive(Debug, Clone)]
+pub struct RateLimitLayer {
+    limiter: Limiter,
+}
+
+impl RateLimitLayer {
+    /// A layer enforcing `limiter`.
+    pub fn new(limiter: Limiter) -> Self {
+        Self { limiter }
+    }
+}
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+/// The service [`RateLimitLayer`] wraps around the server.
+#[derive(Debug, Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    limiter: Limiter,
+}
+
+type BoxFuture<T, E> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B, R> tower::Service<http::Request<B>> for RateLimit<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let peer = req.extensions().get::<PeerInfo>();
+        let identity = peer
+            .and_then(|p| p.cert.as_ref())
+            .map(|c| c.identity.clone());
+        let exempt = req.uri().path().starts_with("/grpc.");
+        if let (Some(identity), false) = (identity, exempt) {
+            let limiter = match identity {
+                Identity::Coordinator(_) => &self.limiter.coordinators,
+                _ => &self.limiter.members,
+            };
+            let key = identity.uri();
+            if let Err(not_until) = limiter.check_key(&key) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let remote = peer.map(|p| p.remote.to_string()).unwrap_or_default();
+                return Box::pin(async move {
+                    tokio::time::sleep(wait.min(MAX_REFUSAL_DELAY)).await;
+                    tracing::debug!(%remote, identity = %key, "rate limited");
+                    metrics::counter!("urpnet_registry_refused_total", "reason" => "rate_limited")
+                        .increment(1);
+                    let mut status = Status::resource_exhausted(format!(
+                        "rate limit for {key} exceeded; retry in {} ms",
+                        wait.as_millis().max(1)
+                    ));
+                    if let Ok(v) = wait.as_millis().max(1).to_string().parse() {
+                        status.metadata_mut().insert("retry-after-ms", v);
+                    }
+                    Ok(status.into_http())
+                });
+            }
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
 /// Checks every request before it is decoded.
 #[derive(Clone)]
 pub struct Gate {
     registry: Arc<Registry>,
     guarded: Guarded,
-    limiter: Limiter,
 }
 
 impl Gate {
     /// A gate for one service.
-    pub fn new(registry: Arc<Registry>, guarded: Guarded, limiter: Limiter) -> Self {
-        Self {
-            registry,
-            guarded,
-            limiter,
-        }
+    pub fn new(registry: Arc<Registry>, guarded: Guarded) -> Self {
+        Self { registry, guarded }
     }
 
     fn refuse(&self, peer: Option<&PeerInfo>, reason: &'static str, status: Status) -> Status {
@@ -173,22 +264,6 @@ impl Interceptor for Gate {
                     Status::permission_denied("registry certificates cannot call this service"),
                 ));
             }
-        }
-        let key = cert.identity.uri();
-        let limiter = match cert.identity {
-            Identity::Coordinator(_) => &self.limiter.coordinators,
-            _ => &self.limiter.members,
-        };
-        if let Err(not_until) = limiter.check_key(&key) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let mut status = Status::resource_exhausted(format!(
-                "rate limit for {key} exceeded; retry in {} ms",
-                wait.as_millis().max(1)
-            ));
-            if let Ok(v) = wait.as_millis().max(1).to_string().parse() {
-                status.metadata_mut().insert("retry-after-ms", v);
-            }
-            return Err(self.refuse(peer.as_ref(), "rate_limited", status));
         }
         req.extensions_mut().insert(Caller(cert.identity));
         Ok(req)

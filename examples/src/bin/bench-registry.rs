@@ -232,6 +232,13 @@ async fn main() -> anyhow::Result<()> {
             format!("{:.3} / {:.3}", c.route_p50_ms, c.route_p99_ms),
             format!("{:.3} / {:.3}", c.overflow_p50_ms, c.overflow_p99_ms),
             format!(
+                "{:.0} / {:.0}; {:.3} ms; {:.2} ms",
+                c.noisy_member_accepted_per_second,
+                c.noisy_member_refused_per_second,
+                c.noisy_route_p99_ms,
+                c.noisy_others_heartbeat_p99_ms
+            ),
+            format!(
                 "{:.0} (peak {:.0})",
                 c.registry_rss_mib, c.registry_peak_rss_mib
             ),
