@@ -270,16 +270,9 @@ impl NodeConfig {
     /// A missing or unreadable file, bad TOML, an unknown key or a bad value,
     /// each named in one line.
     pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
-        let text = urpnet_proto::config::read_file(path, "urpnet-node init")?;
-        let fail = |message: String| ConfigError {
-            path: path.display().to_string(),
-            message,
-        };
-        let mut config = Self::parse(&text, env).map_err(fail)?;
-        if config.node.data_dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
-            config.node.data_dir = base.join(&config.node.data_dir);
-        }
+        let mut config: Self =
+            urpnet_proto::config::load_file(path, "urpnet-node init", |t| Self::parse(t, env))?;
+        config.node.data_dir = urpnet_proto::config::beside(path, &config.node.data_dir);
         Ok(config)
     }
 

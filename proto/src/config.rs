@@ -72,6 +72,35 @@ pub fn read_file(path: &std::path::Path, init_command: &str) -> Result<String, C
     })
 }
 
+/// Reads `path` and parses it with `parse`; errors name the file.
+///
+/// # Errors
+/// A missing or unreadable file, or what `parse` says (one line).
+pub fn load_file<T>(
+    path: &std::path::Path,
+    init_command: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let text = read_file(path, init_command)?;
+    parse(&text).map_err(|message| ConfigError {
+        path: path.display().to_string(),
+        message,
+    })
+}
+
+/// A directory named in the file at `config_path`: relative paths are taken
+/// from the file's directory.
+pub fn beside(config_path: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    if dir.is_relative() {
+        config_path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(dir)
+    } else {
+        dir.to_path_buf()
+    }
+}
+
 /// The process environment's `URPNET_*` variables.
 pub fn process_env() -> BTreeMap<String, String> {
     std::env::vars()

@@ -191,15 +191,9 @@ impl RegistryConfig {
     /// # Errors
     /// One line naming the file and the key.
     pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
-        let text = urpnet_proto::config::read_file(path, "urpnet-registry init")?;
-        let mut config = Self::parse(&text, env).map_err(|message| ConfigError {
-            path: path.display().to_string(),
-            message,
-        })?;
-        if config.registry.data_dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
-            config.registry.data_dir = base.join(&config.registry.data_dir);
-        }
+        let mut config: Self =
+            urpnet_proto::config::load_file(path, "urpnet-registry init", |t| Self::parse(t, env))?;
+        config.registry.data_dir = urpnet_proto::config::beside(path, &config.registry.data_dir);
         Ok(config)
     }
 

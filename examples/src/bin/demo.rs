@@ -172,15 +172,8 @@ async fn main() -> anyhow::Result<()> {
         nodes.push(node);
     }
     wait_until("every office to report to the registry", || async {
-        let members = registry
-            .admin()
-            .ok()?
-            .list_members(ListMembersRequest {})
-            .await
-            .ok()?
-            .into_inner()
-            .members;
-        members
+        members_of(&registry)
+            .await?
             .iter()
             .all(|m| m.health == Health::Reachable as i32)
             .then_some(())
@@ -311,14 +304,7 @@ async fn main() -> anyhow::Result<()> {
 
     heading("Celano is swamped: where can its overflow go?");
     wait_until("Celano's next heartbeat to report its queue", || async {
-        let members = registry
-            .admin()
-            .ok()?
-            .list_members(ListMembersRequest {})
-            .await
-            .ok()?
-            .into_inner()
-            .members;
+        let members = members_of(&registry).await?;
         let celano = members.iter().find(|m| m.id == "c_c426")?;
         (celano.load.as_ref()?.queue_waiting > 20).then_some(())
     })
@@ -657,6 +643,23 @@ async fn start_office(
         tls,
         task,
     })
+}
+
+/// The registry's member list as the coordinator sees it, or `None` if the
+/// call failed (the caller polls again).
+async fn members_of(
+    registry: &federation::RunningRegistry,
+) -> Option<Vec<urpnet_proto::v1::Member>> {
+    Some(
+        registry
+            .admin()
+            .ok()?
+            .list_members(ListMembersRequest {})
+            .await
+            .ok()?
+            .into_inner()
+            .members,
+    )
 }
 
 /// Waits for a condition, polling, for at most 30 s.
