@@ -27,6 +27,8 @@ pub struct RunningRegistry {
     pub config: RegistryConfig,
     /// Its mTLS gRPC address.
     pub addr: SocketAddr,
+    /// Its `/metrics` address, when `metrics.listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<urpnet_registry::error::RegistryResult<()>>,
 }
@@ -46,6 +48,7 @@ pub async fn start_registry(mut config: RegistryConfig) -> anyhow::Result<Runnin
     } else {
         Some(TcpListener::bind(&config.metrics.listen).await?)
     };
+    let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server::run(
         config.clone(),
@@ -55,6 +58,7 @@ pub async fn start_registry(mut config: RegistryConfig) -> anyhow::Result<Runnin
     let registry = RunningRegistry {
         config,
         addr,
+        metrics_addr,
         shutdown,
         task,
     };
@@ -111,39 +115,52 @@ impl RunningRegistry {
     /// # Errors
     /// When it does not within `deadline`.
     pub async fn wait_ready(&self, deadline: Duration) -> anyhow::Result<()> {
-        use tonic_health::pb::health_client::HealthClient;
-        use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-        let ca = self.coordinator()?.ca_pem;
-        let config = tls::anonymous_client_config(&ca)?;
-        let start = Instant::now();
-        loop {
-            let channel = tls::channel(&self.endpoint(), config.clone(), Duration::from_secs(2))?;
-            let status = HealthClient::new(channel)
-                .check(HealthCheckRequest {
-                    service: "urpnet.v1.Registry".into(),
-                })
-                .await
-                .map(|r| r.into_inner().status);
-            if status.ok() == Some(ServingStatus::Serving as i32) {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                start.elapsed() < deadline,
-                "registry at {} did not serve within {deadline:?}",
-                self.addr
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_serving(&self.endpoint(), &self.coordinator()?.ca_pem, deadline).await
     }
 
     /// Stops the registry and waits for it.
     ///
     /// # Errors
     /// If it ended with an error.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.task.await??;
+        (&mut self.task).await??;
         Ok(())
+    }
+}
+
+impl Drop for RunningRegistry {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Waits until the registry at `endpoint` answers gRPC health over TLS
+/// (trusting `ca_pem`, presenting no certificate).
+///
+/// # Errors
+/// When it does not within `deadline`.
+pub async fn wait_serving(endpoint: &str, ca_pem: &str, deadline: Duration) -> anyhow::Result<()> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let config = tls::anonymous_client_config(ca_pem)?;
+    let start = Instant::now();
+    loop {
+        let channel = tls::channel(endpoint, config.clone(), Duration::from_secs(2))?;
+        let status = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: "urpnet.v1.Registry".into(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if status.ok() == Some(ServingStatus::Serving as i32) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < deadline,
+            "registry at {endpoint} did not serve within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

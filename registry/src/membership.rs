@@ -220,13 +220,7 @@ impl Membership {
     }
 
     fn health(&self, entry: &Entry, now: Instant) -> Health {
-        match entry.last_heartbeat {
-            None => Health::Unknown,
-            Some(t) if now.duration_since(t) > self.interval * MISSED_HEARTBEATS => {
-                Health::Unreachable
-            }
-            Some(_) => Health::Reachable,
-        }
+        health_at(entry, now, self.interval)
     }
 
     fn view(&self, entry: &Entry, now: Instant) -> Member {
@@ -268,13 +262,7 @@ impl Membership {
         let mut counts = [0u64; 3];
         let interval = self.interval;
         for (id, entry) in inner.members.iter_mut() {
-            let health = match entry.last_heartbeat {
-                None => Health::Unknown,
-                Some(t) if now.duration_since(t) > interval * MISSED_HEARTBEATS => {
-                    Health::Unreachable
-                }
-                Some(_) => Health::Reachable,
-            };
+            let health = health_at(entry, now, interval);
             counts[health as usize] += 1;
             if health != entry.reported {
                 entry.reported = health;
@@ -620,6 +608,16 @@ impl Membership {
                 "{total} peers can take `{category}` overflow from {from}; excluded: {saturated} saturated, {unreachable} unreachable"
             ),
         })
+    }
+}
+
+/// Unknown before the first heartbeat, unreachable after
+/// [`MISSED_HEARTBEATS`] silent intervals, reachable otherwise.
+fn health_at(entry: &Entry, now: Instant, interval: Duration) -> Health {
+    match entry.last_heartbeat {
+        None => Health::Unknown,
+        Some(t) if now.duration_since(t) > interval * MISSED_HEARTBEATS => Health::Unreachable,
+        Some(_) => Health::Reachable,
     }
 }
 

@@ -220,7 +220,7 @@ impl Registry {
             v.add("level", "must be comune, provincia, regione or nazionale");
         }
         check_territory(&mut v, level, &req.territory);
-        check_endpoint(&mut v, "endpoint", &req.endpoint, false);
+        check_endpoint(&mut v, "endpoint", &req.endpoint);
         check_signing_key(&mut v, &req.signing_key);
         if req.csr_pem.is_empty() {
             v.add(
@@ -330,7 +330,7 @@ impl Registry {
     pub async fn register(&self, caller: &NodeId, endpoint: &str) -> RegistryResult<Member> {
         if !endpoint.is_empty() {
             let mut v = Violations::new();
-            check_endpoint(&mut v, "endpoint", endpoint, false);
+            check_endpoint(&mut v, "endpoint", endpoint);
             v.into_result()?;
             let current = self.membership.get(caller.as_str()).map(|m| m.endpoint);
             if current.as_deref() != Some(endpoint) {
@@ -501,10 +501,7 @@ pub fn check_territory(v: &mut Violations, level: Level, codes: &[String]) {
 }
 
 /// Checks a `https://host:port` endpoint.
-pub fn check_endpoint(v: &mut Violations, field: &str, endpoint: &str, optional: bool) {
-    if endpoint.is_empty() && optional {
-        return;
-    }
+pub fn check_endpoint(v: &mut Violations, field: &str, endpoint: &str) {
     let ok = endpoint.len() <= 256
         && endpoint
             .parse::<http::Uri>()

@@ -189,7 +189,7 @@ impl Gate {
 
 impl Interceptor for Gate {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let peer = req.extensions().get::<PeerInfo>().cloned();
+        let peer = urpnet_proto::tls::peer_of(&req).cloned();
         let Some(cert) = peer.as_ref().and_then(|p| p.cert.clone()) else {
             return Err(self.refuse(
                 peer.as_ref(),

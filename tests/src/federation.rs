@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use urpnet_node::NodeConfig;
 use urpnet_proto::signing::NodeSigner;
@@ -17,9 +15,10 @@ use urpnet_proto::v1::registry_client::RegistryClient;
 use urpnet_proto::v1::{EnrolRequest, ImportTaxonomyRequest, Level};
 use urpnet_registry::config::RegistryConfig;
 use urpnet_registry::registry::{CaFiles, paths};
-use urpnet_registry::server::{self, Listeners};
 
-use crate::{Backend, fresh_postgres_url, wait_for};
+use urpnet_examples::federation::RunningRegistry;
+
+use crate::{Backend, fresh_postgres_url};
 
 /// The sample taxonomy every federation test imports.
 pub const SAMPLE_TAXONOMY: &str = include_str!("../../examples/taxonomy.toml");
@@ -33,8 +32,7 @@ pub struct TestRegistry {
     pub addr: SocketAddr,
     /// Where `/metrics` is served.
     pub metrics_addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<urpnet_registry::error::RegistryResult<()>>>,
+    running: Option<RunningRegistry>,
     _dir: Option<TempDir>,
 }
 
@@ -55,7 +53,8 @@ impl TestRegistry {
         Some((dir, config))
     }
 
-    /// Starts a registry with default settings on `backend`.
+    /// Starts a registry with default settings on `backend` (stopped when
+    /// dropped).
     pub async fn start(backend: Backend, test: &str) -> Option<TestRegistry> {
         let (dir, config) = Self::config(backend, test).await?;
         Some(Self::start_with(config, Some(dir)).await)
@@ -64,59 +63,16 @@ impl TestRegistry {
     /// Starts a registry with a prepared configuration (CA made if missing).
     pub async fn start_with(config: RegistryConfig, dir: Option<TempDir>) -> TestRegistry {
         urpnet_proto::telemetry::init_logs(Default::default(), "warn");
-        server::ca_init(&config).await.expect("ca init");
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
-        let metrics = TcpListener::bind("127.0.0.1:0")
+        let running = urpnet_examples::federation::start_registry(config)
             .await
-            .expect("bind metrics");
-        let addr = grpc.local_addr().expect("addr");
-        let metrics_addr = metrics.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server::run(
-            config.clone(),
-            Listeners {
-                grpc,
-                metrics: Some(metrics),
-            },
-            shutdown.clone(),
-        ));
-        let registry = TestRegistry {
-            config,
-            addr,
-            metrics_addr,
-            shutdown,
-            task: Some(task),
+            .expect("start registry");
+        TestRegistry {
+            config: running.config.clone(),
+            addr: running.addr,
+            metrics_addr: running.metrics_addr.expect("metrics listener"),
+            running: Some(running),
             _dir: dir,
-        };
-        registry.wait_ready().await;
-        registry
-    }
-
-    async fn wait_ready(&self) {
-        use tonic_health::pb::health_client::HealthClient;
-        use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-        let config = tls::anonymous_client_config(self.ca().cert_pem()).expect("client config");
-        wait_for(
-            &format!("registry at {} to serve", self.addr),
-            Duration::from_secs(30),
-            || {
-                let config = config.clone();
-                let endpoint = self.endpoint();
-                async move {
-                    let channel = tls::channel(&endpoint, config, Duration::from_secs(2)).ok()?;
-                    let status = HealthClient::new(channel)
-                        .check(HealthCheckRequest {
-                            service: "urpnet.v1.Registry".into(),
-                        })
-                        .await
-                        .ok()?
-                        .into_inner()
-                        .status;
-                    (status == ServingStatus::Serving as i32).then_some(())
-                }
-            },
-        )
-        .await;
+        }
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -225,18 +181,9 @@ impl TestRegistry {
 
     /// Stops the registry and waits for every part.
     pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await
-                .expect("registry task")
-                .expect("registry ended cleanly");
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("registry ended cleanly");
         }
-    }
-}
-
-impl Drop for TestRegistry {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 

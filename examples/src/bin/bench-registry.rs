@@ -33,7 +33,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use tonic::transport::Channel;
-use urpnet_examples::bench;
+use urpnet_examples::{bench, federation};
 use urpnet_proto::signing::NodeSigner;
 use urpnet_proto::territory::Territory;
 use urpnet_proto::tls::{self, TlsMaterial};
@@ -303,7 +303,7 @@ async fn run_size(args: &Args, bin: &std::path::Path, comuni: usize) -> anyhow::
     let endpoint = format!("https://{}", config.grpc.listen);
     let coordinator = paths::coordinator_tls(&config.registry.data_dir).load()?;
     let coordinator_channel = channel(&endpoint, &coordinator)?;
-    wait_ready(&endpoint, &coordinator.ca_pem).await?;
+    federation::wait_serving(&endpoint, &coordinator.ca_pem, Duration::from_secs(30)).await?;
     let mut admin = RegistryAdminClient::new(coordinator_channel.clone());
     let taxonomy = admin
         .import_taxonomy(ImportTaxonomyRequest {
@@ -649,28 +649,6 @@ fn channel(endpoint: &str, material: &TlsMaterial) -> anyhow::Result<Channel> {
         material.client_config()?,
         Duration::from_secs(10),
     )?)
-}
-
-async fn wait_ready(endpoint: &str, ca_pem: &str) -> anyhow::Result<()> {
-    let config = tls::anonymous_client_config(ca_pem)?;
-    let start = Instant::now();
-    loop {
-        let channel = tls::channel(endpoint, config.clone(), Duration::from_secs(2))?;
-        let ok = tonic_health::pb::health_client::HealthClient::new(channel)
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: "urpnet.v1.Registry".into(),
-            })
-            .await
-            .is_ok();
-        if ok {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "registry did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// (VmRSS, VmHWM) of a process, in MiB.
