@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "urpnet/v1/ticket.proto",
     "urpnet/v1/desk.proto",
     "urpnet/v1/registry.proto",
+    "urpnet/v1/peering.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

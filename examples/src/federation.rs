@@ -178,6 +178,13 @@ pub async fn enrol_node(
     territory: &[&str],
 ) -> anyhow::Result<()> {
     config.registry.endpoint = registry_endpoint.to_owned();
+    if config.registry.advertise.is_empty() {
+        // A free loopback port for the node's Peering service, advertised to
+        // its peers (and written into its certificate's hosts).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        config.peering.listen = addr;
+        config.registry.advertise = format!("https://{addr}");
+    }
     urpnet_node::server::initialise(config).await?;
     let dir = config.tls_dir();
     let csr_pem = std::fs::read_to_string(dir.join("request.csr")).context("node CSR")?;
@@ -191,11 +198,7 @@ pub async fn enrol_node(
             display_name: config.node.name.clone(),
             level: level as i32,
             territory: territory.iter().map(|s| s.to_string()).collect(),
-            endpoint: if config.registry.advertise.is_empty() {
-                "https://127.0.0.1:7401".into()
-            } else {
-                config.registry.advertise.clone()
-            },
+            endpoint: config.registry.advertise.clone(),
             signing_key: hex::decode(key_hex.trim())?,
             csr_pem,
         })

@@ -75,6 +75,8 @@ pub enum Action {
     ChangeStatus,
     /// Assign to an office.
     Assign,
+    /// Offer, accept, decline or share a ticket with another body.
+    Handoff,
 }
 
 impl Action {
@@ -82,7 +84,9 @@ impl Action {
         match self {
             Action::Read => Role::ReadOnly,
             Action::ReadContact | Action::Create | Action::PublicNote => Role::Integration,
-            Action::InternalNote | Action::ChangeStatus | Action::Assign => Role::Operator,
+            Action::InternalNote | Action::ChangeStatus | Action::Assign | Action::Handoff => {
+                Role::Operator
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("URPNET_METRICS_LISTEN", "metrics.listen"),
     ("URPNET_STORE_URL", "store.url"),
     ("URPNET_REGISTRY_ENDPOINT", "registry.endpoint"),
+    ("URPNET_PEERING_LISTEN", "peering.listen"),
     ("URPNET_LOG_FORMAT", "log.format"),
     ("URPNET_LOG_FILTER", "log.filter"),
 ];
@@ -57,6 +58,9 @@ pub struct NodeConfig {
     /// The registry this node is a member of.
     #[serde(default)]
     pub registry: RegistrySection,
+    /// The node-to-node service and delivery to peers.
+    #[serde(default)]
+    pub peering: PeeringSection,
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
@@ -242,6 +246,45 @@ impl Default for RegistrySection {
     }
 }
 
+/// `[peering]`: the node-to-node service and delivery to peers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeeringSection {
+    /// Address the Peering gRPC server (mutual TLS) listens on. Served only
+    /// when `registry.endpoint` is set and the TLS files are in place.
+    pub listen: SocketAddr,
+    /// Largest Peering message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// Most events per delivery batch (at most 1000, the receivers' limit).
+    pub batch_size: u32,
+    /// Longest wait between attempts to reach an unreachable peer.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub max_backoff: std::time::Duration,
+    /// Time allowed to open a connection to a peer.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub connect_timeout: std::time::Duration,
+    /// Time allowed for one delivery call.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub request_timeout: std::time::Duration,
+    /// How often shared tickets are compared with each peer (anti-entropy).
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub anti_entropy_interval: std::time::Duration,
+}
+
+impl Default for PeeringSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7401)),
+            max_message_bytes: 8 * 1024 * 1024,
+            batch_size: 500,
+            max_backoff: std::time::Duration::from_secs(3600),
+            connect_timeout: std::time::Duration::from_secs(3),
+            request_timeout: std::time::Duration::from_secs(30),
+            anti_entropy_interval: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
 impl NodeConfig {
     /// A configuration with every default, for a node with this id and data
     /// directory (used by `init`, tests and the demo).
@@ -259,6 +302,7 @@ impl NodeConfig {
             tickets: TicketsSection::default(),
             clock: ClockSection::default(),
             registry: RegistrySection::default(),
+            peering: PeeringSection::default(),
             log: LogSection::default(),
         }
     }
@@ -297,6 +341,15 @@ impl NodeConfig {
             return Err(
                 "key `metrics.listen`: must be an address like 127.0.0.1:9400, or empty".into(),
             );
+        }
+        if !(1..=1000).contains(&self.peering.batch_size) {
+            return Err("key `peering.batch_size`: must be within 1..=1000".into());
+        }
+        if self.peering.max_message_bytes < 1024 * 1024 {
+            return Err("key `peering.max_message_bytes`: must be at least 1048576".into());
+        }
+        if self.peering.anti_entropy_interval < std::time::Duration::from_millis(100) {
+            return Err("key `peering.anti_entropy_interval`: must be at least 100ms".into());
         }
         if !self.registry.endpoint.is_empty() && !self.registry.endpoint.starts_with("https://") {
             return Err("key `registry.endpoint`: must be https://host:port, or empty".into());

@@ -6,15 +6,34 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use urpnet_proto::v1::desk_server::Desk;
 use urpnet_proto::v1::{
-    AddNoteRequest, AssignTicketRequest, ChangeStatusRequest, CreateTicketRequest,
-    CreateTicketResponse, GetAttachmentRequest, GetAttachmentResponse, GetHistoryRequest,
-    GetHistoryResponse, GetTicketRequest, GetTicketResponse, HistoryEntry, ListTicketsRequest,
-    ListTicketsResponse, TicketResponse,
+    AddNoteRequest, AnswerHandoffRequest, AssignTicketRequest, ChangeStatusRequest,
+    CreateTicketRequest, CreateTicketResponse, GetAttachmentRequest, GetAttachmentResponse,
+    GetHistoryRequest, GetHistoryResponse, GetTicketRequest, GetTicketResponse, HandoffRequest,
+    HandoffResponse, HistoryEntry, ListOffersRequest, ListOffersResponse, ListPeersRequest,
+    ListPeersResponse, ListTicketsRequest, ListTicketsResponse, Offer, ShareTicketRequest,
+    TicketChange, TicketResponse, WatchTicketsRequest,
 };
 
 use crate::auth::{Actor, Authenticator};
 use crate::ticket::Effect;
-use crate::tickets::{StatusChange, TicketDesk};
+use crate::ticket::fold::timestamp;
+use crate::tickets::{OfferView, StatusChange, TicketDesk};
+
+fn offer(view: OfferView) -> Offer {
+    Offer {
+        ticket: Some(view.ticket),
+        from_node: view.from_node,
+        to_node: view.to_node,
+        reason: view.reason,
+        offered_at: Some(timestamp(view.offered_ms)),
+    }
+}
+
+fn ticket_response(ticket: urpnet_proto::v1::Ticket) -> Response<TicketResponse> {
+    Response::new(TicketResponse {
+        ticket: Some(ticket),
+    })
+}
 
 /// The Desk service of one node.
 #[derive(Debug, Clone)]
@@ -179,5 +198,120 @@ impl Desk for DeskService {
             attachment: Some(attachment),
             content,
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn handoff(
+        &self,
+        request: Request<HandoffRequest>,
+    ) -> Result<Response<HandoffResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let (ticket, to_node, decided_by) = self
+            .desk
+            .handoff(
+                &actor,
+                &req.ticket_id,
+                &req.to_node,
+                &req.reason,
+                req.overflow,
+            )
+            .await?;
+        Ok(Response::new(HandoffResponse {
+            ticket: Some(ticket),
+            to_node,
+            decided_by,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn accept_handoff(
+        &self,
+        request: Request<AnswerHandoffRequest>,
+    ) -> Result<Response<TicketResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let ticket = self
+            .desk
+            .answer_handoff(&actor, &req.ticket_id, None)
+            .await?;
+        Ok(ticket_response(ticket))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn decline_handoff(
+        &self,
+        request: Request<AnswerHandoffRequest>,
+    ) -> Result<Response<TicketResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let ticket = self
+            .desk
+            .answer_handoff(&actor, &req.ticket_id, Some(&req.reason))
+            .await?;
+        Ok(ticket_response(ticket))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn share_ticket(
+        &self,
+        request: Request<ShareTicketRequest>,
+    ) -> Result<Response<TicketResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let ticket = self
+            .desk
+            .share(&actor, &req.ticket_id, &req.with_node)
+            .await?;
+        Ok(ticket_response(ticket))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_offers(
+        &self,
+        request: Request<ListOffersRequest>,
+    ) -> Result<Response<ListOffersResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let (incoming, outgoing) = self.desk.offers(&actor).await?;
+        Ok(Response::new(ListOffersResponse {
+            incoming: incoming.into_iter().map(offer).collect(),
+            outgoing: outgoing.into_iter().map(offer).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_peers(
+        &self,
+        request: Request<ListPeersRequest>,
+    ) -> Result<Response<ListPeersResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let peers = self.desk.peers(&actor).await?;
+        Ok(Response::new(ListPeersResponse { peers }))
+    }
+
+    type WatchTicketsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<TicketChange, Status>> + Send>>;
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_tickets(
+        &self,
+        request: Request<WatchTicketsRequest>,
+    ) -> Result<Response<Self::WatchTicketsStream>, Status> {
+        let actor = self.actor(&request).await?;
+        actor.require(crate::auth::Action::Read)?;
+        let changes = self.desk.store().subscribe_changes();
+        let stream = futures::stream::unfold(changes, |mut rx| async move {
+            match rx.recv().await {
+                Ok(change) => Some((Ok((*change).clone()), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    let status = Status::resource_exhausted(format!(
+                        "the watcher fell {missed} changes behind; watch again and re-read"
+                    ));
+                    Some((Err(status), rx))
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

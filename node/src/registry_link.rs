@@ -50,6 +50,16 @@ impl Members {
     }
 }
 
+/// A member status as a word: "active", "suspended", "revoked".
+pub fn status_name(status: i32) -> &'static str {
+    match MemberStatus::try_from(status) {
+        Ok(MemberStatus::Active) => "active",
+        Ok(MemberStatus::Suspended) => "suspended",
+        Ok(MemberStatus::Revoked) => "revoked",
+        _ => "unknown",
+    }
+}
+
 /// What the node knows of its federation; shared with every part that needs
 /// the member list.
 #[derive(Debug, Default)]

@@ -14,6 +14,8 @@ use crate::auth::Authenticator;
 use crate::config::NodeConfig;
 use crate::desk::DeskService;
 use crate::error::{NodeError, NodeResult};
+use crate::peering::service::PeeringService;
+use crate::peering::{PeeringContext, anti_entropy, delivery};
 use crate::registry_link::{self, Federation, RegistryLink};
 use crate::store::{Store, StoreOptions};
 use crate::taxonomy::TaxonomyHandle;
@@ -26,6 +28,8 @@ pub struct Listeners {
     pub desk: TcpListener,
     /// The Prometheus endpoint, if enabled.
     pub metrics: Option<TcpListener>,
+    /// The Peering service (mutual TLS), when the node is in a federation.
+    pub peering: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -40,7 +44,16 @@ impl Listeners {
         } else {
             Some(TcpListener::bind(&config.metrics.listen).await?)
         };
-        Ok(Self { desk, metrics })
+        let peering = if config.registry.endpoint.is_empty() {
+            None
+        } else {
+            Some(TcpListener::bind(config.peering.listen).await?)
+        };
+        Ok(Self {
+            desk,
+            metrics,
+            peering,
+        })
     }
 }
 
@@ -76,6 +89,7 @@ pub async fn open_store(config: &NodeConfig) -> NodeResult<(Store, tokio::task::
         blob_dir: paths::attachments(&config.node.data_dir),
         max_batch: config.store.max_batch,
         read_connections: config.store.read_connections,
+        node: config.node.id.to_string(),
     })
     .await
 }
@@ -170,7 +184,32 @@ pub async fn run(
         );
         tokio::spawn(link.run(shutdown.clone()))
     });
-    let desk = Arc::new(TicketDesk::new(config, store.clone(), signer, taxonomy).await?);
+    let desk = Arc::new(
+        TicketDesk::new(
+            config.clone(),
+            store.clone(),
+            signer,
+            taxonomy,
+            federation.clone(),
+        )
+        .await?,
+    );
+    let peering = PeeringContext::new(
+        config.clone(),
+        store.clone(),
+        federation.clone(),
+        desk.clock(),
+    );
+    desk.attach_peering(peering.clone());
+    let mut peering_tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = listeners.peering {
+        peering_tasks.spawn(serve_peering(peering.clone(), listener, shutdown.clone()));
+    }
+    if !config.registry.endpoint.is_empty() {
+        peering_tasks.spawn(delivery::run(peering.clone(), shutdown.clone()));
+        peering_tasks.spawn(delivery::gauges(peering.clone(), shutdown.clone()));
+        peering_tasks.spawn(anti_entropy::run(peering.clone(), shutdown.clone()));
+    }
     let auth = Arc::new(Authenticator::new(store.clone()));
     let service = DeskServer::new(DeskService::new(desk, auth))
         .max_decoding_message_size(max_message)
@@ -203,6 +242,11 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await;
     shutdown.cancel();
+    while let Some(done) = peering_tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "a peering task panicked");
+        }
+    }
     if let Some(task) = link_task
         && let Err(e) = task.await
     {
@@ -220,4 +264,55 @@ pub async fn run(
     let _ = writer.await;
     tracing::info!(node = %node_id, "node stopped");
     served.map_err(|e| NodeError::Internal(format!("desk server: {e}")))
+}
+
+/// How often the TLS files are checked for a renewed certificate.
+const TLS_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves `Peering` on `listener` with mutual TLS once this node's
+/// certificate is in place (a node started before its enrolment begins
+/// serving when the files appear), until `shutdown`.
+async fn serve_peering(
+    ctx: Arc<PeeringContext>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    use urpnet_proto::tls::{self, ReloadableTls, TlsFiles};
+    use urpnet_proto::v1::peering_server::PeeringServer;
+    let files = TlsFiles::in_dir(&ctx.config.tls_dir());
+    let mut warned = false;
+    let tls = loop {
+        match ReloadableTls::from_files(files.clone()) {
+            Ok(tls) => break tls,
+            Err(error) => {
+                if !warned {
+                    tracing::warn!(%error, dir = %ctx.config.tls_dir().display(), "peering waits for this node's certificate (see docs/operations.md §8)");
+                    warned = true;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(TLS_RELOAD_CHECK) => {}
+                }
+            }
+        }
+    };
+    tokio::spawn(tls.clone().watch(TLS_RELOAD_CHECK, shutdown.clone()));
+    let addr = listener.local_addr().ok();
+    let max = ctx.config.peering.max_message_bytes;
+    let service = PeeringServer::new(PeeringService::new(ctx))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<PeeringServer<PeeringService>>().await;
+    let incoming = tls::incoming(listener, tls, "peering", shutdown.clone());
+    tracing::info!(addr = ?addr, "peering listening (mutual TLS)");
+    let served = tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer::new("peering"))
+        .add_service(health_service)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await;
+    if let Err(error) = served {
+        tracing::error!(%error, "peering server failed");
+    }
 }

@@ -100,7 +100,8 @@ fn location(v: &mut Violations, location: Option<&Location>) {
     }
 }
 
-fn citizen(v: &mut Violations, c: &CitizenContact) {
+/// Checks a citizen's contact (also one passed on by a peer).
+pub fn citizen(v: &mut Violations, c: &CitizenContact) {
     v.length("citizen.full_name", &c.full_name, 0, SHORT_MAX);
     v.printable("citizen.full_name", &c.full_name);
     if !c.email.is_empty() {

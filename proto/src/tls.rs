@@ -26,10 +26,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
+use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+pub use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -841,6 +842,31 @@ pub fn channel(
     config: Arc<ClientConfig>,
     connect_timeout: Duration,
 ) -> Result<tonic::transport::Channel, TlsError> {
+    connect(endpoint, config, connect_timeout, None)
+}
+
+/// Like [`channel`], but a server whose certificate does not carry
+/// `expected` is refused after the handshake: two nodes behind one host
+/// name (or a stale endpoint in the member list) must never be mistaken for
+/// each other, since the host name alone would pass verification.
+///
+/// # Errors
+/// If the endpoint is not a valid `https://host:port` URI.
+pub fn channel_to(
+    endpoint: &str,
+    config: Arc<ClientConfig>,
+    connect_timeout: Duration,
+    expected: Identity,
+) -> Result<tonic::transport::Channel, TlsError> {
+    connect(endpoint, config, connect_timeout, Some(expected))
+}
+
+fn connect(
+    endpoint: &str,
+    config: Arc<ClientConfig>,
+    connect_timeout: Duration,
+    expected: Option<Identity>,
+) -> Result<tonic::transport::Channel, TlsError> {
     let uri: http::Uri = endpoint
         .parse()
         .map_err(|e| invalid(format!("endpoint `{endpoint}`: {e}")))?;
@@ -861,6 +887,7 @@ pub fn channel(
     let service = tower::service_fn(move |uri: http::Uri| {
         let connector = connector.clone();
         let server_name = server_name.clone();
+        let expected = expected.clone();
         async move {
             let host = uri
                 .host()
@@ -868,9 +895,34 @@ pub fn channel(
                 .trim_start_matches('[')
                 .trim_end_matches(']');
             let port = uri.port_u16().unwrap_or(443);
-            let tcp = TcpStream::connect((host, port)).await?;
+            let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect((host, port)))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             tcp.set_nodelay(true)?;
-            let tls = connector.connect(server_name, tcp).await?;
+            let tls = tokio::time::timeout(connect_timeout, connector.connect(server_name, tcp))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
+            if let Some(expected) = &expected {
+                let found = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|der| cert_info(der).ok())
+                    .map(|info| info.identity);
+                if found.as_ref() != Some(expected) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "the server is {}, not {}",
+                            found.map_or_else(|| "without identity".to_string(), |i| i.uri()),
+                            expected.uri()
+                        ),
+                    ));
+                }
+            }
             Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(tls))
         }
     });

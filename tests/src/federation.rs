@@ -196,3 +196,112 @@ pub fn counter(metrics: &str, name_and_labels: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A member office of a [`TestFederation`]: id, level, territory.
+#[derive(Debug, Clone, Copy)]
+pub struct Office {
+    /// Node id (IPA code).
+    pub id: &'static str,
+    /// Level of government.
+    pub level: Level,
+    /// ISTAT codes it serves.
+    pub territory: &'static [&'static str],
+}
+
+/// Celano (AQ), a comune.
+pub const CELANO: Office = Office {
+    id: "c_c426",
+    level: Level::Comune,
+    territory: &["066032"],
+};
+/// Regione Abruzzo.
+pub const ABRUZZO: Office = Office {
+    id: "r_abruzz",
+    level: Level::Regione,
+    territory: &["13"],
+};
+/// Avezzano (AQ), a comune.
+pub const AVEZZANO: Office = Office {
+    id: "c_a515",
+    level: Level::Comune,
+    territory: &["066006"],
+};
+/// Sulmona (AQ), a comune.
+pub const SULMONA: Office = Office {
+    id: "c_i804",
+    level: Level::Comune,
+    territory: &["066098"],
+};
+
+/// A registry and running nodes that have all seen each other as active.
+#[derive(Debug)]
+pub struct TestFederation {
+    /// The registry.
+    pub registry: TestRegistry,
+    /// The nodes, in the order of the offices given.
+    pub nodes: Vec<crate::TestNode>,
+}
+
+impl TestFederation {
+    /// Starts a registry (heartbeats every 200 ms) with the sample taxonomy
+    /// and one node per office, all on `backend`; `tune` adjusts each node's
+    /// configuration before it starts. `None` when the backend is missing.
+    pub async fn start(
+        backend: Backend,
+        test: &str,
+        offices: &[Office],
+        tune: impl Fn(&mut NodeConfig),
+    ) -> Option<TestFederation> {
+        let (rdir, mut rconfig) = TestRegistry::config(backend, test).await?;
+        rconfig.membership.heartbeat_interval = Duration::from_millis(200);
+        let registry = TestRegistry::start_with(rconfig, Some(rdir)).await;
+        registry.import_sample_taxonomy().await;
+        let mut nodes = Vec::new();
+        for office in offices {
+            let (dir, mut config) =
+                crate::node_config(office.id, backend, &format!("{test}_{}", office.id)).await?;
+            registry
+                .enrol_node(&mut config, office.level, office.territory)
+                .await;
+            tune(&mut config);
+            nodes.push(crate::TestNode::start_with(config, Some(dir)).await);
+        }
+        let federation = TestFederation { registry, nodes };
+        federation.wait_members().await;
+        Some(federation)
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: &str) -> &crate::TestNode {
+        self.nodes
+            .iter()
+            .find(|n| n.config.node.id.as_str() == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// Waits until every node's cached member list shows every node active.
+    pub async fn wait_members(&self) {
+        let ids: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| n.config.node.id.to_string())
+            .collect();
+        for node in &self.nodes {
+            let dir = node.config.node.data_dir.clone();
+            let ids = ids.clone();
+            crate::wait_for(
+                "every member in the node's list",
+                Duration::from_secs(20),
+                || {
+                    let dir = dir.clone();
+                    let ids = ids.clone();
+                    async move {
+                        let members = urpnet_node::registry_link::load_cache(&dir).0?;
+                        ids.iter().all(|id| members.is_active(id)).then_some(())
+                    }
+                },
+            )
+            .await;
+        }
+    }
+}

@@ -159,12 +159,22 @@ impl TestNode {
             .expect("bind metrics");
         let desk_addr = desk.local_addr().expect("addr");
         let metrics_addr = metrics.local_addr().expect("addr");
+        let peering = if config.registry.endpoint.is_empty() {
+            None
+        } else {
+            Some(
+                TcpListener::bind(config.peering.listen)
+                    .await
+                    .expect("bind peering"),
+            )
+        };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server::run(
             config.clone(),
             Listeners {
                 desk,
                 metrics: Some(metrics),
+                peering,
             },
             shutdown.clone(),
         ));

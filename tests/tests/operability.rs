@@ -156,6 +156,7 @@ async fn sqlite_without_wal_is_refused_at_start() {
         blob_dir: dir.path().join("blobs"),
         max_batch: 8,
         read_connections: 1,
+        node: "c_a662".into(),
     })
     .await
     .unwrap_err();

@@ -62,6 +62,7 @@ async fn a_bad_write_in_a_batch_loses_no_good_one(backend: Backend, test: &str) 
         blob_dir: dir.path().join("blobs"),
         max_batch: 256,
         read_connections: 2,
+        node: "c_a662".into(),
     })
     .await
     .unwrap();

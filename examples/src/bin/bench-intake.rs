@@ -25,7 +25,7 @@ use urpnet_node::NodeConfig;
 use urpnet_node::server::{self, Listeners};
 use urpnet_proto::ids::NodeId;
 use urpnet_proto::v1::desk_server::{Desk, DeskServer};
-use urpnet_proto::v1::*;
+use urpnet_proto::v1::{self, *};
 
 /// Measures durable ticket intake against a bare gRPC echo server.
 #[derive(Parser)]
@@ -111,6 +111,49 @@ impl Desk for EchoDesk {
         &self,
         _: Request<GetAttachmentRequest>,
     ) -> Result<Response<GetAttachmentResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn handoff(
+        &self,
+        _: Request<v1::HandoffRequest>,
+    ) -> Result<Response<v1::HandoffResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn accept_handoff(
+        &self,
+        _: Request<v1::AnswerHandoffRequest>,
+    ) -> Result<Response<TicketResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn decline_handoff(
+        &self,
+        _: Request<v1::AnswerHandoffRequest>,
+    ) -> Result<Response<TicketResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn share_ticket(
+        &self,
+        _: Request<v1::ShareTicketRequest>,
+    ) -> Result<Response<TicketResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn list_offers(
+        &self,
+        _: Request<v1::ListOffersRequest>,
+    ) -> Result<Response<v1::ListOffersResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn list_peers(
+        &self,
+        _: Request<v1::ListPeersRequest>,
+    ) -> Result<Response<v1::ListPeersResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    type WatchTicketsStream = futures::stream::Empty<Result<v1::TicketChange, Status>>;
+    async fn watch_tickets(
+        &self,
+        _: Request<v1::WatchTicketsRequest>,
+    ) -> Result<Response<Self::WatchTicketsStream>, Status> {
         Err(Status::unimplemented("echo"))
     }
 }
@@ -235,6 +278,7 @@ async fn start_node(store_url: Option<String>) -> anyhow::Result<NodeUnderTest> 
         Listeners {
             desk: listener,
             metrics: None,
+            peering: None,
         },
         shutdown.clone(),
     ));

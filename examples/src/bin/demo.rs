@@ -632,6 +632,7 @@ async fn start_office(
         Listeners {
             desk: desk_listener,
             metrics: None,
+            peering: Some(TcpListener::bind(config.peering.listen).await?),
         },
         shutdown.clone(),
     ));

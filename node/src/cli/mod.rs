@@ -873,13 +873,7 @@ fn members(config_path: &Path, env: &BTreeMap<String, String>, json: bool) -> an
                 urpnet_proto::v1::Level::try_from(m.level).unwrap_or_default(),
             )
             .to_owned(),
-            urpnet_proto::v1::MemberStatus::try_from(m.status)
-                .map(|s| {
-                    s.as_str_name()
-                        .trim_start_matches("MEMBER_STATUS_")
-                        .to_lowercase()
-                })
-                .unwrap_or_default(),
+            crate::registry_link::status_name(m.status).to_owned(),
             m.endpoint.clone(),
         ]);
     }
@@ -937,7 +931,14 @@ async fn check(config_path: &Path, env: &BTreeMap<String, String>) -> anyhow::Re
             .1
             .unwrap_or_else(crate::taxonomy::builtin),
     ));
-    let desk = crate::tickets::TicketDesk::new(config, store.clone(), key, taxonomy).await?;
+    let desk = crate::tickets::TicketDesk::new(
+        config,
+        store.clone(),
+        key,
+        taxonomy,
+        std::sync::Arc::default(),
+    )
+    .await?;
     let total = store.ticket_ids().await?.len();
     let differing = desk.verify_materialised().await?;
     drop(desk);

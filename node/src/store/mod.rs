@@ -14,14 +14,21 @@ use std::path::{Path, PathBuf};
 use prost::Message as _;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row as _};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
 use urpnet_proto::db;
 use urpnet_proto::territory::Territory;
 use urpnet_proto::text;
-use urpnet_proto::v1::{Attachment, CitizenContact, Signed, Status, Ticket, TicketEvent};
+use urpnet_proto::v1::{
+    Attachment, CitizenContact, Signed, Status, Ticket, TicketChange, TicketEvent,
+};
 
 use crate::error::{NodeError, NodeResult};
-pub use writer::{CreateOutcome, Mutation, NewTicket, StoredEvent};
+pub use writer::{
+    CreateOutcome, Incoming, IncomingContact, IngestOutcome, Mutation, NewTicket, Retry,
+    StoredEvent, Verdict,
+};
 
 pub use urpnet_proto::db::Backend;
 
@@ -36,6 +43,9 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// Connections in the read pool.
     pub read_connections: u32,
+    /// This node's id: the author of its own events, never an outbox
+    /// destination.
+    pub node: String,
 }
 
 /// Handle to the store; cheap to clone.
@@ -45,6 +55,41 @@ pub struct Store {
     reader: AnyPool,
     writes: mpsc::Sender<writer::WriteOp>,
     blob_dir: PathBuf,
+    changes: broadcast::Sender<Arc<TicketChange>>,
+    outbox: broadcast::Sender<String>,
+}
+
+/// One row of the outbox, ready to send.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    /// Sequence number (delivery order per peer).
+    pub seq: i64,
+    /// What it carries.
+    pub payload: OutboxPayload,
+}
+
+/// What an outbox row carries.
+#[derive(Debug, Clone)]
+pub enum OutboxPayload {
+    /// A stored event's envelope.
+    Event(Signed),
+    /// A citizen's contact for a ticket.
+    Contact(String, CitizenContact),
+    /// The event or contact is no longer held (nothing to send).
+    Missing,
+}
+
+/// The outbox towards one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxSummary {
+    /// Peer id.
+    pub peer: String,
+    /// Rows waiting.
+    pub depth: u64,
+    /// Creation time of the oldest, ms.
+    pub oldest_ms: i64,
+    /// The last error a peer gave for a row it asked to retry.
+    pub last_error: String,
 }
 
 /// Filters of a ticket listing, already validated.
@@ -133,13 +178,22 @@ impl Store {
             Backend::Postgres => writer::Target::Pool(writer_pool),
         };
         let (writes, rx) = mpsc::channel(options.max_batch * 4);
-        let task = writer::spawn(target, rx, options.max_batch);
+        let (changes, _) = broadcast::channel(4096);
+        let (outbox, _) = broadcast::channel(4096);
+        let signals = writer::Signals {
+            node: options.node.clone(),
+            changes: changes.clone(),
+            outbox: outbox.clone(),
+        };
+        let task = writer::spawn(target, rx, options.max_batch, signals);
         Ok((
             Store {
                 backend,
                 reader,
                 writes,
                 blob_dir: options.blob_dir.clone(),
+                changes,
+                outbox,
             },
             task,
         ))
@@ -188,6 +242,287 @@ impl Store {
             reply,
         })
         .await
+    }
+
+    /// Stores what a peer delivered (verified by the caller), ticket by
+    /// ticket, in one transaction with the outbox rows it calls for.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn ingest(
+        &self,
+        from: &str,
+        events: Vec<Incoming>,
+        contacts: Vec<IncomingContact>,
+    ) -> NodeResult<IngestOutcome> {
+        let from = from.to_string();
+        self.submit(|reply| writer::WriteOp::Ingest {
+            from,
+            events,
+            contacts,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes the outbox rows a peer acknowledged and delays those it asked
+    /// to retry.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn acknowledge(
+        &self,
+        peer: &str,
+        delivered: Vec<i64>,
+        retry: Vec<Retry>,
+    ) -> NodeResult<()> {
+        let peer = peer.to_string();
+        self.submit(|reply| writer::WriteOp::Ack {
+            peer,
+            delivered,
+            retry,
+            reply,
+        })
+        .await
+    }
+
+    /// Queues held events for a peer (anti-entropy repairs).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn enqueue_events(&self, peer: &str, event_ids: Vec<String>) -> NodeResult<()> {
+        let peer = peer.to_string();
+        self.submit(|reply| writer::WriteOp::Enqueue {
+            peer,
+            event_ids,
+            reply,
+        })
+        .await
+    }
+
+    /// Changes committed from now on.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Arc<TicketChange>> {
+        self.changes.subscribe()
+    }
+
+    /// Peers that get new outbox rows from now on.
+    pub fn subscribe_outbox(&self) -> broadcast::Receiver<String> {
+        self.outbox.subscribe()
+    }
+
+    /// Up to `limit` outbox rows for `peer` after `after_seq` that are due
+    /// at `now_ms`, in order.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn outbox_batch(
+        &self,
+        peer: &str,
+        after_seq: i64,
+        now_ms: i64,
+        limit: u32,
+    ) -> NodeResult<Vec<OutboxItem>> {
+        let rows = sqlx::query(
+            "SELECT o.seq, o.kind, o.item, e.envelope, c.full_name, c.email, c.phone, c.fiscal_code \
+             FROM outbox o \
+             LEFT JOIN ticket_events e ON o.kind = 1 AND e.event_id = o.item \
+             LEFT JOIN citizen_contacts c ON o.kind = 2 AND c.ticket_id = o.item \
+             WHERE o.peer = $1 AND o.seq > $2 AND o.not_before_ms <= $3 ORDER BY o.seq LIMIT $4",
+        )
+        .bind(peer)
+        .bind(after_seq)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.try_get(0)?;
+                let kind: i64 = r.try_get(1)?;
+                let item: String = r.try_get(2)?;
+                let envelope: Option<Vec<u8>> = r.try_get(3)?;
+                let name: Option<String> = r.try_get(4)?;
+                let payload = match (kind, envelope, name) {
+                    (writer::OUTBOX_EVENT, Some(bytes), _) => {
+                        OutboxPayload::Event(Signed::decode(bytes.as_slice()).map_err(|e| {
+                            NodeError::Internal(format!("stored envelope does not decode: {e}"))
+                        })?)
+                    }
+                    (writer::OUTBOX_CONTACT, _, Some(full_name)) => OutboxPayload::Contact(
+                        item,
+                        CitizenContact {
+                            full_name,
+                            email: r.try_get(5)?,
+                            phone: r.try_get(6)?,
+                            fiscal_code: r.try_get(7)?,
+                        },
+                    ),
+                    _ => OutboxPayload::Missing,
+                };
+                Ok(OutboxItem { seq, payload })
+            })
+            .collect()
+    }
+
+    /// Depth, age and last error of the outbox towards each peer.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn outbox_summary(&self) -> NodeResult<Vec<OutboxSummary>> {
+        let rows = sqlx::query(
+            "SELECT peer, COUNT(*), MIN(created_ms), MAX(last_error) FROM outbox GROUP BY peer ORDER BY peer",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxSummary {
+                    peer: r.try_get(0)?,
+                    depth: r.try_get::<i64, _>(1)? as u64,
+                    oldest_ms: r.try_get(2)?,
+                    last_error: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every peer this node shares a ticket with.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn sharing_peers(&self) -> NodeResult<Vec<String>> {
+        let rows = sqlx::query("SELECT DISTINCT node FROM ticket_participants ORDER BY node")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Up to `limit` ids of tickets shared with `peer`, after `after_id`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn tickets_shared_with(
+        &self,
+        peer: &str,
+        after_id: &str,
+        limit: u32,
+    ) -> NodeResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT ticket_id FROM ticket_participants WHERE node = $1 AND ticket_id > $2 \
+             ORDER BY ticket_id LIMIT $3",
+        )
+        .bind(peer)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Those of `ticket_ids` that `peer` takes part in.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn tickets_shared_among(
+        &self,
+        peer: &str,
+        ticket_ids: &[String],
+    ) -> NodeResult<Vec<String>> {
+        let mut out = Vec::new();
+        for chunk in ticket_ids.chunks(500) {
+            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT ticket_id FROM ticket_participants WHERE node = $1 AND ticket_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(peer);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for r in query.fetch_all(&self.reader).await? {
+                out.push(r.try_get(0)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The event ids held for each of `ticket_ids`, sorted (tickets with no
+    /// events are absent).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn event_ids(
+        &self,
+        ticket_ids: &[String],
+    ) -> NodeResult<std::collections::BTreeMap<String, Vec<String>>> {
+        let mut out = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for chunk in ticket_ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT ticket_id, event_id FROM ticket_events WHERE ticket_id IN ({}) ORDER BY ticket_id, event_id",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for r in query.fetch_all(&self.reader).await? {
+                out.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stored envelopes of one ticket (all, or those with the given ids).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn envelopes(&self, ticket_id: &str, ids: &[String]) -> NodeResult<Vec<Signed>> {
+        let rows = sqlx::query(
+            "SELECT envelope, event_id FROM ticket_events WHERE ticket_id = $1 \
+             ORDER BY hlc_wall, hlc_logical, author_node, event_id",
+        )
+        .bind(ticket_id)
+        .fetch_all(&self.reader)
+        .await?;
+        let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut out = Vec::new();
+        for r in &rows {
+            let id: String = r.try_get(1)?;
+            if wanted.is_empty() || wanted.contains(id.as_str()) {
+                out.push(decode_envelope(r)?.0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tickets with a handoff pending to `node` (`incoming`) or offered by
+    /// `node` (the rest).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn offers(&self, node: &str) -> NodeResult<(Vec<Ticket>, Vec<Ticket>)> {
+        let incoming =
+            sqlx::query("SELECT state FROM tickets WHERE pending_to = $1 ORDER BY updated_ms")
+                .bind(node)
+                .fetch_all(&self.reader)
+                .await?;
+        let outgoing = sqlx::query(
+            "SELECT state FROM tickets WHERE pending_to <> '' AND owner_node = $1 ORDER BY updated_ms",
+        )
+        .bind(node)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok((
+            incoming
+                .iter()
+                .map(decode_state)
+                .collect::<NodeResult<_>>()?,
+            outgoing
+                .iter()
+                .map(decode_state)
+                .collect::<NodeResult<_>>()?,
+        ))
     }
 
     /// One ticket's state by id.

@@ -14,17 +14,23 @@
 //! statement is a hop to SQLite's worker thread, and under load each hop
 //! waits for a CPU, which made a commit cost milliseconds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use prost::Message as _;
 use sqlx::{AnyPool, Row as _};
-use tokio::sync::{mpsc, oneshot};
-use urpnet_proto::v1::{Attachment, CitizenContact, Ticket, TicketEvent};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use urpnet_proto::v1::{Attachment, CitizenContact, Signed, Ticket, TicketChange, TicketEvent};
 
 use super::TicketColumns;
 use crate::error::{NodeError, NodeResult};
-use crate::ticket::{Effect, apply};
+use crate::ticket::{Effect, apply, fold};
+
+/// Outbox row kinds.
+pub(crate) const OUTBOX_EVENT: i64 = 1;
+/// A citizen contact passed to the owner (item = ticket id).
+pub(crate) const OUTBOX_CONTACT: i64 = 2;
 
 /// An event ready to store: the signed envelope's bytes and its index columns.
 #[derive(Debug, Clone)]
@@ -101,6 +107,71 @@ pub enum CreateOutcome {
 /// refuses. May run more than once if its batch is retried.
 pub type Mutation = Box<dyn Fn(&Ticket) -> NodeResult<(StoredEvent, TicketEvent)> + Send + Sync>;
 
+/// An event received from a peer, verified, ready to store.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// Position in the peer's batch (for the verdict).
+    pub index: usize,
+    /// Envelope bytes and index columns.
+    pub stored: StoredEvent,
+    /// The decoded event.
+    pub event: TicketEvent,
+}
+
+/// A contact received from a ticket's origin, already validated.
+#[derive(Debug, Clone)]
+pub struct IncomingContact {
+    /// Position in the peer's batch.
+    pub index: usize,
+    /// Ticket id.
+    pub ticket_id: String,
+    /// The contact.
+    pub contact: CitizenContact,
+}
+
+/// A verdict on one item of a received batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Position in the batch.
+    pub index: usize,
+    /// Event or ticket id.
+    pub id: String,
+    /// The rule, as a short code (a metric label).
+    pub code: &'static str,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Default)]
+pub struct IngestOutcome {
+    /// Events stored.
+    pub applied: u32,
+    /// Events already held.
+    pub duplicates: u32,
+    /// Events refused for now (the sender should try again later).
+    pub retry: Vec<Verdict>,
+    /// Items refused for good.
+    pub refused: Vec<Verdict>,
+    /// Contacts stored.
+    pub contacts_stored: u32,
+    /// Contacts refused for now (their ticket is not held here yet).
+    pub contacts_retry: Vec<Verdict>,
+    /// Contacts refused for good.
+    pub contacts_refused: Vec<Verdict>,
+}
+
+/// One outbox row the peer asked to see again later.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// Outbox sequence number.
+    pub seq: i64,
+    /// Not before this time (ms).
+    pub not_before_ms: i64,
+    /// The peer's reason.
+    pub error: String,
+}
+
 pub(super) enum WriteOp {
     Create(Box<NewTicket>, oneshot::Sender<NodeResult<CreateOutcome>>),
     Append {
@@ -108,11 +179,49 @@ pub(super) enum WriteOp {
         mutation: Mutation,
         reply: oneshot::Sender<NodeResult<Ticket>>,
     },
+    Ingest {
+        from: String,
+        events: Vec<Incoming>,
+        contacts: Vec<IncomingContact>,
+        reply: oneshot::Sender<NodeResult<IngestOutcome>>,
+    },
+    Ack {
+        peer: String,
+        delivered: Vec<i64>,
+        retry: Vec<Retry>,
+        reply: oneshot::Sender<NodeResult<()>>,
+    },
+    Enqueue {
+        peer: String,
+        event_ids: Vec<String>,
+        reply: oneshot::Sender<NodeResult<()>>,
+    },
 }
 
 enum OpResult {
     Create(NodeResult<CreateOutcome>),
     Append(NodeResult<Box<Ticket>>),
+    Ingest(NodeResult<IngestOutcome>),
+    Done(NodeResult<()>),
+}
+
+/// Where the writer announces what it committed: changed tickets (for
+/// watchers) and peers with new outbox rows (for their delivery workers).
+#[derive(Debug, Clone)]
+pub(super) struct Signals {
+    /// This node's id (never a destination).
+    pub node: String,
+    /// Tickets changed by a commit.
+    pub changes: broadcast::Sender<Arc<TicketChange>>,
+    /// Peers with new outbox rows.
+    pub outbox: broadcast::Sender<String>,
+}
+
+/// What a transaction will announce once committed.
+#[derive(Default)]
+struct Notices {
+    changes: Vec<TicketChange>,
+    peers: BTreeSet<String>,
 }
 
 /// Where the writer writes.
@@ -128,50 +237,87 @@ pub(super) fn spawn(
     target: Target,
     rx: mpsc::Receiver<WriteOp>,
     max_batch: usize,
+    signals: Signals,
 ) -> tokio::task::JoinHandle<()> {
     match target {
-        Target::Pool(pool) => tokio::spawn(run_pool(pool, rx, max_batch)),
+        Target::Pool(pool) => tokio::spawn(run_pool(pool, rx, max_batch, signals)),
         Target::Sqlite(conn) => {
-            tokio::task::spawn_blocking(move || run_sqlite(conn, rx, max_batch))
+            tokio::task::spawn_blocking(move || run_sqlite(conn, rx, max_batch, &signals))
         }
     }
 }
 
 /// Runs a batch of ops in one transaction of its backend.
 trait Committer {
-    async fn transaction(&mut self, ops: &[WriteOp]) -> NodeResult<Vec<OpResult>>;
+    async fn transaction(
+        &mut self,
+        ops: &[WriteOp],
+        node: &str,
+        notices: &mut Notices,
+    ) -> NodeResult<Vec<OpResult>>;
 }
 
 impl Committer for AnyPool {
-    async fn transaction(&mut self, ops: &[WriteOp]) -> NodeResult<Vec<OpResult>> {
+    async fn transaction(
+        &mut self,
+        ops: &[WriteOp],
+        node: &str,
+        notices: &mut Notices,
+    ) -> NodeResult<Vec<OpResult>> {
         let mut tx = self.begin().await?;
-        let results = execute(&mut tx, ops).await?;
+        let results = execute(&mut tx, ops, node, notices).await?;
         tx.commit().await?;
         Ok(results)
     }
 }
 
 impl Committer for rusqlite::Connection {
-    async fn transaction(&mut self, ops: &[WriteOp]) -> NodeResult<Vec<OpResult>> {
+    async fn transaction(
+        &mut self,
+        ops: &[WriteOp],
+        node: &str,
+        notices: &mut Notices,
+    ) -> NodeResult<Vec<OpResult>> {
         let mut tx = self.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let results = execute(&mut tx, ops).await?;
+        let results = execute(&mut tx, ops, node, notices).await?;
         tx.commit()?;
         Ok(results)
     }
 }
 
-async fn run_pool(mut pool: AnyPool, mut rx: mpsc::Receiver<WriteOp>, max_batch: usize) {
+async fn run_pool(
+    mut pool: AnyPool,
+    mut rx: mpsc::Receiver<WriteOp>,
+    max_batch: usize,
+    signals: Signals,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let started = Instant::now();
-        let results = write_batch(&mut pool, &batch).await;
+        let (results, notices) = write_batch(&mut pool, &batch, &signals.node).await;
         reply(&mut batch, results, started);
+        announce(&signals, notices);
     }
     pool.close().await;
     tracing::debug!("store writer stopped");
 }
 
-fn run_sqlite(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<WriteOp>, max_batch: usize) {
+/// Publishes what a commit changed. Nobody listening is fine.
+fn announce(signals: &Signals, notices: Notices) {
+    for change in notices.changes {
+        let _ = signals.changes.send(Arc::new(change));
+    }
+    for peer in notices.peers {
+        let _ = signals.outbox.send(peer);
+    }
+}
+
+fn run_sqlite(
+    mut conn: rusqlite::Connection,
+    mut rx: mpsc::Receiver<WriteOp>,
+    max_batch: usize,
+    signals: &Signals,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -184,30 +330,46 @@ fn run_sqlite(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<WriteOp>, m
         let started = Instant::now();
         // Nothing in the SQLite path ever waits: the future completes on its
         // first poll, on this thread.
-        let results = futures::executor::block_on(write_batch(&mut conn, &batch));
+        let (results, notices) =
+            futures::executor::block_on(write_batch(&mut conn, &batch, &signals.node));
         reply(&mut batch, results, started);
+        announce(signals, notices);
     }
     tracing::debug!("store writer stopped");
 }
 
 /// Runs a batch in one transaction; if that fails, each op in its own.
-async fn write_batch(committer: &mut impl Committer, batch: &[WriteOp]) -> Vec<OpResult> {
+/// Notices are kept only from transactions that committed.
+async fn write_batch(
+    committer: &mut impl Committer,
+    batch: &[WriteOp],
+    node: &str,
+) -> (Vec<OpResult>, Notices) {
     metrics::histogram!("urpnet_store_commit_batch_size").record(batch.len() as f64);
-    match committer.transaction(batch).await {
-        Ok(results) => results,
+    let mut notices = Notices::default();
+    match committer.transaction(batch, node, &mut notices).await {
+        Ok(results) => (results, notices),
         Err(err) if batch.len() > 1 => {
             tracing::warn!(error = %err, ops = batch.len(), "group commit failed; retrying each write alone");
             let mut results = Vec::with_capacity(batch.len());
+            let mut kept = Notices::default();
             for op in batch {
-                let one = committer.transaction(std::slice::from_ref(op)).await;
+                let mut one_notices = Notices::default();
+                let one = committer
+                    .transaction(std::slice::from_ref(op), node, &mut one_notices)
+                    .await;
+                if one.is_ok() {
+                    kept.changes.append(&mut one_notices.changes);
+                    kept.peers.append(&mut one_notices.peers);
+                }
                 results.push(
                     one.map(|mut r| r.remove(0))
                         .unwrap_or_else(|e| failed(op, e)),
                 );
             }
-            results
+            (results, kept)
         }
-        Err(err) => vec![failed(&batch[0], err)],
+        Err(err) => (vec![failed(&batch[0], err)], Notices::default()),
     }
 }
 
@@ -220,6 +382,10 @@ fn reply(batch: &mut Vec<WriteOp>, results: Vec<OpResult>, started: Instant) {
         match (op, result) {
             (WriteOp::Create(_, reply), OpResult::Create(r)) => drop(reply.send(r)),
             (WriteOp::Append { reply, .. }, OpResult::Append(r)) => drop(reply.send(r.map(|t| *t))),
+            (WriteOp::Ingest { reply, .. }, OpResult::Ingest(r)) => drop(reply.send(r)),
+            (WriteOp::Ack { reply, .. } | WriteOp::Enqueue { reply, .. }, OpResult::Done(r)) => {
+                drop(reply.send(r));
+            }
             _ => unreachable!("results are produced in op order and kind"),
         }
     }
@@ -229,6 +395,8 @@ fn failed(op: &WriteOp, err: NodeError) -> OpResult {
     match op {
         WriteOp::Create(..) => OpResult::Create(Err(err)),
         WriteOp::Append { .. } => OpResult::Append(Err(err)),
+        WriteOp::Ingest { .. } => OpResult::Ingest(Err(err)),
+        WriteOp::Ack { .. } | WriteOp::Enqueue { .. } => OpResult::Done(Err(err)),
     }
 }
 
@@ -251,6 +419,8 @@ pub(super) trait WriteTx {
     async fn texts(&mut self, sql: &str, values: &[&Value<'_>]) -> NodeResult<Vec<Vec<String>>>;
     /// Runs a query returning at most one blob.
     async fn blob(&mut self, sql: &str, values: &[&Value<'_>]) -> NodeResult<Option<Vec<u8>>>;
+    /// Runs a query returning one blob per row.
+    async fn blobs(&mut self, sql: &str, values: &[&Value<'_>]) -> NodeResult<Vec<Vec<u8>>>;
 }
 
 impl WriteTx for sqlx::Transaction<'_, sqlx::Any> {
@@ -274,6 +444,16 @@ impl WriteTx for sqlx::Transaction<'_, sqlx::Any> {
             .fetch_optional(&mut **self)
             .await?;
         Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?)
+    }
+
+    async fn blobs(&mut self, sql: &str, values: &[&Value<'_>]) -> NodeResult<Vec<Vec<u8>>> {
+        let rows = bind_sqlx(sqlx::query(sql), values)
+            .fetch_all(&mut **self)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<Vec<u8>, _>(0))
+            .collect::<Result<_, _>>()?)
     }
 }
 
@@ -328,6 +508,14 @@ impl WriteTx for rusqlite::Transaction<'_> {
             })
             .optional()?)
     }
+
+    async fn blobs(&mut self, sql: &str, values: &[&Value<'_>]) -> NodeResult<Vec<Vec<u8>>> {
+        let mut stmt = self.prepare_cached(sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |row| {
+            row.get::<_, Vec<u8>>(0)
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
 }
 
 /// Runs ops in one transaction. `Err` only for failures that abort it.
@@ -336,12 +524,17 @@ impl WriteTx for rusqlite::Transaction<'_> {
 /// batch: each statement is a round trip to the database (for SQLite, to its
 /// worker thread), and under load those round trips, not the fsync, are what
 /// a commit costs. Appends need the ticket's latest state and run one by one.
-async fn execute(tx: &mut impl WriteTx, ops: &[WriteOp]) -> NodeResult<Vec<OpResult>> {
+async fn execute(
+    tx: &mut impl WriteTx,
+    ops: &[WriteOp],
+    node: &str,
+    notices: &mut Notices,
+) -> NodeResult<Vec<OpResult>> {
     let creates: Vec<&NewTicket> = ops
         .iter()
         .filter_map(|op| match op {
             WriteOp::Create(new, _) => Some(&**new),
-            WriteOp::Append { .. } => None,
+            _ => None,
         })
         .collect();
     let mut created = create_all(tx, &creates).await?.into_iter();
@@ -349,16 +542,50 @@ async fn execute(tx: &mut impl WriteTx, ops: &[WriteOp]) -> NodeResult<Vec<OpRes
     for op in ops {
         results.push(match op {
             WriteOp::Create(..) => {
-                OpResult::Create(Ok(created.next().expect("one outcome per create")))
+                let outcome = created.next().expect("one outcome per create");
+                if let CreateOutcome::Created(ticket) = &outcome {
+                    notices.changes.push(change(ticket, node, 1));
+                }
+                OpResult::Create(Ok(outcome))
             }
             WriteOp::Append {
                 ticket_id,
                 mutation,
                 ..
-            } => OpResult::Append(append(tx, ticket_id, mutation).await?),
+            } => OpResult::Append(append(tx, ticket_id, mutation, node, notices).await?),
+            WriteOp::Ingest {
+                from,
+                events,
+                contacts,
+                ..
+            } => OpResult::Ingest(Ok(ingest(tx, from, events, contacts, node, notices).await?)),
+            WriteOp::Ack {
+                peer,
+                delivered,
+                retry,
+                ..
+            } => {
+                acknowledge(tx, peer, delivered, retry).await?;
+                OpResult::Done(Ok(()))
+            }
+            WriteOp::Enqueue {
+                peer, event_ids, ..
+            } => {
+                let ids: Vec<&str> = event_ids.iter().map(String::as_str).collect();
+                enqueue(tx, peer, OUTBOX_EVENT, &ids, notices).await?;
+                OpResult::Done(Ok(()))
+            }
         });
     }
     Ok(results)
+}
+
+fn change(ticket: &Ticket, source: &str, events: u32) -> TicketChange {
+    TicketChange {
+        ticket: Some(ticket.clone()),
+        source: source.to_string(),
+        events,
+    }
 }
 
 /// Most bound parameters per statement (SQLite allows 32766, PostgreSQL 65535).
@@ -472,7 +699,10 @@ async fn create_all(tx: &mut impl WriteTx, news: &[&NewTicket]) -> NodeResult<Ve
         .filter(|(_, f)| **f)
         .map(|(n, _)| *n)
         .collect();
-    let events: Vec<Vec<Value<'_>>> = stored.iter().map(|n| event_row(&n.event)).collect();
+    let events: Vec<Vec<Value<'_>>> = stored
+        .iter()
+        .map(|n| event_row(&n.event, n.event.hlc_wall))
+        .collect();
     insert_rows(
         tx,
         "INSERT INTO ticket_events (event_id, ticket_id, hlc_wall, hlc_logical, author_node, envelope, received_ms)",
@@ -576,7 +806,7 @@ async fn create_all(tx: &mut impl WriteTx, news: &[&NewTicket]) -> NodeResult<Ve
         .collect())
 }
 
-fn event_row(e: &StoredEvent) -> Vec<Value<'_>> {
+fn event_row(e: &StoredEvent, received_ms: i64) -> Vec<Value<'_>> {
     vec![
         Value::Text(&e.event_id),
         Value::Text(&e.ticket_id),
@@ -584,7 +814,7 @@ fn event_row(e: &StoredEvent) -> Vec<Value<'_>> {
         Value::Int(e.hlc_logical),
         Value::Text(&e.author_node),
         Value::Bytes(&e.envelope),
-        Value::Int(e.hlc_wall),
+        Value::Int(received_ms),
     ]
 }
 
@@ -594,6 +824,8 @@ async fn append(
     tx: &mut impl WriteTx,
     ticket_id: &str,
     mutation: &Mutation,
+    node: &str,
+    notices: &mut Notices,
 ) -> NodeResult<NodeResult<Box<Ticket>>> {
     let state = tx
         .blob(
@@ -610,6 +842,7 @@ async fn append(
         Ok(made) => made,
         Err(refused) => return Ok(Err(refused)),
     };
+    let before = current.participants.clone();
     let mut state = Some(current);
     if let Effect::Ineffective(reason) = apply(&mut state, &event) {
         return Ok(Err(NodeError::FailedPrecondition(reason)));
@@ -619,14 +852,38 @@ async fn append(
         tx,
         "INSERT INTO ticket_events (event_id, ticket_id, hlc_wall, hlc_logical, author_node, envelope, received_ms)",
         "",
-        &[event_row(&stored)],
+        &[event_row(&stored, stored.hlc_wall)],
     )
     .await?;
-    let c = TicketColumns::of(&ticket);
+    update_ticket(tx, &ticket).await?;
+    // The new event goes to every other participant; a participant added by
+    // it (an offer, a share) also needs everything before it, first.
+    for peer in ticket.participants.iter().filter(|p| *p != node) {
+        if before.contains(peer) {
+            enqueue(tx, peer, OUTBOX_EVENT, &[stored.event_id.as_str()], notices).await?;
+        } else {
+            let all = event_ids_in_order(tx, &ticket.id, None).await?;
+            let ids: Vec<&str> = all.iter().map(String::as_str).collect();
+            enqueue(tx, peer, OUTBOX_EVENT, &ids, notices).await?;
+            add_participant_row(tx, peer, &ticket.id).await?;
+        }
+    }
+    notices.changes.push(change(&ticket, node, 1));
+    Ok(Ok(Box::new(ticket)))
+}
+
+/// Rewrites a ticket's mutable columns and state.
+async fn update_ticket(tx: &mut impl WriteTx, ticket: &Ticket) -> NodeResult<()> {
+    let c = TicketColumns::of(ticket);
     let encoded = ticket.encode_to_vec();
+    let pending_to = ticket
+        .pending_handoff
+        .as_ref()
+        .map(|p| p.to_node.as_str())
+        .unwrap_or_default();
     tx.texts(
-        "UPDATE tickets SET owner_node = $1, status = $2, priority = $3, office = $4, updated_ms = $5, state = $6 \
-         WHERE id = $7",
+        "UPDATE tickets SET owner_node = $1, status = $2, priority = $3, office = $4, updated_ms = $5, state = $6, \
+         pending_to = $7 WHERE id = $8",
         &[
             &Value::Text(&ticket.owner_node),
             &Value::Int(i64::from(ticket.status)),
@@ -634,9 +891,425 @@ async fn append(
             &Value::Text(&ticket.office),
             &Value::Int(c.updated_ms),
             &Value::Bytes(&encoded),
+            &Value::Text(pending_to),
             &Value::Text(&ticket.id),
         ],
     )
     .await?;
-    Ok(Ok(Box::new(ticket)))
+    Ok(())
+}
+
+/// Inserts a ticket received from a peer (its first events).
+async fn insert_ticket(tx: &mut impl WriteTx, t: &Ticket) -> NodeResult<()> {
+    let c = TicketColumns::of(t);
+    let state = t.encode_to_vec();
+    let pending_to = t
+        .pending_handoff
+        .as_ref()
+        .map(|p| p.to_node.as_str())
+        .unwrap_or_default();
+    tx.texts(
+        "INSERT INTO tickets (id, reference, origin_node, owner_node, category, channel, status, priority, office, \
+         istat_code, province_code, region_code, latitude, longitude, search_text, created_ms, updated_ms, state, pending_to) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+        &[
+            &Value::Text(&t.id),
+            &Value::Text(&t.reference),
+            &Value::Text(&t.origin_node),
+            &Value::Text(&t.owner_node),
+            &Value::Text(&t.category),
+            &Value::Int(i64::from(t.channel)),
+            &Value::Int(i64::from(t.status)),
+            &Value::Int(i64::from(t.priority)),
+            &Value::Text(&t.office),
+            &Value::Text(&c.istat_code),
+            &Value::Text(&c.province_code),
+            &Value::Text(&c.region_code),
+            &Value::Real(c.latitude),
+            &Value::Real(c.longitude),
+            &Value::Text(&c.search_text),
+            &Value::Int(c.created_ms),
+            &Value::Int(c.updated_ms),
+            &Value::Bytes(&state),
+            &Value::Text(pending_to),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A ticket's event ids in fold order, optionally only those by `author`.
+async fn event_ids_in_order(
+    tx: &mut impl WriteTx,
+    ticket_id: &str,
+    author: Option<&str>,
+) -> NodeResult<Vec<String>> {
+    let rows = match author {
+        None => {
+            tx.texts(
+                "SELECT event_id FROM ticket_events WHERE ticket_id = $1 \
+                 ORDER BY hlc_wall, hlc_logical, author_node, event_id",
+                &[&Value::Text(ticket_id)],
+            )
+            .await?
+        }
+        Some(author) => {
+            tx.texts(
+                "SELECT event_id FROM ticket_events WHERE ticket_id = $1 AND author_node = $2 \
+                 ORDER BY hlc_wall, hlc_logical, author_node, event_id",
+                &[&Value::Text(ticket_id), &Value::Text(author)],
+            )
+            .await?
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next())
+        .collect())
+}
+
+async fn add_participant_row(tx: &mut impl WriteTx, peer: &str, ticket_id: &str) -> NodeResult<()> {
+    tx.texts(
+        "INSERT INTO ticket_participants (node, ticket_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&Value::Text(peer), &Value::Text(ticket_id)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues items for `peer`, in the order given.
+async fn enqueue(
+    tx: &mut impl WriteTx,
+    peer: &str,
+    kind: i64,
+    items: &[&str],
+    notices: &mut Notices,
+) -> NodeResult<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let now = urpnet_proto::hlc::system_time_ms() as i64;
+    let rows: Vec<Vec<Value<'_>>> = items
+        .iter()
+        .map(|item| {
+            vec![
+                Value::Text(peer),
+                Value::Int(kind),
+                Value::Text(item),
+                Value::Int(now),
+            ]
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO outbox (peer, kind, item, created_ms)",
+        "",
+        &rows,
+    )
+    .await?;
+    metrics::counter!("urpnet_outbox_enqueued_total").increment(items.len() as u64);
+    notices.peers.insert(peer.to_string());
+    Ok(())
+}
+
+/// Deletes what a peer acknowledged; marks what it asked to see again later.
+async fn acknowledge<T: WriteTx>(
+    tx: &mut T,
+    peer: &str,
+    delivered: &[i64],
+    retry: &[Retry],
+) -> NodeResult<()> {
+    for chunk in delivered.chunks(T::ROWS_PER_STATEMENT.clamp(1, MAX_IN)) {
+        let mut sql = String::from("DELETE FROM outbox WHERE peer = $1 AND seq IN (");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", i + 2));
+        }
+        sql.push(')');
+        let values: Vec<Value<'_>> = std::iter::once(Value::Text(peer))
+            .chain(chunk.iter().map(|s| Value::Int(*s)))
+            .collect();
+        let refs: Vec<&Value<'_>> = values.iter().collect();
+        tx.texts(&sql, &refs).await?;
+    }
+    for r in retry {
+        tx.texts(
+            "UPDATE outbox SET attempts = attempts + 1, not_before_ms = $1, last_error = $2 WHERE peer = $3 AND seq = $4",
+            &[
+                &Value::Int(r.not_before_ms),
+                &Value::Text(&r.error),
+                &Value::Text(peer),
+                &Value::Int(r.seq),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Most ids in one `IN (...)` list.
+const MAX_IN: usize = 500;
+
+/// Stores events and contacts a peer delivered, ticket by ticket: each
+/// ticket's events are folded with those already held, and stored only if
+/// both the sender and this node are among its participants. Returns the
+/// verdicts; `Err` only for failures that abort the transaction.
+async fn ingest(
+    tx: &mut impl WriteTx,
+    from: &str,
+    events: &[Incoming],
+    contacts: &[IncomingContact],
+    node: &str,
+    notices: &mut Notices,
+) -> NodeResult<IngestOutcome> {
+    let mut out = IngestOutcome::default();
+    let now = urpnet_proto::hlc::system_time_ms() as i64;
+    // Group by ticket, keeping the batch order of tickets.
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_ticket: HashMap<&str, Vec<&Incoming>> = HashMap::new();
+    for e in events {
+        let list = by_ticket.entry(e.stored.ticket_id.as_str()).or_default();
+        if list.is_empty() {
+            order.push(e.stored.ticket_id.as_str());
+        }
+        list.push(e);
+    }
+    for ticket_id in order {
+        let batch = &by_ticket[ticket_id];
+        let held = tx
+            .blobs(
+                "SELECT envelope FROM ticket_events WHERE ticket_id = $1",
+                &[&Value::Text(ticket_id)],
+            )
+            .await?;
+        let mut held_events = Vec::with_capacity(held.len() + batch.len());
+        for bytes in &held {
+            held_events.push(decode_stored(bytes)?);
+        }
+        let held_ids: HashSet<&str> = held_events.iter().map(|e| e.event_id.as_str()).collect();
+        let mut fresh: Vec<&Incoming> = Vec::new();
+        let mut seen = HashSet::new();
+        for e in batch {
+            if held_ids.contains(e.stored.event_id.as_str()) || !seen.insert(&e.stored.event_id) {
+                out.duplicates += 1;
+            } else {
+                fresh.push(e);
+            }
+        }
+        if fresh.is_empty() {
+            continue;
+        }
+        let before = if held_events.is_empty() {
+            None
+        } else {
+            fold(held_events.iter().cloned()).ticket
+        };
+        let folded = fold(
+            held_events
+                .into_iter()
+                .chain(fresh.iter().map(|e| e.event.clone())),
+        );
+        let verdict = |code: &'static str, reason: String| -> Vec<Verdict> {
+            fresh
+                .iter()
+                .map(|e| Verdict {
+                    index: e.index,
+                    id: e.stored.event_id.clone(),
+                    code,
+                    reason: reason.clone(),
+                })
+                .collect()
+        };
+        let Some(ticket) = folded.ticket else {
+            out.retry.extend(verdict(
+                "no_created",
+                format!("ticket {ticket_id}: its Created event has not arrived yet"),
+            ));
+            continue;
+        };
+        let is_participant = |n: &str| {
+            ticket
+                .participants
+                .binary_search_by(|p| p.as_str().cmp(n))
+                .is_ok()
+        };
+        if !is_participant(from) {
+            out.retry.extend(verdict(
+                "sender_not_participant",
+                format!("ticket {ticket_id}: the sender {from} is not one of its participants"),
+            ));
+            continue;
+        }
+        if !is_participant(node) {
+            out.retry.extend(verdict(
+                "receiver_not_participant",
+                format!("ticket {ticket_id}: this node ({node}) is not one of its participants"),
+            ));
+            continue;
+        }
+        if before.is_none() {
+            let clash = tx
+                .texts(
+                    "SELECT id FROM tickets WHERE reference = $1 AND id <> $2",
+                    &[&Value::Text(&ticket.reference), &Value::Text(&ticket.id)],
+                )
+                .await?;
+            if !clash.is_empty() {
+                out.refused.extend(verdict(
+                    "reference_clash",
+                    format!(
+                        "ticket {ticket_id}: reference {} already belongs to another ticket",
+                        ticket.reference
+                    ),
+                ));
+                continue;
+            }
+        }
+        let rows: Vec<Vec<Value<'_>>> = fresh.iter().map(|e| event_row(&e.stored, now)).collect();
+        insert_rows(
+            tx,
+            "INSERT INTO ticket_events (event_id, ticket_id, hlc_wall, hlc_logical, author_node, envelope, received_ms)",
+            "",
+            &rows,
+        )
+        .await?;
+        out.applied += fresh.len() as u32;
+        match &before {
+            None => insert_ticket(tx, &ticket).await?,
+            Some(_) => update_ticket(tx, &ticket).await?,
+        }
+        // Participants this node had not seen get this node's own events (each
+        // author sends its own; the one who added them sent the rest).
+        let known: Vec<String> = before
+            .as_ref()
+            .map(|b| b.participants.clone())
+            .unwrap_or_default();
+        for peer in ticket.participants.iter().filter(|p| *p != node) {
+            if known.contains(peer) {
+                continue;
+            }
+            add_participant_row(tx, peer, &ticket.id).await?;
+            let own = event_ids_in_order(tx, &ticket.id, Some(node)).await?;
+            let ids: Vec<&str> = own.iter().map(String::as_str).collect();
+            enqueue(tx, peer, OUTBOX_EVENT, &ids, notices).await?;
+        }
+        // The origin passes the citizen's contact to a new owner, if the
+        // citizen consented (DESIGN.md §3).
+        let old_owner = before
+            .as_ref()
+            .map(|b| b.owner_node.as_str())
+            .unwrap_or_default();
+        let consent = ticket.consent.is_some_and(|c| c.share_with_competent_body);
+        if ticket.origin_node == node
+            && ticket.owner_node != node
+            && ticket.owner_node != old_owner
+            && consent
+        {
+            let has = tx
+                .texts(
+                    "SELECT ticket_id FROM citizen_contacts WHERE ticket_id = $1",
+                    &[&Value::Text(&ticket.id)],
+                )
+                .await?;
+            if !has.is_empty() {
+                enqueue(
+                    tx,
+                    &ticket.owner_node,
+                    OUTBOX_CONTACT,
+                    &[ticket.id.as_str()],
+                    notices,
+                )
+                .await?;
+            }
+        }
+        notices
+            .changes
+            .push(change(&ticket, from, fresh.len() as u32));
+    }
+    for c in contacts {
+        let state = tx
+            .blob(
+                "SELECT state FROM tickets WHERE id = $1",
+                &[&Value::Text(&c.ticket_id)],
+            )
+            .await?;
+        let ticket = match state.map(|s| Ticket::decode(s.as_slice())) {
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
+                return Err(NodeError::Internal(format!(
+                    "stored ticket state does not decode: {e}"
+                )));
+            }
+            None => {
+                out.contacts_retry.push(Verdict {
+                    index: c.index,
+                    id: c.ticket_id.clone(),
+                    code: "contact_unknown_ticket",
+                    reason: format!("ticket {} is not held here yet", c.ticket_id),
+                });
+                continue;
+            }
+        };
+        let refuse = |code: &'static str, reason: String| Verdict {
+            index: c.index,
+            id: c.ticket_id.clone(),
+            code,
+            reason,
+        };
+        if ticket.origin_node != from {
+            out.contacts_refused.push(refuse(
+                "contact_not_origin",
+                format!(
+                    "contact for ticket {}: only its origin ({}) may pass on the citizen's contact",
+                    ticket.id, ticket.origin_node
+                ),
+            ));
+            continue;
+        }
+        if !ticket.consent.is_some_and(|k| k.share_with_competent_body) {
+            out.contacts_refused.push(refuse(
+                "contact_no_consent",
+                format!(
+                    "contact for ticket {}: the citizen did not consent to sharing it",
+                    ticket.id
+                ),
+            ));
+            continue;
+        }
+        if ticket.owner_node != node {
+            out.contacts_refused.push(refuse(
+                "contact_not_owner",
+                format!(
+                    "contact for ticket {}: this node is not its owner ({})",
+                    ticket.id, ticket.owner_node
+                ),
+            ));
+            continue;
+        }
+        tx.texts(
+            "INSERT INTO citizen_contacts (ticket_id, full_name, email, phone, fiscal_code, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (ticket_id) DO UPDATE SET full_name = $2, email = $3, \
+             phone = $4, fiscal_code = $5",
+            &[
+                &Value::Text(&c.ticket_id),
+                &Value::Text(&c.contact.full_name),
+                &Value::Text(&c.contact.email),
+                &Value::Text(&c.contact.phone),
+                &Value::Text(&c.contact.fiscal_code),
+                &Value::Int(now),
+            ],
+        )
+        .await?;
+        out.contacts_stored += 1;
+    }
+    Ok(out)
+}
+
+fn decode_stored(bytes: &[u8]) -> NodeResult<TicketEvent> {
+    let envelope = Signed::decode(bytes)
+        .map_err(|e| NodeError::Internal(format!("stored envelope does not decode: {e}")))?;
+    TicketEvent::decode(envelope.payload.as_slice())
+        .map_err(|e| NodeError::Internal(format!("stored event does not decode: {e}")))
 }

@@ -23,15 +23,22 @@ use urpnet_proto::v1::{
 };
 use urpnet_proto::validate::Violations;
 
+mod handoff;
+
+pub use handoff::OfferView;
+
 use crate::auth::{Action, Actor};
 use crate::config::NodeConfig;
 use crate::duplicates::RecentTickets;
 use crate::error::{NodeError, NodeResult};
+use crate::peering::PeeringContext;
+use crate::registry_link::Federation;
 use crate::store::{CreateOutcome, Mutation, NewTicket, Store, StoredEvent, TicketFilter};
 use crate::taxonomy::{Taxonomy, TaxonomyHandle};
 use crate::ticket::fold::{millis, timestamp};
 use crate::ticket::{Effect, fold, lifecycle, names};
 use crate::validate;
+use urpnet_proto::v1::registry_client::RegistryClient;
 
 /// What a create returned.
 #[derive(Debug, Clone)]
@@ -78,6 +85,12 @@ pub struct TicketDesk {
     reference_seq: Mutex<(i32, u64)>,
     /// Recent open tickets, for duplicate suggestions.
     recent: RecentTickets,
+    /// The member list (empty when the node runs alone).
+    federation: Arc<Federation>,
+    /// Peering, once the daemon has started it.
+    peering: std::sync::OnceLock<Arc<PeeringContext>>,
+    /// The registry client for Route and Overflow, built on first use.
+    registry: tokio::sync::Mutex<Option<RegistryClient<tonic::transport::Channel>>>,
 }
 
 impl TicketDesk {
@@ -91,6 +104,7 @@ impl TicketDesk {
         store: Store,
         signer: NodeSigner,
         taxonomy: Arc<TaxonomyHandle>,
+        federation: Arc<Federation>,
     ) -> NodeResult<Self> {
         let clock = Arc::new(HybridClock::new(Duration::from_millis(
             config.clock.max_offset_ms,
@@ -125,7 +139,21 @@ impl TicketDesk {
             taxonomy,
             reference_seq: Mutex::new((year, seq)),
             recent,
+            federation,
+            peering: std::sync::OnceLock::new(),
+            registry: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// The node's hybrid logical clock (peering moves it past received
+    /// stamps, so this node's next events sort after them).
+    pub fn clock(&self) -> Arc<HybridClock> {
+        self.clock.clone()
+    }
+
+    /// Connects the desk to the running peering (for `ListPeers`).
+    pub fn attach_peering(&self, ctx: Arc<PeeringContext>) {
+        let _ = self.peering.set(ctx);
     }
 
     /// The store.
@@ -640,12 +668,21 @@ impl TicketDesk {
             return Err(NodeError::NotFound(format!("ticket {ticket_id}")));
         }
         let own_key = self.signer.verifying_key();
+        let members = self.federation.members();
+        let key_of = |author: &str| {
+            if author == self.signer.node().as_str() {
+                return Some(own_key);
+            }
+            let bytes = members.by_id.get(author)?.signing_key.as_slice();
+            ed25519_dalek::VerifyingKey::from_bytes(bytes.try_into().ok()?).ok()
+        };
         let valid: std::collections::HashMap<String, bool> = events
             .iter()
             .map(|(env, e)| {
-                let ok = env.author == self.signer.node().as_str()
-                    && env.author == e.author_node
-                    && signing::verify(env, PayloadKind::TicketEvent, &own_key).is_ok();
+                let ok = env.author == e.author_node
+                    && key_of(&env.author).is_some_and(|key| {
+                        signing::verify(env, PayloadKind::TicketEvent, &key).is_ok()
+                    });
                 (e.event_id.clone(), ok)
             })
             .collect();
@@ -713,7 +750,7 @@ impl TicketDesk {
     }
 }
 
-fn require_owned(ticket: &Ticket, node: &str) -> NodeResult<()> {
+pub(crate) fn require_owned(ticket: &Ticket, node: &str) -> NodeResult<()> {
     if ticket.owner_node != node {
         return Err(NodeError::FailedPrecondition(format!(
             "the ticket is owned by {}; only its owner may change it",

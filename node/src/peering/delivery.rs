@@ -1,0 +1,385 @@
+//! Delivery workers: one per destination peer, each draining that peer's
+//! outbox in order, in batches, and deleting only what the peer
+//! acknowledged.
+//!
+//! A worker never blocks another: each has its own task, its own connection
+//! with a short connect timeout, one call in flight, and its own backoff. An
+//! unreachable peer is retried with full-jitter exponential backoff up to
+//! `peering.max_backoff` while its outbox grows on disk; any call from that
+//! peer wakes its worker at once (the failure that deadlocked Mastodon's
+//! delivery queues, mastodon#12445, cannot happen here). Items the peer asks
+//! to see again later wait in the outbox until their time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use urpnet_proto::hlc::system_time_ms;
+use urpnet_proto::v1::{DeliverRequest, SharedContact};
+
+use super::{PeeringContext, backoff};
+use crate::store::{OutboxPayload, Retry};
+
+/// What a worker knows about its peer, for `urpnet-node peers`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerState {
+    /// Whether the last attempt succeeded (`None`: no attempt yet).
+    pub reachable: Option<bool>,
+    /// Items delivered since start.
+    pub delivered: u64,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Last error (empty after a success).
+    pub last_error: String,
+    /// Next attempt, ms since the epoch (0: now or idle).
+    pub next_attempt_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Worker {
+    wake: Notify,
+    state: Mutex<PeerState>,
+}
+
+/// The delivery workers of a node.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    workers: Mutex<HashMap<String, Arc<Worker>>>,
+}
+
+impl Deliveries {
+    /// Wakes `peer`'s worker, if it has one: something arrived for it, or
+    /// the peer showed it is up.
+    pub fn wake(&self, peer: &str) {
+        if let Some(w) = self.workers.lock().expect("workers lock").get(peer) {
+            w.wake.notify_one();
+        }
+    }
+
+    /// Each worker's state, by peer.
+    pub fn states(&self) -> HashMap<String, PeerState> {
+        self.workers
+            .lock()
+            .expect("workers lock")
+            .iter()
+            .map(|(p, w)| (p.clone(), w.state.lock().expect("state lock").clone()))
+            .collect()
+    }
+
+    fn ensure(&self, peer: &str) -> (Arc<Worker>, bool) {
+        let mut workers = self.workers.lock().expect("workers lock");
+        if let Some(w) = workers.get(peer) {
+            return (w.clone(), false);
+        }
+        let w = Arc::new(Worker::default());
+        workers.insert(peer.to_string(), w.clone());
+        (w, true)
+    }
+}
+
+/// Starts a worker for every peer with items waiting, then one for each peer
+/// that gets items later; runs until `shutdown`.
+pub async fn run(ctx: Arc<PeeringContext>, shutdown: CancellationToken) {
+    let mut added = ctx.store.subscribe_outbox();
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = |peer: &str, tasks: &mut tokio::task::JoinSet<()>| {
+        let (worker, new) = ctx.deliveries.ensure(peer);
+        if new {
+            tasks.spawn(work(
+                ctx.clone(),
+                peer.to_string(),
+                worker.clone(),
+                shutdown.clone(),
+            ));
+        }
+        worker.wake.notify_one();
+    };
+    for peer in waiting(&ctx).await {
+        start(&peer, &mut tasks);
+    }
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            got = added.recv() => match got {
+                Ok(peer) => start(&peer, &mut tasks),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    for peer in waiting(&ctx).await {
+                        start(&peer, &mut tasks);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Peers with items in the outbox.
+async fn waiting(ctx: &PeeringContext) -> Vec<String> {
+    match ctx.store.outbox_summary().await {
+        Ok(rows) => rows.into_iter().map(|r| r.peer).collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the outbox");
+            Vec::new()
+        }
+    }
+}
+
+/// Smallest wait between attempts (and the backoff's base).
+const BASE_BACKOFF: Duration = Duration::from_millis(200);
+/// How often an idle worker looks for items whose retry time has come.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+async fn work(
+    ctx: Arc<PeeringContext>,
+    peer: String,
+    worker: Arc<Worker>,
+    shutdown: CancellationToken,
+) {
+    let settings = ctx.config.peering.clone();
+    let mut cursor = 0i64;
+    let mut client = None;
+    let mut members_version = u64::MAX;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let members = ctx.federation.members();
+        if members.version != members_version {
+            // A new member list may carry a new endpoint: reconnect.
+            client = None;
+            members_version = members.version;
+        }
+        if !members.is_active(&peer) {
+            let status = members
+                .by_id
+                .get(&peer)
+                .map_or("unknown", |m| crate::registry_link::status_name(m.status));
+            set_state(&worker, |s| {
+                s.reachable = None;
+                s.last_error = format!("not an active member ({status}): items are held");
+                s.next_attempt_ms = 0;
+            });
+            wait(&worker, &shutdown, Duration::from_secs(5)).await;
+            continue;
+        }
+        let now = system_time_ms() as i64;
+        let items = match ctx
+            .store
+            .outbox_batch(&peer, cursor, now, settings.batch_size)
+            .await
+        {
+            Ok(items) => items,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "cannot read the outbox");
+                wait(&worker, &shutdown, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if items.is_empty() {
+            if cursor != 0 {
+                // Past the end: look again from the start for items whose
+                // retry time has come.
+                cursor = 0;
+                continue;
+            }
+            wait(&worker, &shutdown, IDLE_POLL).await;
+            continue;
+        }
+        if client.is_none() {
+            match ctx.client(&peer).await {
+                Ok(c) => client = Some(c),
+                Err(error) => {
+                    fail(&worker, &peer, &error.to_string(), &settings, &shutdown).await;
+                    continue;
+                }
+            }
+        }
+        // Build the batch; remember which outbox row each item came from.
+        let mut request = DeliverRequest::default();
+        let (mut event_seqs, mut contact_seqs, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+        for item in &items {
+            match &item.payload {
+                OutboxPayload::Event(envelope) => {
+                    request.events.push(envelope.clone());
+                    event_seqs.push(item.seq);
+                }
+                OutboxPayload::Contact(ticket_id, contact)
+                    if request.contacts.len() < super::MAX_BATCH_CONTACTS =>
+                {
+                    request.contacts.push(SharedContact {
+                        ticket_id: ticket_id.clone(),
+                        contact: Some(contact.clone()),
+                    });
+                    contact_seqs.push(item.seq);
+                }
+                OutboxPayload::Contact(..) => break,
+                OutboxPayload::Missing => missing.push(item.seq),
+            }
+        }
+        let last_seq = *event_seqs
+            .iter()
+            .chain(&contact_seqs)
+            .chain(&missing)
+            .max()
+            .expect("a non-empty batch");
+        let sent = event_seqs.len() + contact_seqs.len();
+        let started = std::time::Instant::now();
+        let call = client.as_mut().expect("connected above").deliver(request);
+        let result = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = tokio::time::timeout(settings.request_timeout, call) => r,
+        };
+        let response = match result {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => {
+                cursor = 0;
+                if status.code() == tonic::Code::ResourceExhausted {
+                    let hint = status
+                        .metadata()
+                        .get("retry-after-ms")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1_000);
+                    tracing::info!(%peer, retry_after_ms = hint, "peer is busy; slowing down");
+                    wait(&worker, &shutdown, Duration::from_millis(hint)).await;
+                    continue;
+                }
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) {
+                    client = None;
+                }
+                let error = format!("{:?}: {}", status.code(), status.message());
+                fail(&worker, &peer, &error, &settings, &shutdown).await;
+                continue;
+            }
+            Err(_) => {
+                cursor = 0;
+                client = None;
+                fail(&worker, &peer, "the call timed out", &settings, &shutdown).await;
+                continue;
+            }
+        };
+        // Everything not asked back was stored (or refused for good).
+        let now = system_time_ms() as i64;
+        let mut retry = Vec::new();
+        let mut later = HashSet::new();
+        for v in &response.retry {
+            let seqs = if v.contact {
+                &contact_seqs
+            } else {
+                &event_seqs
+            };
+            if let Some(seq) = seqs.get(v.index as usize) {
+                later.insert(*seq);
+                retry.push(Retry {
+                    seq: *seq,
+                    not_before_ms: now + v.retry_after_ms.clamp(100, 3_600_000) as i64,
+                    error: v.reason.clone(),
+                });
+            }
+        }
+        for v in &response.refused {
+            tracing::warn!(%peer, item = %v.id, reason = %v.reason, "peer refused an item for good");
+        }
+        let delivered: Vec<i64> = event_seqs
+            .iter()
+            .chain(&contact_seqs)
+            .chain(&missing)
+            .copied()
+            .filter(|s| !later.contains(s))
+            .collect();
+        if let Err(error) = ctx.store.acknowledge(&peer, delivered, retry).await {
+            // The peer has the items; they will be sent again and ignored.
+            tracing::warn!(%peer, %error, "cannot record the acknowledgement");
+            cursor = 0;
+            continue;
+        }
+        cursor = last_seq;
+        let labels = [("peer", peer.clone())];
+        metrics::counter!("urpnet_deliveries_total", &labels).increment(sent as u64);
+        metrics::counter!("urpnet_delivery_rejected_total", &labels)
+            .increment(response.refused.len() as u64);
+        metrics::counter!("urpnet_delivery_deferred_total", &labels)
+            .increment(response.retry.len() as u64);
+        metrics::histogram!("urpnet_delivery_batch_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        set_state(&worker, |s| {
+            s.reachable = Some(true);
+            s.delivered += (sent - response.refused.len().min(sent)) as u64;
+            s.failures = 0;
+            s.last_error.clear();
+            s.next_attempt_ms = 0;
+        });
+    }
+}
+
+fn set_state(worker: &Worker, f: impl FnOnce(&mut PeerState)) {
+    f(&mut worker.state.lock().expect("state lock"));
+}
+
+/// Records a failed attempt and waits out the backoff (or a wake-up).
+async fn fail(
+    worker: &Worker,
+    peer: &str,
+    error: &str,
+    settings: &crate::config::PeeringSection,
+    shutdown: &CancellationToken,
+) {
+    let mut failures = 0;
+    set_state(worker, |s| {
+        s.failures = s.failures.saturating_add(1);
+        failures = s.failures;
+    });
+    let delay = backoff(failures, BASE_BACKOFF, settings.max_backoff);
+    set_state(worker, |s| {
+        s.reachable = Some(false);
+        s.last_error = error.to_string();
+        s.next_attempt_ms = system_time_ms() + delay.as_millis() as u64;
+    });
+    metrics::counter!("urpnet_delivery_retries_total", "peer" => peer.to_string()).increment(1);
+    if failures == 1 || failures.is_power_of_two() {
+        tracing::warn!(%peer, %error, failures, retry_in = ?delay, "delivery failed");
+    }
+    wait(worker, shutdown, delay).await;
+}
+
+async fn wait(worker: &Worker, shutdown: &CancellationToken, at_most: Duration) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = worker.wake.notified() => {}
+        () = tokio::time::sleep(at_most) => {}
+    }
+}
+
+/// Publishes outbox depth and delivery lag per peer every few seconds.
+pub async fn gauges(ctx: Arc<PeeringContext>, shutdown: CancellationToken) {
+    let mut known: HashSet<String> = HashSet::new();
+    loop {
+        if let Ok(rows) = ctx.store.outbox_summary().await {
+            let now = system_time_ms() as i64;
+            let mut seen = HashSet::new();
+            for r in rows {
+                let labels = [("peer", r.peer.clone())];
+                metrics::gauge!("urpnet_outbox_depth", &labels).set(r.depth as f64);
+                metrics::gauge!("urpnet_delivery_lag_seconds", &labels)
+                    .set((now - r.oldest_ms).max(0) as f64 / 1000.0);
+                seen.insert(r.peer);
+            }
+            for gone in known.difference(&seen) {
+                let labels = [("peer", gone.clone())];
+                metrics::gauge!("urpnet_outbox_depth", &labels).set(0.0);
+                metrics::gauge!("urpnet_delivery_lag_seconds", &labels).set(0.0);
+            }
+            known = seen;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Peering (DESIGN.md §4): shared tickets travel between their participants.
+//!
+//! - [`service`]: the `Peering` gRPC server other nodes deliver to, behind a
+//!   gate (certificate identity, active membership, quarantine);
+//! - [`verify`]: the checks on each received event before it is stored;
+//! - [`delivery`]: one worker per destination peer draining the
+//!   transactional outbox in order, with backoff;
+//! - [`anti_entropy`]: periodic per-ticket digest comparison with each peer.
+//!
+//! Events and their outbox rows are written by the store's single writer in
+//! one transaction; a receiver applies idempotently by event id. At-least-once
+//! delivery plus idempotent apply: each event takes effect exactly once.
+
+pub mod anti_entropy;
+pub mod delivery;
+pub mod service;
+pub mod verify;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+use urpnet_proto::hlc::HybridClock;
+use urpnet_proto::ids::NodeId;
+use urpnet_proto::tls::{self, Identity, TlsFiles};
+use urpnet_proto::v1::peering_client::PeeringClient;
+
+use crate::config::NodeConfig;
+use crate::registry_link::Federation;
+use crate::store::Store;
+
+/// Most events in one `Deliver` call, enforced by receivers.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+/// Most contacts in one `Deliver` call.
+pub const MAX_BATCH_CONTACTS: usize = 100;
+/// Most tickets in one `CompareDigests` call.
+pub const MAX_DIGESTS: usize = 1000;
+
+/// What peering needs, shared by the server, the workers and anti-entropy.
+#[derive(Debug)]
+pub struct PeeringContext {
+    /// This node.
+    pub node: NodeId,
+    /// Configuration.
+    pub config: NodeConfig,
+    /// The store.
+    pub store: Store,
+    /// The cached member list.
+    pub federation: Arc<Federation>,
+    /// The node's clock (received stamps move it forward).
+    pub clock: Arc<HybridClock>,
+    /// Delivery workers and their state.
+    pub deliveries: delivery::Deliveries,
+    clients: Clients,
+}
+
+impl PeeringContext {
+    /// A context for a node.
+    pub fn new(
+        config: NodeConfig,
+        store: Store,
+        federation: Arc<Federation>,
+        clock: Arc<HybridClock>,
+    ) -> Arc<Self> {
+        let files = TlsFiles::in_dir(&config.tls_dir());
+        Arc::new(Self {
+            node: config.node.id.clone(),
+            config,
+            store,
+            federation,
+            clock,
+            deliveries: delivery::Deliveries::default(),
+            clients: Clients {
+                files,
+                cache: Mutex::new(None),
+            },
+        })
+    }
+
+    /// A client for `peer` at its endpoint in the member list. The server
+    /// must present `peer`'s identity.
+    ///
+    /// # Errors
+    /// When `peer` is not an active member with an endpoint, or this node's
+    /// TLS files are missing.
+    pub async fn client(&self, peer: &str) -> anyhow::Result<PeeringClient<Channel>> {
+        let members = self.federation.members();
+        let member = members
+            .by_id
+            .get(peer)
+            .filter(|_| members.is_active(peer))
+            .ok_or_else(|| anyhow::anyhow!("{peer} is not an active member"))?;
+        anyhow::ensure!(
+            !member.endpoint.is_empty(),
+            "{peer} has no peering endpoint"
+        );
+        let config = self.clients.client_config().await?;
+        let id = NodeId::new(peer)?;
+        let channel = tls::channel_to(
+            &member.endpoint,
+            config,
+            self.config.peering.connect_timeout,
+            Identity::Node(id),
+        )?;
+        let max = self.config.peering.max_message_bytes;
+        Ok(PeeringClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max))
+    }
+}
+
+/// This node's TLS client configuration, reloaded when its files change
+/// (a renewed certificate).
+#[derive(Debug)]
+struct Clients {
+    files: TlsFiles,
+    cache: Mutex<Option<(Option<SystemTime>, Arc<tls::ClientConfig>)>>,
+}
+
+impl Clients {
+    async fn client_config(&self) -> anyhow::Result<Arc<tls::ClientConfig>> {
+        let modified = self.files.modified();
+        let mut cache = self.cache.lock().await;
+        if let Some((at, config)) = cache.as_ref()
+            && *at == modified
+        {
+            return Ok(config.clone());
+        }
+        let config = self.files.load()?.client_config()?;
+        *cache = Some((modified, config.clone()));
+        Ok(config)
+    }
+}
+
+/// Full-jitter exponential backoff: a random wait in `0..=min(cap, base·2^n)`
+/// (AWS architecture blog, "Exponential Backoff and Jitter").
+pub fn backoff(failures: u32, base: Duration, cap: Duration) -> Duration {
+    use rand::Rng as _;
+    let ceiling = base
+        .saturating_mul(1u32 << failures.min(20))
+        .min(cap)
+        .max(Duration::from_millis(1));
+    let ms = rand::thread_rng().gen_range(0..=ceiling.as_millis() as u64);
+    Duration::from_millis(ms.max(base.as_millis() as u64 / 4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_under_its_cap() {
+        let base = Duration::from_millis(200);
+        let cap = Duration::from_secs(60);
+        for failures in 0..40 {
+            let d = backoff(failures, base, cap);
+            let ceiling = base.saturating_mul(1u32 << failures.min(20)).min(cap);
+            assert!(
+                d <= ceiling.max(base / 4),
+                "{failures}: {d:?} > {ceiling:?}"
+            );
+        }
+        // With many failures the waits spread over the whole capped range.
+        let waits: Vec<Duration> = (0..200).map(|_| backoff(30, base, cap)).collect();
+        assert!(waits.iter().any(|d| *d > Duration::from_secs(30)));
+        assert!(waits.iter().any(|d| *d < Duration::from_secs(30)));
+    }
+}

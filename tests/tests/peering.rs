@@ -1,0 +1,401 @@
+//! Peering between real nodes and a real registry, in-process on loopback
+//! with mutual TLS: handoffs offered, accepted, declined, shared; contacts
+//! passed only under consent; tickets only at their participants.
+
+use std::time::Duration;
+
+use tonic::Code;
+use urpnet_node::cli::Desk;
+use urpnet_proto::v1::{
+    AddNoteRequest, AnswerHandoffRequest, AssignTicketRequest, ChangeStatusRequest, Channel,
+    CitizenContact, Consent, CreateTicketRequest, GetHistoryRequest, GetTicketRequest,
+    HandoffRequest, ListOffersRequest, ListPeersRequest, Location, ShareTicketRequest, Status,
+    Ticket,
+};
+use urpnet_tests::federation::{ABRUZZO, AVEZZANO, CELANO, TestFederation};
+use urpnet_tests::{Backend, wait_for};
+
+urpnet_tests::on_both_backends!(
+    a_regional_matter_is_handed_to_the_region_accepted_and_resolved,
+    a_declined_offer_returns_the_ticket_to_the_offering_office,
+);
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn request(category: &str, consent: bool) -> CreateTicketRequest {
+    CreateTicketRequest {
+        request_id: format!("test-{}", ulid::Ulid::new()),
+        category: category.into(),
+        channel: Channel::Phone as i32,
+        subject: "Prenotazione visita cardiologica".into(),
+        description: "Chiede come prenotare una visita al presidio di Avezzano".into(),
+        location: Some(Location {
+            istat_code: "066032".into(),
+            address: "Via Roma 1".into(),
+            coordinates: None,
+        }),
+        citizen: Some(CitizenContact {
+            full_name: "Maria Rossi".into(),
+            email: "maria.rossi@example.it".into(),
+            phone: "+39 0863 000000".into(),
+            fiscal_code: String::new(),
+        }),
+        consent: Some(Consent {
+            share_with_competent_body: consent,
+            contact_for_updates: true,
+        }),
+        ..Default::default()
+    }
+}
+
+async fn create(desk: &mut Desk, req: CreateTicketRequest) -> Ticket {
+    desk.create_ticket(req)
+        .await
+        .expect("create")
+        .into_inner()
+        .ticket
+        .expect("ticket")
+}
+
+async fn get(desk: &Desk, id: &str) -> Option<Ticket> {
+    desk.clone()
+        .get_ticket(GetTicketRequest {
+            ticket_id: id.into(),
+            reference: String::new(),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .ticket
+}
+
+/// Waits until the node behind `desk` holds ticket `id` in a state that
+/// satisfies `ok`.
+async fn wait_ticket(what: &str, desk: &Desk, id: &str, ok: impl Fn(&Ticket) -> bool) -> Ticket {
+    wait_for(what, DEADLINE, || async {
+        get(desk, id).await.filter(|t| ok(t))
+    })
+    .await
+}
+
+/// (event id, effective) in fold order.
+async fn history(desk: &Desk, id: &str) -> Vec<(String, bool)> {
+    desk.clone()
+        .get_history(GetHistoryRequest {
+            ticket_id: id.into(),
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| (e.event.expect("event").event_id, e.effective))
+        .collect()
+}
+
+async fn status(desk: &mut Desk, id: &str, to: Status) -> Result<Ticket, tonic::Status> {
+    desk.change_status(ChangeStatusRequest {
+        ticket_id: id.into(),
+        status: to as i32,
+        reason: "lavorata".into(),
+        merged_into: String::new(),
+    })
+    .await
+    .map(|r| r.into_inner().ticket.expect("ticket"))
+}
+
+async fn a_regional_matter_is_handed_to_the_region_accepted_and_resolved(
+    backend: Backend,
+    test: &str,
+) {
+    let Some(fed) =
+        TestFederation::start(backend, test, &[CELANO, ABRUZZO, AVEZZANO], |_| {}).await
+    else {
+        eprintln!("{test}: skipped (no PostgreSQL URL)");
+        return;
+    };
+    let mut celano = fed.node(CELANO.id).desk().await;
+    let mut region = fed.node(ABRUZZO.id).desk().await;
+    let avezzano = fed.node(AVEZZANO.id).desk().await;
+
+    // A citizen calls Celano about a health booking: a regional matter.
+    let ticket = create(&mut celano, request("sanita.prenotazioni", false)).await;
+    let id = ticket.id.clone();
+    // No target given: the registry's Route names the competent body.
+    let resp = celano
+        .handoff(HandoffRequest {
+            ticket_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("handoff")
+        .into_inner();
+    assert_eq!(resp.to_node, ABRUZZO.id, "{}", resp.decided_by);
+    assert!(!resp.decided_by.is_empty());
+    let offered = resp.ticket.expect("ticket");
+    assert_eq!(
+        offered.owner_node, CELANO.id,
+        "ownership moves only on accept"
+    );
+    assert_eq!(
+        offered.pending_handoff.as_ref().map(|p| p.to_node.as_str()),
+        Some(ABRUZZO.id)
+    );
+    // A second offer while one is pending is refused.
+    let again = celano
+        .handoff(HandoffRequest {
+            ticket_id: id.clone(),
+            to_node: AVEZZANO.id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+
+    // The offer arrives in the region's inbox.
+    let inbox = wait_for("the offer in the region's inbox", DEADLINE, || {
+        let mut region = region.clone();
+        let id = id.clone();
+        async move {
+            let offers = region
+                .list_offers(ListOffersRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            offers
+                .incoming
+                .into_iter()
+                .find(|o| o.ticket.as_ref().is_some_and(|t| t.id == id))
+        }
+    })
+    .await;
+    assert_eq!(inbox.from_node, CELANO.id);
+    assert_eq!(inbox.reason, resp.decided_by);
+    // Celano may not answer its own offer; the region may not yet act as owner.
+    let err = celano
+        .accept_handoff(AnswerHandoffRequest {
+            ticket_id: id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let err = status(&mut region, &id, Status::InProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    let accepted = region
+        .accept_handoff(AnswerHandoffRequest {
+            ticket_id: id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .expect("accept")
+        .into_inner()
+        .ticket
+        .expect("ticket");
+    assert_eq!(accepted.owner_node, ABRUZZO.id);
+    assert_eq!(accepted.owner_epoch, 1);
+    wait_ticket("Celano to see the new owner", &celano, &id, |t| {
+        t.owner_node == ABRUZZO.id
+    })
+    .await;
+    // The previous owner can no longer change the status.
+    let err = status(&mut celano, &id, Status::InProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // The region works it; Celano, the origin, follows every step.
+    region
+        .assign_ticket(AssignTicketRequest {
+            ticket_id: id.clone(),
+            office: "cup-regionale".into(),
+        })
+        .await
+        .expect("assign");
+    status(&mut region, &id, Status::InProgress)
+        .await
+        .expect("in progress");
+    region
+        .add_note(AddNoteRequest {
+            ticket_id: id.clone(),
+            public: true,
+            text: "Prenotabile al numero verde CUP o in farmacia".into(),
+        })
+        .await
+        .expect("note");
+    celano
+        .add_note(AddNoteRequest {
+            ticket_id: id.clone(),
+            public: false,
+            text: "La cittadina ha richiamato".into(),
+        })
+        .await
+        .expect("origin's note");
+    status(&mut region, &id, Status::Resolved)
+        .await
+        .expect("resolved");
+    let at_origin = wait_ticket("the resolution at Celano", &celano, &id, |t| {
+        t.status() == Status::Resolved && t.note_count == 2
+    })
+    .await;
+    let at_region = wait_ticket("both notes at the region", &region, &id, |t| {
+        t.note_count == 2
+    })
+    .await;
+    // Both sides hold the same events and fold them to the same ticket.
+    assert_eq!(at_origin, at_region);
+    assert_eq!(history(&celano, &id).await, history(&region, &id).await);
+    assert_eq!(at_origin.participants, vec![CELANO.id, ABRUZZO.id]);
+
+    // Participants only: Avezzano never received it.
+    assert!(get(&avezzano, &id).await.is_none());
+    // Personal data stays home without consent.
+    let contact_at = |desk: &Desk| {
+        let mut desk = desk.clone();
+        let id = id.clone();
+        async move {
+            desk.get_ticket(GetTicketRequest {
+                ticket_id: id,
+                reference: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .citizen
+        }
+    };
+    assert!(contact_at(&celano).await.is_some());
+    assert!(contact_at(&region).await.is_none());
+
+    // Delivery status per peer: reachable, nothing waiting.
+    let peers = wait_for("Celano's outbox to drain", DEADLINE, || {
+        let mut celano = celano.clone();
+        async move {
+            let peers = celano
+                .list_peers(ListPeersRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .peers;
+            peers.iter().all(|p| p.outbox_depth == 0).then_some(peers)
+        }
+    })
+    .await;
+    let row = peers
+        .iter()
+        .find(|p| p.peer == ABRUZZO.id)
+        .expect("region row");
+    assert_eq!(row.reachable, Some(true));
+    assert_eq!(row.member_status, "active");
+    assert!(row.delivered >= 3, "{row:?}");
+}
+
+async fn a_declined_offer_returns_the_ticket_to_the_offering_office(backend: Backend, test: &str) {
+    let Some(fed) = TestFederation::start(backend, test, &[CELANO, AVEZZANO], |_| {}).await else {
+        eprintln!("{test}: skipped (no PostgreSQL URL)");
+        return;
+    };
+    let mut celano = fed.node(CELANO.id).desk().await;
+    let mut avezzano = fed.node(AVEZZANO.id).desk().await;
+    let ticket = create(&mut celano, request("rifiuti.ingombranti", true)).await;
+    let id = ticket.id;
+    celano
+        .handoff(HandoffRequest {
+            ticket_id: id.clone(),
+            to_node: AVEZZANO.id.into(),
+            reason: "Il ritiro riguarda un indirizzo di Avezzano".into(),
+            overflow: false,
+        })
+        .await
+        .expect("offer");
+    wait_ticket("the offer at Avezzano", &avezzano, &id, |t| {
+        t.pending_handoff.is_some()
+    })
+    .await;
+    // Declining needs a reason.
+    let err = avezzano
+        .decline_handoff(AnswerHandoffRequest {
+            ticket_id: id.clone(),
+            reason: " ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("reason"), "{err:?}");
+    avezzano
+        .decline_handoff(AnswerHandoffRequest {
+            ticket_id: id.clone(),
+            reason: "Indirizzo nel comune di Celano".into(),
+        })
+        .await
+        .expect("decline");
+    let back = wait_ticket("the decline at Celano", &celano, &id, |t| {
+        t.pending_handoff.is_none()
+    })
+    .await;
+    assert_eq!(back.owner_node, CELANO.id);
+    assert_eq!(back.handoff_count, 0);
+    // The decline and its reason are in Celano's history.
+    let entries = celano
+        .get_history(GetHistoryRequest {
+            ticket_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let declined = entries
+        .iter()
+        .filter_map(|e| e.event.as_ref())
+        .find_map(|e| match &e.kind {
+            Some(urpnet_proto::v1::ticket_event::Kind::HandoffDeclined(d)) => Some(d.clone()),
+            _ => None,
+        })
+        .expect("declined event");
+    assert_eq!(declined.reason, "Indirizzo nel comune di Celano");
+    assert!(
+        entries.iter().all(|e| e.signature_valid),
+        "every signature verifies"
+    );
+    // Nothing pending any more on either side; Celano works it itself.
+    let offers = celano
+        .list_offers(ListOffersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(offers.outgoing.is_empty() && offers.incoming.is_empty());
+    status(&mut celano, &id, Status::InProgress)
+        .await
+        .expect("Celano still owns it");
+    // No ownership moved, so the contact never left Celano despite consent.
+    let resp = avezzano
+        .get_ticket(GetTicketRequest {
+            ticket_id: id.clone(),
+            reference: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.citizen.is_none());
+
+    // Shared read-only with Avezzano: it receives the ticket but may not act.
+    let share = celano
+        .share_ticket(ShareTicketRequest {
+            ticket_id: id.clone(),
+            with_node: AVEZZANO.id.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        share.code(),
+        Code::FailedPrecondition,
+        "already a participant: {share:?}"
+    );
+    let err = status(&mut avezzano, &id, Status::Resolved)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+}
