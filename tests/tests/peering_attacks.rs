@@ -1,0 +1,335 @@
+//! A member turned hostile, talking straight to a node's Peering service with
+//! its real certificate: every forged, misdirected, oversized or replayed
+//! item is refused (or ignored) exactly as the rules say, counted and logged,
+//! and the good events of the same batch are stored.
+
+use std::time::Duration;
+
+use prost::Message as _;
+use tonic::Code;
+use urpnet_proto::hlc::system_time_ms;
+use urpnet_proto::ids::NodeId;
+use urpnet_proto::signing::NodeSigner;
+use urpnet_proto::tls::{self, Identity, TlsMaterial};
+use urpnet_proto::v1::peering_client::PeeringClient;
+use urpnet_proto::v1::ticket_event::Kind;
+use urpnet_proto::v1::{
+    AnswerHandoffRequest, Channel as Ch, Created, DeliverRequest, DeliverResponse,
+    GetHistoryRequest, GetTicketRequest, HandoffOffered, Hlc, Level, Location, MemberStatus,
+    PayloadKind, SetStatusRequest, Signed, Status, StatusChanged, TicketEvent,
+};
+use urpnet_tests::federation::{ABRUZZO, CELANO, TestFederation, counter};
+use urpnet_tests::{Backend, wait_for};
+
+const ROGUE: &str = "c_i804";
+const GHOST: &str = "c_a515";
+
+/// Events made here are stamped like a node's clock would: each later than
+/// the one before.
+fn stamp() -> Hlc {
+    static LOGICAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    Hlc {
+        wall_ms: system_time_ms(),
+        logical: LOGICAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+fn event(signer: &NodeSigner, ticket: &str, epoch: u64, kind: Kind) -> (TicketEvent, Signed) {
+    let e = TicketEvent {
+        event_id: ulid::Ulid::new().to_string(),
+        ticket_id: ticket.into(),
+        hlc: Some(stamp()),
+        author_node: signer.node().to_string(),
+        actor: "op-rogue".into(),
+        owner_epoch: epoch,
+        kind: Some(kind),
+    };
+    let signed = signer.sign(PayloadKind::TicketEvent, e.encode_to_vec());
+    (e, signed)
+}
+
+fn created(signer: &NodeSigner, ticket: &str, n: u32) -> (TicketEvent, Signed) {
+    event(
+        signer,
+        ticket,
+        0,
+        Kind::Created(Created {
+            reference: format!("{}-2026-{n:06}", signer.node()),
+            category: "informazioni".into(),
+            channel: Ch::Web as i32,
+            subject: "Richiesta".into(),
+            description: "Testo".into(),
+            location: Some(Location {
+                istat_code: "066098".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    )
+}
+
+fn offer(signer: &NodeSigner, ticket: &str, to: &str) -> (TicketEvent, Signed) {
+    event(
+        signer,
+        ticket,
+        0,
+        Kind::HandoffOffered(HandoffOffered {
+            to_node: to.into(),
+            reason: "per competenza".into(),
+        }),
+    )
+}
+
+fn peering(
+    material: &TlsMaterial,
+    endpoint: &str,
+    to: &str,
+) -> PeeringClient<tonic::transport::Channel> {
+    let channel = tls::channel_to(
+        endpoint,
+        material.client_config().expect("client config"),
+        Duration::from_secs(3),
+        Identity::Node(NodeId::new(to).expect("id")),
+    )
+    .expect("channel");
+    PeeringClient::new(channel)
+        .max_encoding_message_size(64 * 1024 * 1024)
+        .max_decoding_message_size(64 * 1024 * 1024)
+}
+
+async fn deliver(
+    client: &mut PeeringClient<tonic::transport::Channel>,
+    events: Vec<Signed>,
+) -> Result<DeliverResponse, tonic::Status> {
+    client
+        .deliver(DeliverRequest {
+            events,
+            contacts: Vec::new(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn refused(metrics: &str, reason: &str) -> f64 {
+    counter(
+        metrics,
+        &format!("urpnet_peering_refused_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_misdirected_oversized_and_replayed_items_are_refused_and_good_ones_kept() {
+    let test = "peering_attacks";
+    let fed = TestFederation::start(Backend::Sqlite, test, &[CELANO, ABRUZZO], |c| {
+        c.peering.max_message_bytes = 1024 * 1024;
+    })
+    .await
+    .expect("sqlite is always there");
+    // Two more members whose keys the attacker holds: itself and a ghost.
+    let (rogue_tls, rogue) = fed.registry.enrol(ROGUE, Level::Comune, &["066098"]).await;
+    let (_, ghost) = fed.registry.enrol(GHOST, Level::Comune, &["066006"]).await;
+    let celano = fed.node(CELANO.id);
+    let celano_dir = celano.config.node.data_dir.clone();
+    wait_for(
+        "Celano to know the new members",
+        Duration::from_secs(20),
+        || {
+            let dir = celano_dir.clone();
+            async move {
+                let m = urpnet_node::registry_link::load_cache(&dir).0?;
+                (m.is_active(ROGUE) && m.is_active(GHOST)).then_some(())
+            }
+        },
+    )
+    .await;
+    let endpoint = celano.config.registry.advertise.clone();
+    let mut client = peering(&rogue_tls, &endpoint, CELANO.id);
+    let before = celano.metrics().await;
+
+    // A batch mixing good events with every kind of bad one.
+    let t1 = ulid::Ulid::new().to_string();
+    let (_, t1_created) = created(&rogue, &t1, 1);
+    let (_, t1_offer) = offer(&rogue, &t1, CELANO.id);
+    // Signed by the rogue but claiming the region as author.
+    let (_, mut forged) = event(&rogue, &t1, 0, Kind::Note(Default::default()));
+    forged.author = ABRUZZO.id.into();
+    // Signed by the rogue, naming another author inside.
+    let mut mismatch = TicketEvent::decode(
+        event(&rogue, &t1, 0, Kind::Note(Default::default()))
+            .1
+            .payload
+            .as_slice(),
+    )
+    .unwrap();
+    mismatch.author_node = ABRUZZO.id.into();
+    let mismatch = rogue.sign(PayloadKind::TicketEvent, mismatch.encode_to_vec());
+    // A genuine ticket of the ghost's, offered to Celano, relayed by the rogue
+    // who takes no part in it.
+    let t2 = ulid::Ulid::new().to_string();
+    let (_, t2_created) = created(&ghost, &t2, 1);
+    let (_, t2_offer) = offer(&ghost, &t2, CELANO.id);
+    // The rogue's own ticket, never offered to Celano.
+    let t3 = ulid::Ulid::new().to_string();
+    let (_, t3_created) = created(&rogue, &t3, 2);
+    let garbage = rogue.sign(PayloadKind::TicketEvent, vec![0xff; 40]);
+    let mut wrong_kind = t1_created.clone();
+    wrong_kind.kind = PayloadKind::ArchiveBatch as i32;
+    let batch = vec![
+        t1_created, forged, t2_created, t1_offer, mismatch, t2_offer, t3_created, garbage,
+        wrong_kind,
+    ];
+    let resp = deliver(&mut client, batch.clone()).await.expect("deliver");
+    assert_eq!(resp.applied, 2, "{resp:?}");
+    let mut refused_at: Vec<u32> = resp.refused.iter().map(|v| v.index).collect();
+    refused_at.sort_unstable();
+    assert_eq!(refused_at, vec![1, 4, 7, 8], "{resp:?}");
+    let mut retry_at: Vec<u32> = resp.retry.iter().map(|v| v.index).collect();
+    retry_at.sort_unstable();
+    assert_eq!(retry_at, vec![2, 5, 6], "{resp:?}");
+    assert!(resp.retry.iter().all(|v| v.retry_after_ms > 0));
+    assert!(
+        resp.retry
+            .iter()
+            .any(|v| v.reason.contains("not one of its participants")),
+        "{resp:?}"
+    );
+
+    // The good events are stored: Celano holds T1 with the offer to it.
+    let mut desk = celano.desk().await;
+    let t1_state = desk
+        .get_ticket(GetTicketRequest {
+            ticket_id: t1.clone(),
+            reference: String::new(),
+        })
+        .await
+        .expect("T1 stored")
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(t1_state.origin_node, ROGUE);
+    assert_eq!(
+        t1_state.pending_handoff.map(|p| p.to_node),
+        Some(CELANO.id.to_string())
+    );
+    for absent in [&t2, &t3] {
+        let err = desk
+            .get_ticket(GetTicketRequest {
+                ticket_id: absent.clone(),
+                reference: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{absent} must not be stored");
+    }
+
+    // The same batch again: nothing new, the same refusals.
+    let replay = deliver(&mut client, batch).await.expect("replay");
+    assert_eq!((replay.applied, replay.duplicates), (0, 2), "{replay:?}");
+    assert_eq!(replay.refused.len(), 4);
+
+    // Celano accepts; the rogue, no longer owner, tries to resolve it with
+    // its stale epoch: stored, but without effect.
+    desk.accept_handoff(AnswerHandoffRequest {
+        ticket_id: t1.clone(),
+        reason: String::new(),
+    })
+    .await
+    .expect("accept");
+    let (stale_event, stale) = event(
+        &rogue,
+        &t1,
+        0,
+        Kind::StatusChanged(StatusChanged {
+            from: Status::New as i32,
+            to: Status::Rejected as i32,
+            reason: "spam".into(),
+        }),
+    );
+    let resp = deliver(&mut client, vec![stale]).await.expect("deliver");
+    assert_eq!(resp.applied, 1, "kept in the log: {resp:?}");
+    let history = desk
+        .get_history(GetHistoryRequest {
+            ticket_id: t1.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let entry = history
+        .iter()
+        .find(|e| e.event.as_ref().unwrap().event_id == stale_event.event_id)
+        .expect("the stale event is in the history");
+    assert!(!entry.effective);
+    assert!(
+        entry.ineffective_reason.contains("not the owner"),
+        "{entry:?}"
+    );
+    let t1_state = desk
+        .get_ticket(GetTicketRequest {
+            ticket_id: t1.clone(),
+            reference: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(t1_state.owner_node, CELANO.id);
+    assert_eq!(t1_state.status(), Status::New);
+
+    // Too many events in one batch: refused whole, naming the field.
+    let (_, one) = event(&rogue, &t1, 1, Kind::Note(Default::default()));
+    let err = deliver(&mut client, vec![one.clone(); 1001])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("events"), "{err:?}");
+    // Bigger than the node's message limit: refused before decoding.
+    let big = rogue.sign(PayloadKind::TicketEvent, vec![0; 200 * 1024]);
+    let err = deliver(&mut client, vec![big; 8]).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+
+    // Revoked: refused at the gate as soon as Celano's member list says so.
+    fed.registry
+        .admin()
+        .set_status(SetStatusRequest {
+            id: ROGUE.into(),
+            status: MemberStatus::Revoked as i32,
+            reason: "forged events".into(),
+        })
+        .await
+        .expect("revoke");
+    wait_for(
+        "Celano to learn of the revocation",
+        Duration::from_secs(20),
+        || {
+            let dir = celano_dir.clone();
+            async move {
+                let m = urpnet_node::registry_link::load_cache(&dir).0?;
+                (!m.is_active(ROGUE)).then_some(())
+            }
+        },
+    )
+    .await;
+    let err = deliver(&mut client, vec![one]).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // Every refusal was counted under its rule.
+    let after = celano.metrics().await;
+    for (reason, at_least) in [
+        ("bad_signature", 2.0),
+        ("author_mismatch", 2.0),
+        ("malformed", 2.0),
+        ("wrong_kind", 2.0),
+        ("sender_not_participant", 4.0),
+        ("receiver_not_participant", 2.0),
+        ("oversized_batch", 1.0),
+        ("not_active_member", 1.0),
+    ] {
+        let delta = refused(&after, reason) - refused(&before, reason);
+        assert!(
+            delta >= at_least,
+            "{reason}: counted {delta}, expected at least {at_least}"
+        );
+    }
+}
