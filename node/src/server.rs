@@ -259,6 +259,8 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "metrics task panicked"),
         }
     }
+    // The writer ends when the last store handle goes, peering's included.
+    drop(peering);
     store.close().await;
     drop(store);
     let _ = writer.await;

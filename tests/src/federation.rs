@@ -245,7 +245,8 @@ pub struct TestFederation {
 impl TestFederation {
     /// Starts a registry (heartbeats every 200 ms) with the sample taxonomy
     /// and one node per office, all on `backend`; `tune` adjusts each node's
-    /// configuration before it starts. `None` when the backend is missing.
+    /// configuration before it is enrolled (a preset `registry.advertise`
+    /// is kept, e.g. a proxy's address) and started. `None` when the backend is missing.
     pub async fn start(
         backend: Backend,
         test: &str,
@@ -260,10 +261,10 @@ impl TestFederation {
         for office in offices {
             let (dir, mut config) =
                 crate::node_config(office.id, backend, &format!("{test}_{}", office.id)).await?;
+            tune(&mut config);
             registry
                 .enrol_node(&mut config, office.level, office.territory)
                 .await;
-            tune(&mut config);
             nodes.push(crate::TestNode::start_with(config, Some(dir)).await);
         }
         let federation = TestFederation { registry, nodes };
@@ -277,6 +278,22 @@ impl TestFederation {
             .iter()
             .find(|n| n.config.node.id.as_str() == id)
             .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// Stops node `id`, runs `between` on its configuration (to damage or
+    /// restore its data), and starts it again on the same data.
+    pub async fn restart(&mut self, id: &str, between: impl FnOnce(&NodeConfig)) {
+        let at = self
+            .nodes
+            .iter()
+            .position(|n| n.config.node.id.as_str() == id)
+            .unwrap_or_else(|| panic!("no node {id}"));
+        let node = self.nodes.remove(at);
+        let config = node.config.clone();
+        let dir = node.stop_keep_dir().await;
+        between(&config);
+        let node = crate::TestNode::start_with(config, dir).await;
+        self.nodes.insert(at, node);
     }
 
     /// Waits until every node's cached member list shows every node active.

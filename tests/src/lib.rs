@@ -20,6 +20,8 @@ use urpnet_node::server::{self, Listeners};
 use urpnet_proto::ids::NodeId;
 
 pub mod federation;
+pub mod proxy;
+pub mod shared;
 
 /// One test module per backend, each test calling the async scenario of its
 /// name with the backend and the test's name: `on_both_backends!(a, b)` makes
@@ -213,11 +215,18 @@ impl TestNode {
     }
 
     /// Stops the node and waits until every part has ended.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keep_dir().await;
+    }
+
+    /// Stops the node and hands back its temporary directory, so that it
+    /// can be started again on the same data.
+    pub async fn stop_keep_dir(mut self) -> Option<TempDir> {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.await.expect("node task").expect("node ended cleanly");
         }
+        self._dir.take()
     }
 }
 

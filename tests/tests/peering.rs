@@ -2,107 +2,21 @@
 //! with mutual TLS: handoffs offered, accepted, declined, shared; contacts
 //! passed only under consent; tickets only at their participants.
 
-use std::time::Duration;
-
 use tonic::Code;
 use urpnet_node::cli::Desk;
 use urpnet_proto::v1::{
-    AddNoteRequest, AnswerHandoffRequest, AssignTicketRequest, ChangeStatusRequest, Channel,
-    CitizenContact, Consent, CreateTicketRequest, GetHistoryRequest, GetTicketRequest,
-    HandoffRequest, ListOffersRequest, ListPeersRequest, Location, ShareTicketRequest, Status,
-    Ticket,
+    AddNoteRequest, AnswerHandoffRequest, AssignTicketRequest, GetHistoryRequest, GetTicketRequest,
+    HandoffRequest, ListOffersRequest, ListPeersRequest, ShareTicketRequest, Status,
 };
 use urpnet_tests::federation::{ABRUZZO, AVEZZANO, CELANO, TestFederation};
+use urpnet_tests::shared::{DEADLINE, create, get, history, note, request, status, wait_ticket};
 use urpnet_tests::{Backend, wait_for};
 
 urpnet_tests::on_both_backends!(
     a_regional_matter_is_handed_to_the_region_accepted_and_resolved,
     a_declined_offer_returns_the_ticket_to_the_offering_office,
+    consent_passes_the_contact_sharing_is_read_only_and_overflow_finds_a_peer,
 );
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-fn request(category: &str, consent: bool) -> CreateTicketRequest {
-    CreateTicketRequest {
-        request_id: format!("test-{}", ulid::Ulid::new()),
-        category: category.into(),
-        channel: Channel::Phone as i32,
-        subject: "Prenotazione visita cardiologica".into(),
-        description: "Chiede come prenotare una visita al presidio di Avezzano".into(),
-        location: Some(Location {
-            istat_code: "066032".into(),
-            address: "Via Roma 1".into(),
-            coordinates: None,
-        }),
-        citizen: Some(CitizenContact {
-            full_name: "Maria Rossi".into(),
-            email: "maria.rossi@example.it".into(),
-            phone: "+39 0863 000000".into(),
-            fiscal_code: String::new(),
-        }),
-        consent: Some(Consent {
-            share_with_competent_body: consent,
-            contact_for_updates: true,
-        }),
-        ..Default::default()
-    }
-}
-
-async fn create(desk: &mut Desk, req: CreateTicketRequest) -> Ticket {
-    desk.create_ticket(req)
-        .await
-        .expect("create")
-        .into_inner()
-        .ticket
-        .expect("ticket")
-}
-
-async fn get(desk: &Desk, id: &str) -> Option<Ticket> {
-    desk.clone()
-        .get_ticket(GetTicketRequest {
-            ticket_id: id.into(),
-            reference: String::new(),
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .ticket
-}
-
-/// Waits until the node behind `desk` holds ticket `id` in a state that
-/// satisfies `ok`.
-async fn wait_ticket(what: &str, desk: &Desk, id: &str, ok: impl Fn(&Ticket) -> bool) -> Ticket {
-    wait_for(what, DEADLINE, || async {
-        get(desk, id).await.filter(|t| ok(t))
-    })
-    .await
-}
-
-/// (event id, effective) in fold order.
-async fn history(desk: &Desk, id: &str) -> Vec<(String, bool)> {
-    desk.clone()
-        .get_history(GetHistoryRequest {
-            ticket_id: id.into(),
-        })
-        .await
-        .expect("history")
-        .into_inner()
-        .entries
-        .into_iter()
-        .map(|e| (e.event.expect("event").event_id, e.effective))
-        .collect()
-}
-
-async fn status(desk: &mut Desk, id: &str, to: Status) -> Result<Ticket, tonic::Status> {
-    desk.change_status(ChangeStatusRequest {
-        ticket_id: id.into(),
-        status: to as i32,
-        reason: "lavorata".into(),
-        merged_into: String::new(),
-    })
-    .await
-    .map(|r| r.into_inner().ticket.expect("ticket"))
-}
 
 async fn a_regional_matter_is_handed_to_the_region_accepted_and_resolved(
     backend: Backend,
@@ -398,4 +312,157 @@ async fn a_declined_offer_returns_the_ticket_to_the_offering_office(backend: Bac
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+}
+
+async fn consent_passes_the_contact_sharing_is_read_only_and_overflow_finds_a_peer(
+    backend: Backend,
+    test: &str,
+) {
+    let Some(fed) = TestFederation::start(backend, test, &[CELANO, ABRUZZO, AVEZZANO], |c| {
+        if c.node.id.as_str() == AVEZZANO.id {
+            c.registry.overflow_categories = vec!["informazioni".into()];
+            c.registry.capacity_per_hour = 60;
+            c.registry.operators_on_duty = 3;
+        }
+    })
+    .await
+    else {
+        eprintln!("{test}: skipped (no PostgreSQL URL)");
+        return;
+    };
+    let mut celano = fed.node(CELANO.id).desk().await;
+    let mut region = fed.node(ABRUZZO.id).desk().await;
+    let mut avezzano = fed.node(AVEZZANO.id).desk().await;
+
+    // With consent, the origin passes the contact to the new owner.
+    let ticket = create(&mut celano, request("sanita.prenotazioni", true)).await;
+    let id = ticket.id.clone();
+    celano
+        .handoff(HandoffRequest {
+            ticket_id: id.clone(),
+            to_node: ABRUZZO.id.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("offer");
+    wait_ticket("the offer at the region", &region, &id, |t| {
+        t.pending_handoff.is_some()
+    })
+    .await;
+    region
+        .accept_handoff(AnswerHandoffRequest {
+            ticket_id: id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .expect("accept");
+    let contact = wait_for("the contact at the region", DEADLINE, || {
+        let mut region = region.clone();
+        let id = id.clone();
+        async move {
+            region
+                .get_ticket(GetTicketRequest {
+                    ticket_id: id,
+                    reference: String::new(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .citizen
+        }
+    })
+    .await;
+    assert_eq!(contact.full_name, "Maria Rossi");
+
+    // Shared read-only with Avezzano: the ticket arrives, the contact does
+    // not; Avezzano may add a note but not act as owner.
+    region
+        .share_ticket(ShareTicketRequest {
+            ticket_id: id.clone(),
+            with_node: AVEZZANO.id.into(),
+        })
+        .await
+        .expect("share");
+    let shared = wait_ticket("the shared ticket at Avezzano", &avezzano, &id, |_| true).await;
+    assert_eq!(
+        shared.participants,
+        vec![AVEZZANO.id, CELANO.id, ABRUZZO.id]
+    );
+    let resp = avezzano
+        .get_ticket(GetTicketRequest {
+            ticket_id: id.clone(),
+            reference: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        resp.citizen.is_none(),
+        "a shared body gets no personal data"
+    );
+    let err = status(&mut avezzano, &id, Status::Resolved)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    note(
+        &mut avezzano,
+        &id,
+        "Segnalato anche allo sportello di Avezzano",
+    )
+    .await;
+    for desk in [&celano, &region] {
+        wait_ticket("Avezzano's note everywhere", desk, &id, |t| {
+            t.note_count == 1
+        })
+        .await;
+    }
+    assert_eq!(history(&celano, &id).await, history(&avezzano, &id).await);
+
+    // Overflow: Celano asks the registry for a peer with spare capacity for
+    // general information requests; Avezzano is the only one taking them.
+    let info = create(&mut celano, request("informazioni", false)).await;
+    let resp = wait_for("a peer accepting overflow", DEADLINE, || {
+        let mut celano = celano.clone();
+        let id = info.id.clone();
+        async move {
+            celano
+                .handoff(HandoffRequest {
+                    ticket_id: id,
+                    overflow: true,
+                    ..Default::default()
+                })
+                .await
+                .ok()
+        }
+    })
+    .await
+    .into_inner();
+    assert_eq!(resp.to_node, AVEZZANO.id, "{}", resp.decided_by);
+    assert!(
+        resp.decided_by.starts_with("overflow"),
+        "{}",
+        resp.decided_by
+    );
+    let at_avezzano = handed_over_check(&mut avezzano, &info.id).await;
+    assert_eq!(at_avezzano.owner_node, AVEZZANO.id);
+}
+
+async fn handed_over_check(
+    target: &mut urpnet_node::cli::Desk,
+    id: &str,
+) -> urpnet_proto::v1::Ticket {
+    wait_ticket("the overflow offer", target, id, |t| {
+        t.pending_handoff.is_some()
+    })
+    .await;
+    target
+        .accept_handoff(AnswerHandoffRequest {
+            ticket_id: id.into(),
+            reason: String::new(),
+        })
+        .await
+        .expect("accept")
+        .into_inner()
+        .ticket
+        .expect("ticket")
 }

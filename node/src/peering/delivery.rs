@@ -39,7 +39,10 @@ pub struct PeerState {
 
 #[derive(Debug, Default)]
 struct Worker {
-    wake: Notify,
+    /// New items: ends an idle wait, not a backoff.
+    items: Notify,
+    /// The peer called us: ends any wait, backoff included.
+    contact: Notify,
     state: Mutex<PeerState>,
 }
 
@@ -50,11 +53,11 @@ pub struct Deliveries {
 }
 
 impl Deliveries {
-    /// Wakes `peer`'s worker, if it has one: something arrived for it, or
-    /// the peer showed it is up.
+    /// Wakes `peer`'s worker, if it has one, even from a backoff: the peer
+    /// has just shown it is up.
     pub fn wake(&self, peer: &str) {
         if let Some(w) = self.workers.lock().expect("workers lock").get(peer) {
-            w.wake.notify_one();
+            w.contact.notify_one();
         }
     }
 
@@ -94,7 +97,7 @@ pub async fn run(ctx: Arc<PeeringContext>, shutdown: CancellationToken) {
                 shutdown.clone(),
             ));
         }
-        worker.wake.notify_one();
+        worker.items.notify_one();
     };
     for peer in waiting(&ctx).await {
         start(&peer, &mut tasks);
@@ -345,14 +348,26 @@ async fn fail(
     if failures == 1 || failures.is_power_of_two() {
         tracing::warn!(%peer, %error, failures, retry_in = ?delay, "delivery failed");
     }
-    wait(worker, shutdown, delay).await;
+    back_off(worker, shutdown, delay).await;
 }
 
+/// Waits for new items, a call from the peer, or `at_most`.
 async fn wait(worker: &Worker, shutdown: &CancellationToken, at_most: Duration) {
     tokio::select! {
         () = shutdown.cancelled() => {}
-        () = worker.wake.notified() => {}
+        () = worker.items.notified() => {}
+        () = worker.contact.notified() => {}
         () = tokio::time::sleep(at_most) => {}
+    }
+}
+
+/// Waits out a backoff: only a call from the peer cuts it short (new items
+/// for a peer that is down must not hasten the next attempt).
+async fn back_off(worker: &Worker, shutdown: &CancellationToken, delay: Duration) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = worker.contact.notified() => {}
+        () = tokio::time::sleep(delay) => {}
     }
 }
 

@@ -1,0 +1,183 @@
+//! Helpers for tests of shared tickets: a citizen's request, and reading a
+//! ticket, its history and its state at a node until a condition holds.
+
+use std::time::Duration;
+
+use urpnet_node::cli::Desk;
+use urpnet_proto::v1::{
+    ChangeStatusRequest, Channel, CitizenContact, Consent, CreateTicketRequest, GetHistoryRequest,
+    GetTicketRequest, Location, Status, Ticket,
+};
+
+use crate::wait_for;
+
+/// How long a test waits for anything to travel between nodes.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A citizen's phone request at Celano, with contact data and the given
+/// consent to share it with the competent body.
+pub fn request(category: &str, consent: bool) -> CreateTicketRequest {
+    CreateTicketRequest {
+        request_id: format!("test-{}", ulid::Ulid::new()),
+        category: category.into(),
+        channel: Channel::Phone as i32,
+        subject: "Prenotazione visita cardiologica".into(),
+        description: "Chiede come prenotare una visita al presidio di Avezzano".into(),
+        location: Some(Location {
+            istat_code: "066032".into(),
+            address: "Via Roma 1".into(),
+            coordinates: None,
+        }),
+        citizen: Some(CitizenContact {
+            full_name: "Maria Rossi".into(),
+            email: "maria.rossi@example.it".into(),
+            phone: "+39 0863 000000".into(),
+            fiscal_code: String::new(),
+        }),
+        consent: Some(Consent {
+            share_with_competent_body: consent,
+            contact_for_updates: true,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Creates a ticket.
+pub async fn create(desk: &mut Desk, req: CreateTicketRequest) -> Ticket {
+    desk.create_ticket(req)
+        .await
+        .expect("create")
+        .into_inner()
+        .ticket
+        .expect("ticket")
+}
+
+/// The ticket as the node behind `desk` holds it, if it does.
+pub async fn get(desk: &Desk, id: &str) -> Option<Ticket> {
+    desk.clone()
+        .get_ticket(GetTicketRequest {
+            ticket_id: id.into(),
+            reference: String::new(),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .ticket
+}
+
+/// Waits until the node behind `desk` holds ticket `id` in a state that
+/// satisfies `ok`.
+pub async fn wait_ticket(
+    what: &str,
+    desk: &Desk,
+    id: &str,
+    ok: impl Fn(&Ticket) -> bool,
+) -> Ticket {
+    wait_for(what, DEADLINE, || async {
+        get(desk, id).await.filter(|t| ok(t))
+    })
+    .await
+}
+
+/// (event id, effective) in fold order.
+pub async fn history(desk: &Desk, id: &str) -> Vec<(String, bool)> {
+    desk.clone()
+        .get_history(GetHistoryRequest {
+            ticket_id: id.into(),
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| (e.event.expect("event").event_id, e.effective))
+        .collect()
+}
+
+/// Changes the status.
+pub async fn status(desk: &mut Desk, id: &str, to: Status) -> Result<Ticket, tonic::Status> {
+    desk.change_status(ChangeStatusRequest {
+        ticket_id: id.into(),
+        status: to as i32,
+        reason: "lavorata".into(),
+        merged_into: String::new(),
+    })
+    .await
+    .map(|r| r.into_inner().ticket.expect("ticket"))
+}
+
+/// Creates a ticket at `origin`, offers it to `target` (node id) and has
+/// `target_desk` accept it; returns once the origin sees the new owner.
+pub async fn handed_over(
+    origin: &mut Desk,
+    target_desk: &mut Desk,
+    target: &str,
+    category: &str,
+) -> Ticket {
+    let ticket = create(origin, request(category, false)).await;
+    origin
+        .handoff(urpnet_proto::v1::HandoffRequest {
+            ticket_id: ticket.id.clone(),
+            to_node: target.into(),
+            reason: "per competenza".into(),
+            overflow: false,
+        })
+        .await
+        .expect("handoff");
+    wait_ticket("the offer at the target", target_desk, &ticket.id, |t| {
+        t.pending_handoff.is_some()
+    })
+    .await;
+    target_desk
+        .accept_handoff(urpnet_proto::v1::AnswerHandoffRequest {
+            ticket_id: ticket.id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .expect("accept");
+    wait_ticket("the new owner at the origin", origin, &ticket.id, |t| {
+        t.owner_node == target
+    })
+    .await
+}
+
+/// Adds a note.
+pub async fn note(desk: &mut Desk, id: &str, text: &str) {
+    desk.add_note(urpnet_proto::v1::AddNoteRequest {
+        ticket_id: id.into(),
+        public: false,
+        text: text.into(),
+    })
+    .await
+    .expect("note");
+}
+
+/// Waits until both desks hold ticket `id` with the same events, and
+/// returns its history.
+pub async fn converged(a: &Desk, b: &Desk, id: &str, deadline: Duration) -> Vec<(String, bool)> {
+    wait_for(
+        "the two nodes to hold the same events",
+        deadline,
+        || async {
+            let (ha, hb) = (try_history(a, id).await?, try_history(b, id).await?);
+            (ha == hb).then_some(ha)
+        },
+    )
+    .await
+}
+
+async fn try_history(desk: &Desk, id: &str) -> Option<Vec<(String, bool)>> {
+    Some(
+        desk.clone()
+            .get_history(GetHistoryRequest {
+                ticket_id: id.into(),
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| (e.event.map(|e| e.event_id).unwrap_or_default(), e.effective))
+            .collect(),
+    )
+}
