@@ -18,9 +18,10 @@ use tonic::transport::{Channel, Endpoint};
 use urpnet_proto::ids::NodeId;
 use urpnet_proto::v1::desk_client::DeskClient;
 use urpnet_proto::v1::{
-    AddNoteRequest, AssignTicketRequest, AttachmentUpload, ChangeStatusRequest, CitizenContact,
-    Consent, Coordinates, CreateTicketRequest, GetHistoryRequest, GetTicketRequest,
-    ListTicketsRequest, Location, Ticket,
+    AddNoteRequest, AnswerHandoffRequest, AssignTicketRequest, AttachmentUpload,
+    ChangeStatusRequest, CitizenContact, Consent, Coordinates, CreateTicketRequest,
+    GetHistoryRequest, GetTicketRequest, HandoffRequest, ListOffersRequest, ListPeersRequest,
+    ListTicketsRequest, Location, ShareTicketRequest, Ticket,
 };
 
 use crate::auth::Role;
@@ -75,6 +76,12 @@ pub enum Command {
     /// The federation's members as this node last received them from the
     /// registry (local: reads the data directory's cache).
     Members,
+    /// Delivery to each peer: reachable, outbox depth, lag, last error.
+    Peers {
+        /// How to reach the node.
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// Re-fold every ticket's events and compare with the stored state
     /// (local: needs the data directory).
     Check,
@@ -248,6 +255,60 @@ pub enum TicketCommand {
         /// Ticket id or reference.
         ticket: String,
     },
+    /// Offer the ticket to another body. Without --to the registry names the
+    /// competent body (Route); with --overflow, a peer with spare capacity.
+    /// Ownership moves only when the other body accepts.
+    Handoff {
+        /// How to reach the node.
+        #[command(flatten)]
+        conn: Connection,
+        /// Ticket id or reference.
+        ticket: String,
+        /// The body to offer it to (node id, e.g. r_abruzz).
+        #[arg(long)]
+        to: Option<String>,
+        /// Why that body is competent (default: the registry's reason).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Ask the registry for a peer with spare capacity instead.
+        #[arg(long, conflicts_with = "to")]
+        overflow: bool,
+    },
+    /// Accept the offer pending for this node: it becomes the owner.
+    Accept {
+        /// How to reach the node.
+        #[command(flatten)]
+        conn: Connection,
+        /// Ticket id or reference.
+        ticket: String,
+    },
+    /// Decline the offer pending for this node; it stays with the offering body.
+    Decline {
+        /// How to reach the node.
+        #[command(flatten)]
+        conn: Connection,
+        /// Ticket id or reference.
+        ticket: String,
+        /// Why (shown to the offering office).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Share the ticket read-only with another body.
+    Share {
+        /// How to reach the node.
+        #[command(flatten)]
+        conn: Connection,
+        /// Ticket id or reference.
+        ticket: String,
+        /// The body (node id).
+        with: String,
+    },
+    /// The inbox: offers made to this node, and offers it made, not yet answered.
+    Offers {
+        /// How to reach the node.
+        #[command(flatten)]
+        conn: Connection,
+    },
 }
 
 /// Operator credential commands.
@@ -282,6 +343,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ticket(cmd) => ticket(&cli.config, &env, *cmd, cli.json).await,
         Command::Operator(cmd) => operator(&cli.config, &env, cmd, cli.json).await,
         Command::Members => members(&cli.config, &env, cli.json),
+        Command::Peers { conn } => {
+            let mut desk = desk_from(&cli.config, &env, &conn).await?;
+            let r = desk
+                .list_peers(ListPeersRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if cli.json {
+                println!("{}", output::to_json("urpnet.v1.ListPeersResponse", &r));
+            } else {
+                println!("{}", output::peers_table(&r.peers));
+            }
+            Ok(())
+        }
         Command::Taxonomy => {
             taxonomy(&cli.config, &env, cli.json);
             Ok(())
@@ -784,6 +859,92 @@ async fn ticket(
                 println!("{}", output::to_json("urpnet.v1.GetHistoryResponse", &h));
             } else {
                 println!("{}", output::history_table(&h.entries));
+            }
+        }
+        TicketCommand::Handoff {
+            conn,
+            ticket,
+            to,
+            reason,
+            overflow,
+        } => {
+            let mut desk = desk_from(config_path, env, &conn).await?;
+            let ticket_id = resolve(&mut desk, &ticket).await?;
+            let r = desk
+                .handoff(HandoffRequest {
+                    ticket_id,
+                    to_node: to.unwrap_or_default(),
+                    reason,
+                    overflow,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                println!("{}", output::to_json("urpnet.v1.HandoffResponse", &r));
+            } else {
+                println!("offered to {} ({})", r.to_node, r.decided_by);
+                print_ticket(&r.ticket.unwrap_or_default(), false);
+            }
+        }
+        TicketCommand::Accept { conn, ticket } => {
+            let mut desk = desk_from(config_path, env, &conn).await?;
+            let ticket_id = resolve(&mut desk, &ticket).await?;
+            let r = desk
+                .accept_handoff(AnswerHandoffRequest {
+                    ticket_id,
+                    reason: String::new(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_ticket(&r.ticket.unwrap_or_default(), json);
+        }
+        TicketCommand::Decline {
+            conn,
+            ticket,
+            reason,
+        } => {
+            let mut desk = desk_from(config_path, env, &conn).await?;
+            let ticket_id = resolve(&mut desk, &ticket).await?;
+            let r = desk
+                .decline_handoff(AnswerHandoffRequest { ticket_id, reason })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_ticket(&r.ticket.unwrap_or_default(), json);
+        }
+        TicketCommand::Share { conn, ticket, with } => {
+            let mut desk = desk_from(config_path, env, &conn).await?;
+            let ticket_id = resolve(&mut desk, &ticket).await?;
+            let r = desk
+                .share_ticket(ShareTicketRequest {
+                    ticket_id,
+                    with_node: with,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_ticket(&r.ticket.unwrap_or_default(), json);
+        }
+        TicketCommand::Offers { conn } => {
+            let mut desk = desk_from(config_path, env, &conn).await?;
+            let r = desk
+                .list_offers(ListOffersRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                println!("{}", output::to_json("urpnet.v1.ListOffersResponse", &r));
+            } else {
+                println!(
+                    "Offered to this node:\n{}",
+                    output::offers_table(&r.incoming)
+                );
+                println!(
+                    "Offered by this node, not yet answered:\n{}",
+                    output::offers_table(&r.outgoing)
+                );
             }
         }
     }

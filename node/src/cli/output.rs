@@ -254,3 +254,69 @@ pub fn history_table(entries: &[HistoryEntry]) -> String {
     }
     t.to_string()
 }
+
+/// Pending offers, one per row.
+pub fn offers_table(offers: &[urpnet_proto::v1::Offer]) -> String {
+    if offers.is_empty() {
+        return "  (none)".into();
+    }
+    let mut t = urpnet_proto::cli::table();
+    t.set_header(["reference", "from", "to", "offered", "category", "reason"]);
+    for o in offers {
+        let ticket = o.ticket.clone().unwrap_or_default();
+        t.add_row([
+            ticket.reference,
+            o.from_node.clone(),
+            o.to_node.clone(),
+            time(o.offered_at.as_ref()),
+            ticket.category,
+            o.reason.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
+/// Delivery to each peer, one per row.
+pub fn peers_table(peers: &[urpnet_proto::v1::PeerDelivery]) -> String {
+    if peers.is_empty() {
+        return "no peers yet: this node shares no ticket with another body".into();
+    }
+    let mut t = urpnet_proto::cli::table();
+    t.set_header([
+        "peer",
+        "name",
+        "member",
+        "reachable",
+        "outbox",
+        "lag",
+        "delivered",
+        "last error",
+    ]);
+    for p in peers {
+        let reachable = match p.reachable {
+            None => "-".to_string(),
+            Some(true) => "yes".to_string(),
+            Some(false) => format!("no ({} failures)", p.failures),
+        };
+        let lag = if p.lag_ms == 0 {
+            "-".to_string()
+        } else {
+            humantime::format_duration(
+                std::time::Duration::from_millis(p.lag_ms / 1000 * 1000)
+                    .max(std::time::Duration::from_secs(1)),
+            )
+            .to_string()
+        };
+        t.add_row([
+            p.peer.clone(),
+            p.display_name.clone(),
+            p.member_status.clone(),
+            reachable,
+            p.outbox_depth.to_string(),
+            lag,
+            p.delivered.to_string(),
+            p.last_error.clone(),
+        ]);
+    }
+    t.to_string()
+}
