@@ -210,3 +210,97 @@ pub async fn enrol_node(
     tls::write_atomic(&files.ca, resp.ca_pem.as_bytes(), false)?;
     Ok(())
 }
+
+/// A node running in this process, started by [`start_node`].
+#[derive(Debug)]
+pub struct RunningNode {
+    /// Its configuration.
+    pub config: NodeConfig,
+    /// Where its Desk listens.
+    pub desk_addr: SocketAddr,
+    /// The `admin` supervisor token written by `initialise`.
+    pub token: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<urpnet_node::NodeResult<()>>,
+}
+
+/// Runs an initialised (and, for a federation, enrolled) node: the Desk on a
+/// free loopback port, Peering on `peering.listen` when a registry is set,
+/// no metrics endpoint. Returns once the Desk answers.
+///
+/// # Errors
+/// Bind failures, a missing token, a node that does not answer in 30 s.
+pub async fn start_node(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
+    use urpnet_node::server::{self, Listeners};
+    let token = std::fs::read_to_string(server::paths::operator_token(&config.node.data_dir))
+        .context("operator token (run initialise first)")?
+        .trim()
+        .to_string();
+    let desk = TcpListener::bind("127.0.0.1:0").await?;
+    let desk_addr = desk.local_addr()?;
+    config.desk.listen = desk_addr;
+    config.metrics.listen = String::new();
+    let peering = if config.registry.endpoint.is_empty() {
+        None
+    } else {
+        Some(TcpListener::bind(config.peering.listen).await?)
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server::run(
+        config.clone(),
+        Listeners {
+            desk,
+            metrics: None,
+            peering,
+        },
+        shutdown.clone(),
+    ));
+    let node = RunningNode {
+        config,
+        desk_addr,
+        token,
+        shutdown,
+        task,
+    };
+    let start = Instant::now();
+    while node.desk().await.is_err() {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "node {} did not answer",
+            node.config.node.id
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(node)
+}
+
+impl RunningNode {
+    /// A Desk client as `admin`.
+    ///
+    /// # Errors
+    /// When the node does not answer.
+    pub async fn desk(&self) -> anyhow::Result<urpnet_node::cli::Desk> {
+        let desk = urpnet_node::cli::connect(
+            &self.desk_addr.to_string(),
+            &self.token,
+            self.config.desk.max_message_bytes,
+        )
+        .await?;
+        // The channel is lazy: make one call to know the node is serving.
+        desk.clone()
+            .list_offers(urpnet_proto::v1::ListOffersRequest {})
+            .await?;
+        Ok(desk)
+    }
+
+    /// Stops the node and waits for every part; returns its configuration
+    /// so that it can be started again on the same data.
+    ///
+    /// # Errors
+    /// If it ended with an error.
+    pub async fn stop(self) -> anyhow::Result<NodeConfig> {
+        self.shutdown.cancel();
+        self.task.await??;
+        Ok(self.config)
+    }
+}

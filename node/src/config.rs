@@ -276,7 +276,7 @@ impl Default for PeeringSection {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 7401)),
             max_message_bytes: 8 * 1024 * 1024,
-            batch_size: 500,
+            batch_size: 1000,
             max_backoff: std::time::Duration::from_secs(3600),
             connect_timeout: std::time::Duration::from_secs(3),
             request_timeout: std::time::Duration::from_secs(30),

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use urpnet_proto::v1::{CompareDigestsRequest, FetchEventsRequest, TicketDigest};
@@ -31,14 +32,19 @@ pub struct Repair {
     pub fetched: usize,
 }
 
-/// Runs rounds every `peering.anti_entropy_interval` until `shutdown`.
+/// Runs a first round as soon as the node starts (calling its peers also
+/// tells them it is back, which wakes their delivery workers at once), then
+/// one every `peering.anti_entropy_interval`, until `shutdown`.
 pub async fn run(ctx: Arc<PeeringContext>, shutdown: CancellationToken) {
     let every = ctx.config.peering.anti_entropy_interval;
+    // Give the peering server a moment to come up before calling out.
+    let mut wait = Duration::from_millis(200);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(wait) => {}
         }
+        wait = every;
         if let Err(error) = round(&ctx).await {
             tracing::warn!(%error, "anti-entropy round failed");
         }

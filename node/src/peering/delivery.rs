@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use urpnet_proto::hlc::system_time_ms;
-use urpnet_proto::v1::{DeliverRequest, SharedContact};
+use urpnet_proto::v1::{DeliverRequest, DeliverResponse, SharedContact};
 
 use super::{PeeringContext, backoff};
 use crate::store::{OutboxPayload, Retry};
@@ -135,6 +135,14 @@ const BASE_BACKOFF: Duration = Duration::from_millis(200);
 /// How often an idle worker looks for items whose retry time has come.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// Batches in flight to one peer at a time: while the peer stores one, it
+/// verifies the signatures of the next.
+const MAX_IN_FLIGHT: usize = 2;
+
+type Call = tokio::task::JoinHandle<
+    Result<Result<tonic::Response<DeliverResponse>, tonic::Status>, tokio::time::error::Elapsed>,
+>;
+
 async fn work(
     ctx: Arc<PeeringContext>,
     peer: String,
@@ -142,11 +150,19 @@ async fn work(
     shutdown: CancellationToken,
 ) {
     let settings = ctx.config.peering.clone();
+    // Rows up to the cursor were sent in this pass; a pass restarts from 0
+    // after a failure or at the end, for rows whose retry time has come.
     let mut cursor = 0i64;
     let mut client = None;
     let mut members_version = u64::MAX;
+    let mut in_flight: std::collections::VecDeque<(Batch, Call, std::time::Instant)> =
+        std::collections::VecDeque::new();
+    // The previous batch's acknowledgement, written while others travel.
+    let mut acking: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         if shutdown.is_cancelled() {
+            abort(&mut in_flight);
+            settle(&mut acking).await;
             return;
         }
         let members = ctx.federation.members();
@@ -165,23 +181,55 @@ async fn work(
                 s.last_error = format!("not an active member ({status}): items are held");
                 s.next_attempt_ms = 0;
             });
+            abort(&mut in_flight);
+            settle(&mut acking).await;
+            cursor = 0;
             wait(&worker, &shutdown, Duration::from_secs(5)).await;
             continue;
         }
-        let now = system_time_ms() as i64;
-        let items = match ctx
-            .store
-            .outbox_batch(&peer, cursor, now, settings.batch_size)
-            .await
-        {
-            Ok(items) => items,
-            Err(error) => {
-                tracing::warn!(%peer, %error, "cannot read the outbox");
-                wait(&worker, &shutdown, Duration::from_secs(1)).await;
-                continue;
+        // Keep up to MAX_IN_FLIGHT batches travelling.
+        while in_flight.len() < MAX_IN_FLIGHT {
+            if cursor == 0 {
+                // Rows being deleted must not be read again.
+                settle(&mut acking).await;
             }
-        };
-        if items.is_empty() {
+            let now = system_time_ms() as i64;
+            let items = match ctx
+                .store
+                .outbox_batch(&peer, cursor, now, settings.batch_size)
+                .await
+            {
+                Ok(items) => items,
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "cannot read the outbox");
+                    break;
+                }
+            };
+            if items.is_empty() {
+                break;
+            }
+            if client.is_none() {
+                match ctx.client(&peer).await {
+                    Ok(c) => client = Some(c),
+                    Err(error) => {
+                        cursor = 0;
+                        fail(&worker, &peer, &error.to_string(), &settings, &shutdown).await;
+                        break;
+                    }
+                }
+            }
+            let batch = Batch::of(&items);
+            cursor = batch.last_seq;
+            let mut c = client.clone().expect("connected above");
+            let request = batch.request.clone();
+            let timeout = settings.request_timeout;
+            let call =
+                tokio::spawn(
+                    async move { tokio::time::timeout(timeout, c.deliver(request)).await },
+                );
+            in_flight.push_back((batch, call, std::time::Instant::now()));
+        }
+        let Some((batch, mut call, started)) = in_flight.pop_front() else {
             if cursor != 0 {
                 // Past the end: look again from the start for items whose
                 // retry time has come.
@@ -190,66 +238,50 @@ async fn work(
             }
             wait(&worker, &shutdown, IDLE_POLL).await;
             continue;
-        }
-        if client.is_none() {
-            match ctx.client(&peer).await {
-                Ok(c) => client = Some(c),
-                Err(error) => {
-                    fail(&worker, &peer, &error.to_string(), &settings, &shutdown).await;
-                    continue;
-                }
-            }
-        }
-        // Build the batch; remember which outbox row each item came from.
-        let mut request = DeliverRequest::default();
-        let (mut event_seqs, mut contact_seqs, mut missing) = (Vec::new(), Vec::new(), Vec::new());
-        for item in &items {
-            match &item.payload {
-                OutboxPayload::Event(envelope) => {
-                    request.events.push(envelope.clone());
-                    event_seqs.push(item.seq);
-                }
-                OutboxPayload::Contact(ticket_id, contact)
-                    if request.contacts.len() < super::MAX_BATCH_CONTACTS =>
-                {
-                    request.contacts.push(SharedContact {
-                        ticket_id: ticket_id.clone(),
-                        contact: Some(contact.clone()),
-                    });
-                    contact_seqs.push(item.seq);
-                }
-                OutboxPayload::Contact(..) => break,
-                OutboxPayload::Missing => missing.push(item.seq),
-            }
-        }
-        let last_seq = *event_seqs
-            .iter()
-            .chain(&contact_seqs)
-            .chain(&missing)
-            .max()
-            .expect("a non-empty batch");
-        let sent = event_seqs.len() + contact_seqs.len();
-        let started = std::time::Instant::now();
-        let call = client.as_mut().expect("connected above").deliver(request);
-        let result = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = tokio::time::timeout(settings.request_timeout, call) => r,
         };
-        let response = match result {
-            Ok(Ok(r)) => r.into_inner(),
-            Ok(Err(status)) => {
-                cursor = 0;
-                if status.code() == tonic::Code::ResourceExhausted {
-                    let hint = status
-                        .metadata()
-                        .get("retry-after-ms")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(1_000);
-                    tracing::info!(%peer, retry_after_ms = hint, "peer is busy; slowing down");
-                    wait(&worker, &shutdown, Duration::from_millis(hint)).await;
-                    continue;
-                }
+        let result = tokio::select! {
+            () = shutdown.cancelled() => {
+                call.abort();
+                continue;
+            }
+            r = &mut call => r,
+        };
+        let failure = match result {
+            Ok(Ok(Ok(r))) => {
+                let response = r.into_inner();
+                finished(
+                    &ctx,
+                    &peer,
+                    &worker,
+                    &batch,
+                    &response,
+                    started,
+                    &mut acking,
+                )
+                .await;
+                continue;
+            }
+            Ok(Ok(Err(status))) => Some(status),
+            Ok(Err(_)) => None,
+            Err(join) => Some(tonic::Status::internal(format!("delivery task: {join}"))),
+        };
+        // A failed call: whatever else is in flight is abandoned (the peer
+        // may still store it; a resend is then a harmless duplicate).
+        abort(&mut in_flight);
+        settle(&mut acking).await;
+        cursor = 0;
+        match failure {
+            Some(status) if status.code() == tonic::Code::ResourceExhausted => {
+                let hint = status
+                    .metadata()
+                    .get("retry-after-ms")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1_000);
+                tracing::info!(%peer, retry_after_ms = hint, "peer is busy; slowing down");
+                wait(&worker, &shutdown, Duration::from_millis(hint)).await;
+            }
+            Some(status) => {
                 if matches!(
                     status.code(),
                     tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
@@ -258,66 +290,140 @@ async fn work(
                 }
                 let error = format!("{:?}: {}", status.code(), status.message());
                 fail(&worker, &peer, &error, &settings, &shutdown).await;
-                continue;
             }
-            Err(_) => {
-                cursor = 0;
+            None => {
                 client = None;
                 fail(&worker, &peer, "the call timed out", &settings, &shutdown).await;
-                continue;
             }
+        }
+    }
+}
+
+/// Records a batch the peer answered: deletes what it stored or refused for
+/// good (in the background, one acknowledgement at a time) and delays what
+/// it asked to see again.
+async fn finished(
+    ctx: &PeeringContext,
+    peer: &str,
+    worker: &Worker,
+    batch: &Batch,
+    response: &DeliverResponse,
+    started: std::time::Instant,
+    acking: &mut Option<tokio::task::JoinHandle<()>>,
+) {
+    let sent = batch.event_seqs.len() + batch.contact_seqs.len();
+    let (delivered, retry) = batch.outcome(response, system_time_ms() as i64);
+    for v in &response.refused {
+        tracing::warn!(%peer, item = %v.id, reason = %v.reason, "peer refused an item for good");
+    }
+    settle(acking).await;
+    let (store, owned_peer) = (ctx.store.clone(), peer.to_string());
+    *acking = Some(tokio::spawn(async move {
+        if let Err(error) = store.acknowledge(&owned_peer, delivered, retry).await {
+            // The peer has the items; they will be sent again and ignored.
+            tracing::warn!(peer = %owned_peer, %error, "cannot record the acknowledgement");
+        }
+    }));
+    let labels = [("peer", peer.to_string())];
+    metrics::counter!("urpnet_deliveries_total", &labels).increment(sent as u64);
+    metrics::counter!("urpnet_delivery_rejected_total", &labels)
+        .increment(response.refused.len() as u64);
+    metrics::counter!("urpnet_delivery_deferred_total", &labels)
+        .increment(response.retry.len() as u64);
+    metrics::histogram!("urpnet_delivery_batch_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    set_state(worker, |s| {
+        s.reachable = Some(true);
+        s.delivered += (sent - response.refused.len().min(sent)) as u64;
+        s.failures = 0;
+        s.last_error.clear();
+        s.next_attempt_ms = 0;
+    });
+}
+
+fn abort(in_flight: &mut std::collections::VecDeque<(Batch, Call, std::time::Instant)>) {
+    for (_, call, _) in in_flight.drain(..) {
+        call.abort();
+    }
+}
+
+/// Waits for the acknowledgement being written, if any.
+async fn settle(acking: &mut Option<tokio::task::JoinHandle<()>>) {
+    if let Some(task) = acking.take() {
+        let _ = task.await;
+    }
+}
+
+/// One `Deliver` call and the outbox rows behind its items.
+struct Batch {
+    request: DeliverRequest,
+    event_seqs: Vec<i64>,
+    contact_seqs: Vec<i64>,
+    /// Rows whose event or contact is gone: nothing to send, delete them.
+    missing: Vec<i64>,
+    last_seq: i64,
+}
+
+impl Batch {
+    fn of(items: &[crate::store::OutboxItem]) -> Self {
+        let mut b = Batch {
+            request: DeliverRequest::default(),
+            event_seqs: Vec::new(),
+            contact_seqs: Vec::new(),
+            missing: Vec::new(),
+            last_seq: 0,
         };
-        // Everything not asked back was stored (or refused for good).
-        let now = system_time_ms() as i64;
+        for item in items {
+            match &item.payload {
+                OutboxPayload::Event(envelope) => {
+                    b.request.events.push(envelope.clone());
+                    b.event_seqs.push(item.seq);
+                }
+                OutboxPayload::Contact(ticket_id, contact)
+                    if b.request.contacts.len() < super::MAX_BATCH_CONTACTS =>
+                {
+                    b.request.contacts.push(SharedContact {
+                        ticket_id: ticket_id.clone(),
+                        contact: Some(contact.clone()),
+                    });
+                    b.contact_seqs.push(item.seq);
+                }
+                OutboxPayload::Contact(..) => break,
+                OutboxPayload::Missing => b.missing.push(item.seq),
+            }
+            b.last_seq = item.seq;
+        }
+        b
+    }
+
+    /// The rows to delete and the rows to offer again later.
+    fn outcome(&self, response: &DeliverResponse, now_ms: i64) -> (Vec<i64>, Vec<Retry>) {
         let mut retry = Vec::new();
         let mut later = HashSet::new();
         for v in &response.retry {
             let seqs = if v.contact {
-                &contact_seqs
+                &self.contact_seqs
             } else {
-                &event_seqs
+                &self.event_seqs
             };
             if let Some(seq) = seqs.get(v.index as usize) {
                 later.insert(*seq);
                 retry.push(Retry {
                     seq: *seq,
-                    not_before_ms: now + v.retry_after_ms.clamp(100, 3_600_000) as i64,
+                    not_before_ms: now_ms + v.retry_after_ms.clamp(100, 3_600_000) as i64,
                     error: v.reason.clone(),
                 });
             }
         }
-        for v in &response.refused {
-            tracing::warn!(%peer, item = %v.id, reason = %v.reason, "peer refused an item for good");
-        }
-        let delivered: Vec<i64> = event_seqs
+        let delivered = self
+            .event_seqs
             .iter()
-            .chain(&contact_seqs)
-            .chain(&missing)
+            .chain(&self.contact_seqs)
+            .chain(&self.missing)
             .copied()
             .filter(|s| !later.contains(s))
             .collect();
-        if let Err(error) = ctx.store.acknowledge(&peer, delivered, retry).await {
-            // The peer has the items; they will be sent again and ignored.
-            tracing::warn!(%peer, %error, "cannot record the acknowledgement");
-            cursor = 0;
-            continue;
-        }
-        cursor = last_seq;
-        let labels = [("peer", peer.clone())];
-        metrics::counter!("urpnet_deliveries_total", &labels).increment(sent as u64);
-        metrics::counter!("urpnet_delivery_rejected_total", &labels)
-            .increment(response.refused.len() as u64);
-        metrics::counter!("urpnet_delivery_deferred_total", &labels)
-            .increment(response.retry.len() as u64);
-        metrics::histogram!("urpnet_delivery_batch_seconds", &labels)
-            .record(started.elapsed().as_secs_f64());
-        set_state(&worker, |s| {
-            s.reachable = Some(true);
-            s.delivered += (sent - response.refused.len().min(sent)) as u64;
-            s.failures = 0;
-            s.last_error.clear();
-            s.next_attempt_ms = 0;
-        });
+        (delivered, retry)
     }
 }
 

@@ -862,7 +862,7 @@ async fn append(
         if before.contains(peer) {
             enqueue(tx, peer, OUTBOX_EVENT, &[stored.event_id.as_str()], notices).await?;
         } else {
-            let all = event_ids_in_order(tx, &ticket.id, None).await?;
+            let all = event_ids_in_order(tx, &ticket.id).await?;
             let ids: Vec<&str> = all.iter().map(String::as_str).collect();
             enqueue(tx, peer, OUTBOX_EVENT, &ids, notices).await?;
             add_participant_row(tx, peer, &ticket.id).await?;
@@ -938,30 +938,15 @@ async fn insert_ticket(tx: &mut impl WriteTx, t: &Ticket) -> NodeResult<()> {
     Ok(())
 }
 
-/// A ticket's event ids in fold order, optionally only those by `author`.
-async fn event_ids_in_order(
-    tx: &mut impl WriteTx,
-    ticket_id: &str,
-    author: Option<&str>,
-) -> NodeResult<Vec<String>> {
-    let rows = match author {
-        None => {
-            tx.texts(
-                "SELECT event_id FROM ticket_events WHERE ticket_id = $1 \
-                 ORDER BY hlc_wall, hlc_logical, author_node, event_id",
-                &[&Value::Text(ticket_id)],
-            )
-            .await?
-        }
-        Some(author) => {
-            tx.texts(
-                "SELECT event_id FROM ticket_events WHERE ticket_id = $1 AND author_node = $2 \
-                 ORDER BY hlc_wall, hlc_logical, author_node, event_id",
-                &[&Value::Text(ticket_id), &Value::Text(author)],
-            )
-            .await?
-        }
-    };
+/// A ticket's event ids in fold order.
+async fn event_ids_in_order(tx: &mut impl WriteTx, ticket_id: &str) -> NodeResult<Vec<String>> {
+    let rows = tx
+        .texts(
+            "SELECT event_id FROM ticket_events WHERE ticket_id = $1 \
+             ORDER BY hlc_wall, hlc_logical, author_node, event_id",
+            &[&Value::Text(ticket_id)],
+        )
+        .await?;
     Ok(rows
         .into_iter()
         .filter_map(|r| r.into_iter().next())
@@ -1122,7 +1107,7 @@ async fn ingest(
                 })
                 .collect()
         };
-        let Some(ticket) = folded.ticket else {
+        let Some(ticket) = folded.ticket.clone() else {
             out.retry.extend(verdict(
                 "no_created",
                 format!("ticket {ticket_id}: its Created event has not arrived yet"),
@@ -1191,9 +1176,13 @@ async fn ingest(
                 continue;
             }
             add_participant_row(tx, peer, &ticket.id).await?;
-            let own = event_ids_in_order(tx, &ticket.id, Some(node)).await?;
-            let ids: Vec<&str> = own.iter().map(String::as_str).collect();
-            enqueue(tx, peer, OUTBOX_EVENT, &ids, notices).await?;
+            let own: Vec<&str> = folded
+                .log
+                .iter()
+                .filter(|(e, _)| e.author_node == node)
+                .map(|(e, _)| e.event_id.as_str())
+                .collect();
+            enqueue(tx, peer, OUTBOX_EVENT, &own, notices).await?;
         }
         // The origin passes the citizen's contact to a new owner, if the
         // citizen consented (DESIGN.md §3).
