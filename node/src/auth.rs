@@ -77,6 +77,8 @@ pub enum Action {
     Assign,
     /// Offer, accept, decline or share a ticket with another body.
     Handoff,
+    /// Quarantine or release a peer.
+    Quarantine,
 }
 
 impl Action {
@@ -87,6 +89,7 @@ impl Action {
             Action::InternalNote | Action::ChangeStatus | Action::Assign | Action::Handoff => {
                 Role::Operator
             }
+            Action::Quarantine => Role::Supervisor,
         }
     }
 }

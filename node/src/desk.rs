@@ -10,8 +10,9 @@ use urpnet_proto::v1::{
     CreateTicketRequest, CreateTicketResponse, GetAttachmentRequest, GetAttachmentResponse,
     GetHistoryRequest, GetHistoryResponse, GetTicketRequest, GetTicketResponse, HandoffRequest,
     HandoffResponse, HistoryEntry, ListOffersRequest, ListOffersResponse, ListPeersRequest,
-    ListPeersResponse, ListTicketsRequest, ListTicketsResponse, Offer, ShareTicketRequest,
-    TicketChange, TicketResponse, WatchTicketsRequest,
+    ListPeersResponse, ListTicketsRequest, ListTicketsResponse, Offer, SetPeerQuarantineRequest,
+    SetPeerQuarantineResponse, ShareTicketRequest, TicketChange, TicketResponse,
+    WatchTicketsRequest,
 };
 
 use crate::auth::{Actor, Authenticator};
@@ -287,6 +288,18 @@ impl Desk for DeskService {
         let actor = self.actor(&request).await?;
         let peers = self.desk.peers(&actor).await?;
         Ok(Response::new(ListPeersResponse { peers }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_peer_quarantine(
+        &self,
+        request: Request<SetPeerQuarantineRequest>,
+    ) -> Result<Response<SetPeerQuarantineResponse>, Status> {
+        let actor = self.actor(&request).await?;
+        let req = request.into_inner();
+        let reason = req.quarantine.then_some(req.reason.as_str());
+        self.desk.set_quarantine(&actor, &req.peer, reason).await?;
+        Ok(Response::new(SetPeerQuarantineResponse {}))
     }
 
     type WatchTicketsStream =

@@ -15,7 +15,7 @@ use crate::config::NodeConfig;
 use crate::desk::DeskService;
 use crate::error::{NodeError, NodeResult};
 use crate::peering::service::PeeringService;
-use crate::peering::{PeeringContext, anti_entropy, delivery};
+use crate::peering::{PeeringContext, anti_entropy, delivery, equivocation};
 use crate::registry_link::{self, Federation, RegistryLink};
 use crate::store::{Store, StoreOptions};
 use crate::taxonomy::TaxonomyHandle;
@@ -200,6 +200,7 @@ pub async fn run(
         federation.clone(),
         desk.clock(),
     );
+    peering.load_quarantine().await?;
     desk.attach_peering(peering.clone());
     let mut peering_tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listeners.peering {
@@ -209,6 +210,7 @@ pub async fn run(
         peering_tasks.spawn(delivery::run(peering.clone(), shutdown.clone()));
         peering_tasks.spawn(delivery::gauges(peering.clone(), shutdown.clone()));
         peering_tasks.spawn(anti_entropy::run(peering.clone(), shutdown.clone()));
+        peering_tasks.spawn(equivocation::run(peering.clone(), shutdown.clone()));
     }
     let auth = Arc::new(Authenticator::new(store.clone()));
     let service = DeskServer::new(DeskService::new(desk, auth))

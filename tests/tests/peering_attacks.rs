@@ -333,3 +333,90 @@ async fn forged_misdirected_oversized_and_replayed_items_are_refused_and_good_on
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_equivocating_signer_is_quarantined_until_released() {
+    let fed = TestFederation::start(Backend::Sqlite, "equivocation", &[CELANO, ABRUZZO], |_| {})
+        .await
+        .expect("sqlite");
+    let (rogue_tls, rogue) = fed.registry.enrol(ROGUE, Level::Comune, &["066098"]).await;
+    let celano = fed.node(CELANO.id);
+    let celano_dir = celano.config.node.data_dir.clone();
+    wait_for("Celano to know the rogue", Duration::from_secs(20), || {
+        let dir = celano_dir.clone();
+        async move {
+            let m = urpnet_node::registry_link::load_cache(&dir).0?;
+            m.is_active(ROGUE).then_some(())
+        }
+    })
+    .await;
+    let mut client = peering(&rogue_tls, &celano.config.registry.advertise, CELANO.id);
+    let mut desk = celano.desk().await;
+
+    // The rogue offers its ticket to Celano and, at the same owner epoch,
+    // to the region: two different handoffs signed at one epoch.
+    let t = ulid::Ulid::new().to_string();
+    let batch = vec![
+        created(&rogue, &t, 7).1,
+        offer(&rogue, &t, CELANO.id).1,
+        offer(&rogue, &t, ABRUZZO.id).1,
+    ];
+    let resp = deliver(&mut client, batch).await.expect("deliver");
+    assert_eq!(resp.applied, 3, "{resp:?}");
+    let ticket = desk
+        .get_ticket(GetTicketRequest {
+            ticket_id: t.clone(),
+            reference: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(ticket.equivocators, vec![ROGUE.to_string()]);
+    assert_eq!(
+        ticket.pending_handoff.map(|p| p.to_node),
+        Some(CELANO.id.to_string()),
+        "the first offer in fold order stands"
+    );
+
+    // Quarantined: refused at the gate, shown in the peers list.
+    let err = wait_for(
+        "the rogue to be quarantined",
+        Duration::from_secs(20),
+        || {
+            let mut client = client.clone();
+            async move {
+                let (_, probe) = created(&rogue_probe(), "01JD0000000000000000000000", 0);
+                deliver(&mut client, vec![probe]).await.err()
+            }
+        },
+    )
+    .await;
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("quarantined"), "{err:?}");
+    let peers = desk
+        .list_peers(urpnet_proto::v1::ListPeersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .peers;
+    let row = peers.iter().find(|p| p.peer == ROGUE).expect("rogue row");
+    assert!(row.quarantine_reason.contains("equivocation"), "{row:?}");
+
+    // Operators only may release; then the rogue is heard again.
+    let release = urpnet_proto::v1::SetPeerQuarantineRequest {
+        peer: ROGUE.into(),
+        quarantine: false,
+        reason: String::new(),
+    };
+    desk.set_peer_quarantine(release).await.expect("release");
+    let (_, note) = event(&rogue, &t, 0, Kind::Note(Default::default()));
+    let resp = deliver(&mut client, vec![note]).await.expect("heard again");
+    assert_eq!(resp.applied, 1);
+}
+
+/// A signer whose events nobody needs to verify (the gate refuses first).
+fn rogue_probe() -> NodeSigner {
+    NodeSigner::generate(NodeId::new(ROGUE).expect("id"))
+}

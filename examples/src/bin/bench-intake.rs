@@ -149,6 +149,12 @@ impl Desk for EchoDesk {
     ) -> Result<Response<v1::ListPeersResponse>, Status> {
         Err(Status::unimplemented("echo"))
     }
+    async fn set_peer_quarantine(
+        &self,
+        _: Request<v1::SetPeerQuarantineRequest>,
+    ) -> Result<Response<v1::SetPeerQuarantineResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
     type WatchTicketsStream = futures::stream::Empty<Result<v1::TicketChange, Status>>;
     async fn watch_tickets(
         &self,

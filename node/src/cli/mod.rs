@@ -21,7 +21,7 @@ use urpnet_proto::v1::{
     AddNoteRequest, AnswerHandoffRequest, AssignTicketRequest, AttachmentUpload,
     ChangeStatusRequest, CitizenContact, Consent, Coordinates, CreateTicketRequest,
     GetHistoryRequest, GetTicketRequest, HandoffRequest, ListOffersRequest, ListPeersRequest,
-    ListTicketsRequest, Location, ShareTicketRequest, Ticket,
+    ListTicketsRequest, Location, SetPeerQuarantineRequest, ShareTicketRequest, Ticket,
 };
 
 use crate::auth::Role;
@@ -76,15 +76,38 @@ pub enum Command {
     /// The federation's members as this node last received them from the
     /// registry (local: reads the data directory's cache).
     Members,
-    /// Delivery to each peer: reachable, outbox depth, lag, last error.
+    /// Delivery to each peer: reachable, outbox depth, lag, last error;
+    /// quarantine or release a peer.
     Peers {
         /// How to reach the node.
         #[command(flatten)]
         conn: Connection,
+        /// What to do (default: show delivery to each peer).
+        #[command(subcommand)]
+        action: Option<PeersAction>,
     },
     /// Re-fold every ticket's events and compare with the stored state
     /// (local: needs the data directory).
     Check,
+}
+
+/// Peer commands (supervisors).
+#[derive(Debug, Subcommand)]
+pub enum PeersAction {
+    /// Quarantine a peer: its calls are refused, items for it are held, its
+    /// events relayed by others are held back. Reversible.
+    Quarantine {
+        /// Peer node id.
+        peer: String,
+        /// Why (recorded and shown).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a quarantined peer; held items are delivered at once.
+    Release {
+        /// Peer node id.
+        peer: String,
+    },
 }
 
 /// `init` options.
@@ -343,8 +366,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ticket(cmd) => ticket(&cli.config, &env, *cmd, cli.json).await,
         Command::Operator(cmd) => operator(&cli.config, &env, cmd, cli.json).await,
         Command::Members => members(&cli.config, &env, cli.json),
-        Command::Peers { conn } => {
+        Command::Peers { conn, action } => {
             let mut desk = desk_from(&cli.config, &env, &conn).await?;
+            if let Some(action) = action {
+                let (peer, quarantine, reason) = match action {
+                    PeersAction::Quarantine { peer, reason } => (peer, true, reason),
+                    PeersAction::Release { peer } => (peer, false, String::new()),
+                };
+                desk.set_peer_quarantine(SetPeerQuarantineRequest {
+                    peer: peer.clone(),
+                    quarantine,
+                    reason,
+                })
+                .await
+                .map_err(status_error)?;
+                println!(
+                    "{peer} {}",
+                    if quarantine {
+                        "quarantined"
+                    } else {
+                        "released"
+                    }
+                );
+                return Ok(());
+            }
             let r = desk
                 .list_peers(ListPeersRequest {})
                 .await

@@ -294,6 +294,7 @@ pub fn peers_table(peers: &[urpnet_proto::v1::PeerDelivery]) -> String {
     ]);
     for p in peers {
         let reachable = match p.reachable {
+            _ if !p.quarantine_reason.is_empty() => "quarantined".to_string(),
             None => "-".to_string(),
             Some(true) => "yes".to_string(),
             Some(false) => format!("no ({} failures)", p.failures),
@@ -315,7 +316,11 @@ pub fn peers_table(peers: &[urpnet_proto::v1::PeerDelivery]) -> String {
             p.outbox_depth.to_string(),
             lag,
             p.delivered.to_string(),
-            p.last_error.clone(),
+            if p.quarantine_reason.is_empty() {
+                p.last_error.clone()
+            } else {
+                p.quarantine_reason.clone()
+            },
         ]);
     }
     t.to_string()

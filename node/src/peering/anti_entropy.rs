@@ -59,7 +59,7 @@ pub async fn round(ctx: &PeeringContext) -> anyhow::Result<Repair> {
     let mut total = Repair::default();
     let members = ctx.federation.members();
     for peer in ctx.store.sharing_peers().await? {
-        if !members.is_active(&peer) {
+        if !members.is_active(&peer) || ctx.quarantined(&peer).is_some() {
             continue;
         }
         match with_peer(ctx, &peer).await {
@@ -155,6 +155,9 @@ async fn fetch_and_store(
         let mut good = Vec::new();
         for (i, e) in events.iter().enumerate() {
             match verify::envelope(i, e, &members, &ctx.clock) {
+                Ok(incoming) if ctx.quarantined(&incoming.stored.author_node).is_some() => {
+                    tracing::debug!(%peer, author = %incoming.stored.author_node, "fetched event of a quarantined author held back");
+                }
                 Ok(incoming) if incoming.stored.ticket_id == ticket_id => good.push(incoming),
                 Ok(_) => tracing::warn!(%peer, "fetched event belongs to another ticket; ignored"),
                 Err(refusal) => tracing::warn!(%peer, ?refusal, "fetched event refused"),

@@ -171,14 +171,19 @@ async fn work(
             client = None;
             members_version = members.version;
         }
-        if !members.is_active(&peer) {
+        let quarantined = ctx.quarantined(&peer);
+        if !members.is_active(&peer) || quarantined.is_some() {
             let status = members
                 .by_id
                 .get(&peer)
                 .map_or("unknown", |m| crate::registry_link::status_name(m.status));
+            let why = match &quarantined {
+                Some(reason) => format!("quarantined ({reason}): items are held"),
+                None => format!("not an active member ({status}): items are held"),
+            };
             set_state(&worker, |s| {
                 s.reachable = None;
-                s.last_error = format!("not an active member ({status}): items are held");
+                s.last_error = why;
                 s.next_attempt_ms = 0;
             });
             abort(&mut in_flight);

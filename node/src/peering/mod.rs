@@ -13,6 +13,7 @@
 
 pub mod anti_entropy;
 pub mod delivery;
+pub mod equivocation;
 pub mod service;
 pub mod verify;
 
@@ -52,6 +53,8 @@ pub struct PeeringContext {
     pub clock: Arc<HybridClock>,
     /// Delivery workers and their state.
     pub deliveries: delivery::Deliveries,
+    /// Quarantined peers and why (mirrors the `quarantine` table).
+    quarantine: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
     clients: Clients,
 }
 
@@ -71,11 +74,59 @@ impl PeeringContext {
             federation,
             clock,
             deliveries: delivery::Deliveries::default(),
+            quarantine: std::sync::RwLock::default(),
             clients: Clients {
                 files,
                 cache: Mutex::new(None),
             },
         })
+    }
+
+    /// Loads the quarantined peers from the store (at start-up).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn load_quarantine(&self) -> crate::NodeResult<()> {
+        let list = self.store.quarantined().await?;
+        *self.quarantine.write().expect("quarantine lock") = list.into_iter().collect();
+        Ok(())
+    }
+
+    /// Why `peer` is quarantined, if it is.
+    pub fn quarantined(&self, peer: &str) -> Option<String> {
+        self.quarantine
+            .read()
+            .expect("quarantine lock")
+            .get(peer)
+            .cloned()
+    }
+
+    /// Quarantines `peer` (`Some(reason)`) or releases it (`None`): stored
+    /// first, then applied. A released peer's delivery resumes at once.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn set_quarantine(
+        &self,
+        peer: &str,
+        reason: Option<String>,
+    ) -> crate::NodeResult<()> {
+        self.store.set_quarantine(peer, reason.clone()).await?;
+        let mut q = self.quarantine.write().expect("quarantine lock");
+        match reason {
+            Some(reason) => {
+                tracing::warn!(%peer, %reason, "peer quarantined");
+                metrics::counter!("urpnet_peers_quarantined_total").increment(1);
+                q.insert(peer.to_string(), reason);
+            }
+            None => {
+                tracing::info!(%peer, "peer released from quarantine");
+                q.remove(peer);
+            }
+        }
+        drop(q);
+        self.deliveries.wake(peer);
+        Ok(())
     }
 
     /// A client for `peer` at its endpoint in the member list. The server

@@ -59,6 +59,12 @@ impl PeeringService {
                 "{id} is not an active member of the federation (status: {status})"
             )));
         }
+        if let Some(reason) = self.ctx.quarantined(&id) {
+            refused("quarantined", &remote, &id);
+            return Err(Status::permission_denied(format!(
+                "{id} is quarantined by this node: {reason}"
+            )));
+        }
         // Inbound contact: the peer is up, so deliver to it now.
         self.ctx.deliveries.wake(&id);
         Ok(id)
@@ -134,7 +140,29 @@ impl Peering for PeeringService {
         let mut good = Vec::with_capacity(checked.len());
         for (index, result) in checked.into_iter().enumerate() {
             match result {
-                Ok(incoming) => good.push(incoming),
+                Ok(incoming) => match self.ctx.quarantined(&incoming.stored.author_node) {
+                    // Held back, not dropped: quarantine is reversible.
+                    Some(why) => {
+                        let reason = format!(
+                            "author {} is quarantined by this node: {why}",
+                            incoming.stored.author_node
+                        );
+                        item_refused(
+                            &from,
+                            "quarantined_author",
+                            &incoming.stored.event_id,
+                            &reason,
+                        );
+                        out.retry.push(ItemVerdict {
+                            index: index as u32,
+                            id: incoming.stored.event_id,
+                            reason,
+                            retry_after_ms: 60_000,
+                            ..Default::default()
+                        });
+                    }
+                    None => good.push(incoming),
+                },
                 Err(Refusal::Refuse { code, reason }) => {
                     item_refused(&from, code, "", &reason);
                     out.refused.push(ItemVerdict {

@@ -300,6 +300,33 @@ impl Store {
         .await
     }
 
+    /// Quarantines `peer` (with `Some(reason)`) or releases it (`None`).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn set_quarantine(&self, peer: &str, reason: Option<String>) -> NodeResult<()> {
+        let peer = peer.to_string();
+        self.submit(|reply| writer::WriteOp::Quarantine {
+            peer,
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    /// Quarantined peers and why.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn quarantined(&self) -> NodeResult<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT node, reason FROM quarantine ORDER BY node")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
     /// Changes committed from now on.
     pub fn subscribe_changes(&self) -> broadcast::Receiver<Arc<TicketChange>> {
         self.changes.subscribe()

@@ -196,6 +196,12 @@ pub(super) enum WriteOp {
         event_ids: Vec<String>,
         reply: oneshot::Sender<NodeResult<()>>,
     },
+    Quarantine {
+        peer: String,
+        /// `Some(reason)` quarantines, `None` releases.
+        reason: Option<String>,
+        reply: oneshot::Sender<NodeResult<()>>,
+    },
 }
 
 enum OpResult {
@@ -383,7 +389,12 @@ fn reply(batch: &mut Vec<WriteOp>, results: Vec<OpResult>, started: Instant) {
             (WriteOp::Create(_, reply), OpResult::Create(r)) => drop(reply.send(r)),
             (WriteOp::Append { reply, .. }, OpResult::Append(r)) => drop(reply.send(r.map(|t| *t))),
             (WriteOp::Ingest { reply, .. }, OpResult::Ingest(r)) => drop(reply.send(r)),
-            (WriteOp::Ack { reply, .. } | WriteOp::Enqueue { reply, .. }, OpResult::Done(r)) => {
+            (
+                WriteOp::Ack { reply, .. }
+                | WriteOp::Enqueue { reply, .. }
+                | WriteOp::Quarantine { reply, .. },
+                OpResult::Done(r),
+            ) => {
                 drop(reply.send(r));
             }
             _ => unreachable!("results are produced in op order and kind"),
@@ -396,7 +407,9 @@ fn failed(op: &WriteOp, err: NodeError) -> OpResult {
         WriteOp::Create(..) => OpResult::Create(Err(err)),
         WriteOp::Append { .. } => OpResult::Append(Err(err)),
         WriteOp::Ingest { .. } => OpResult::Ingest(Err(err)),
-        WriteOp::Ack { .. } | WriteOp::Enqueue { .. } => OpResult::Done(Err(err)),
+        WriteOp::Ack { .. } | WriteOp::Enqueue { .. } | WriteOp::Quarantine { .. } => {
+            OpResult::Done(Err(err))
+        }
     }
 }
 
@@ -566,6 +579,30 @@ async fn execute(
                 ..
             } => {
                 acknowledge(tx, peer, delivered, retry).await?;
+                OpResult::Done(Ok(()))
+            }
+            WriteOp::Quarantine { peer, reason, .. } => {
+                match reason {
+                    Some(reason) => {
+                        tx.texts(
+                            "INSERT INTO quarantine (node, reason, since_ms) VALUES ($1, $2, $3) \
+                             ON CONFLICT (node) DO UPDATE SET reason = $2",
+                            &[
+                                &Value::Text(peer),
+                                &Value::Text(reason),
+                                &Value::Int(urpnet_proto::hlc::system_time_ms() as i64),
+                            ],
+                        )
+                        .await?;
+                    }
+                    None => {
+                        tx.texts(
+                            "DELETE FROM quarantine WHERE node = $1",
+                            &[&Value::Text(peer)],
+                        )
+                        .await?;
+                    }
+                }
                 OpResult::Done(Ok(()))
             }
             WriteOp::Enqueue {

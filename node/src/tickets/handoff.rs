@@ -406,10 +406,59 @@ impl TicketDesk {
                         s.last_error
                     },
                     next_attempt_ms: s.next_attempt_ms,
+                    quarantine_reason: self
+                        .peering
+                        .get()
+                        .and_then(|p| p.quarantined(&peer))
+                        .unwrap_or_default(),
                     peer,
                 }
             })
             .collect())
+    }
+}
+
+impl TicketDesk {
+    /// Quarantines (`Some(reason)`) or releases (`None`) a peer.
+    ///
+    /// # Errors
+    /// `PermissionDenied` below supervisor, `InvalidArgument`,
+    /// `FailedPrecondition` when peering is not running, storage failures.
+    pub async fn set_quarantine(
+        &self,
+        actor: &Actor,
+        peer: &str,
+        reason: Option<&str>,
+    ) -> NodeResult<()> {
+        actor.require(Action::Quarantine)?;
+        let mut v = Violations::new();
+        if NodeId::new(peer).is_err() {
+            v.add("peer", "must be a node id (^[a-z0-9_]{2,32}$)");
+        }
+        v.check(
+            peer != self.config.node.id.as_str(),
+            "peer",
+            "must be another node",
+        );
+        if let Some(reason) = reason {
+            v.length("reason", reason, 1, validate::REASON_MAX);
+            v.printable("reason", reason);
+            v.check(
+                !reason.trim().is_empty(),
+                "reason",
+                "is required to quarantine",
+            );
+        }
+        v.into_result()?;
+        let peering = self.peering.get().ok_or_else(|| {
+            NodeError::FailedPrecondition("peering is not running on this node".into())
+        })?;
+        peering
+            .set_quarantine(
+                peer,
+                reason.map(|r| format!("{} (by {})", r.trim(), actor.name)),
+            )
+            .await
     }
 }
 
