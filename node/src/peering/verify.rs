@@ -83,22 +83,32 @@ pub fn batch(
         .iter()
         .map(|e| precheck(e, members, &mut keys))
         .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Threads pay off only for big batches (a live handoff is one or two
+    // events; a catch-up batch is a thousand).
+    let threads = if envelopes.len() < 64 {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
     let candidates: Vec<usize> = (0..envelopes.len())
         .filter(|i| results[*i].is_ok())
         .collect();
     let chunk = candidates.len().div_ceil(threads).max(16);
-    let bad: Vec<usize> = std::thread::scope(|scope| {
-        let results = &results;
-        let handles: Vec<_> = candidates
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || signatures(part, envelopes, results)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("verification thread"))
-            .collect()
-    });
+    let bad: Vec<usize> = if threads == 1 {
+        signatures(&candidates, envelopes, &results)
+    } else {
+        std::thread::scope(|scope| {
+            let results = &results;
+            let handles: Vec<_> = candidates
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || signatures(part, envelopes, results)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("verification thread"))
+                .collect()
+        })
+    };
     for i in bad {
         results[i] = Err(Refusal::refuse(
             "bad_signature",
@@ -128,6 +138,19 @@ fn signatures(
             .as_ref()
             .expect("candidates passed the precheck")
     };
+    let one_by_one = || -> Vec<usize> {
+        part.iter()
+            .copied()
+            .filter(|i| {
+                let (key, sig) = keyed(i);
+                key.verify_strict(&envelopes[*i].payload, sig).is_err()
+            })
+            .collect()
+    };
+    // Batch verification has a fixed cost that a handful does not repay.
+    if part.len() < 8 {
+        return one_by_one();
+    }
     let messages: Vec<&[u8]> = part
         .iter()
         .map(|i| envelopes[*i].payload.as_slice())
@@ -137,13 +160,7 @@ fn signatures(
     if ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok() {
         return Vec::new();
     }
-    part.iter()
-        .copied()
-        .filter(|i| {
-            let (key, sig) = keyed(i);
-            key.verify_strict(&envelopes[*i].payload, sig).is_err()
-        })
-        .collect()
+    one_by_one()
 }
 
 /// Everything that can be checked before the signature.
