@@ -286,9 +286,12 @@ impl RunningNode {
             self.config.desk.max_message_bytes,
         )
         .await?;
-        // The channel is lazy: make one call to know the node is serving.
+        // The channel is lazy: make one cheap call to know the node serves.
         desk.clone()
-            .list_offers(urpnet_proto::v1::ListOffersRequest {})
+            .list_tickets(urpnet_proto::v1::ListTicketsRequest {
+                page_size: 1,
+                ..Default::default()
+            })
             .await?;
         Ok(desk)
     }

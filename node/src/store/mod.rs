@@ -524,18 +524,19 @@ impl Store {
     }
 
     /// Tickets with a handoff pending to `node` (`incoming`) or offered by
-    /// `node` (the rest).
+    /// `node` (the rest), oldest first, at most 500 of each.
     ///
     /// # Errors
     /// Storage failures.
     pub async fn offers(&self, node: &str) -> NodeResult<(Vec<Ticket>, Vec<Ticket>)> {
-        let incoming =
-            sqlx::query("SELECT state FROM tickets WHERE pending_to = $1 ORDER BY updated_ms")
-                .bind(node)
-                .fetch_all(&self.reader)
-                .await?;
+        let incoming = sqlx::query(
+            "SELECT state FROM tickets WHERE pending_to = $1 ORDER BY updated_ms LIMIT 500",
+        )
+        .bind(node)
+        .fetch_all(&self.reader)
+        .await?;
         let outgoing = sqlx::query(
-            "SELECT state FROM tickets WHERE pending_to <> '' AND owner_node = $1 ORDER BY updated_ms",
+            "SELECT state FROM tickets WHERE pending_to <> '' AND owner_node = $1 ORDER BY updated_ms LIMIT 500",
         )
         .bind(node)
         .fetch_all(&self.reader)

@@ -1074,6 +1074,14 @@ async fn acknowledge<T: WriteTx>(
 /// Most ids in one `IN (...)` list.
 const MAX_IN: usize = 500;
 
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Stores events and contacts a peer delivered, ticket by ticket: each
 /// ticket's events are folded with those already held, and stored only if
 /// both the sender and this node are among its participants. Returns the
@@ -1098,18 +1106,50 @@ async fn ingest(
         }
         list.push(e);
     }
+    // What is already held, for every ticket of the batch at once (a catch-up
+    // batch holds hundreds of tickets: one statement instead of hundreds).
+    let mut held_by_ticket: HashMap<String, Vec<TicketEvent>> = HashMap::new();
+    for chunk in order.chunks(MAX_IN) {
+        let sql = format!(
+            "SELECT envelope FROM ticket_events WHERE ticket_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let values: Vec<Value<'_>> = chunk.iter().map(|id| Value::Text(id)).collect();
+        let refs: Vec<&Value<'_>> = values.iter().collect();
+        for bytes in tx.blobs(&sql, &refs).await? {
+            let event = decode_stored(&bytes)?;
+            held_by_ticket
+                .entry(event.ticket_id.clone())
+                .or_default()
+                .push(event);
+        }
+    }
+    // References already taken, for the tickets this batch may create.
+    let references: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.event.kind {
+            Some(urpnet_proto::v1::ticket_event::Kind::Created(c)) => Some(c.reference.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut taken: HashMap<String, String> = HashMap::new();
+    for chunk in references.chunks(MAX_IN) {
+        let sql = format!(
+            "SELECT reference, id FROM tickets WHERE reference IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let values: Vec<Value<'_>> = chunk.iter().map(|r| Value::Text(r)).collect();
+        let refs: Vec<&Value<'_>> = values.iter().collect();
+        for row in tx.texts(&sql, &refs).await? {
+            let mut row = row.into_iter();
+            if let (Some(reference), Some(id)) = (row.next(), row.next()) {
+                taken.insert(reference, id);
+            }
+        }
+    }
     for ticket_id in order {
         let batch = &by_ticket[ticket_id];
-        let held = tx
-            .blobs(
-                "SELECT envelope FROM ticket_events WHERE ticket_id = $1",
-                &[&Value::Text(ticket_id)],
-            )
-            .await?;
-        let mut held_events = Vec::with_capacity(held.len() + batch.len());
-        for bytes in &held {
-            held_events.push(decode_stored(bytes)?);
-        }
+        let held_events = held_by_ticket.remove(ticket_id).unwrap_or_default();
         let held_ids: HashSet<&str> = held_events.iter().map(|e| e.event_id.as_str()).collect();
         let mut fresh: Vec<&Incoming> = Vec::new();
         let mut seen = HashSet::new();
@@ -1172,13 +1212,10 @@ async fn ingest(
             continue;
         }
         if before.is_none() {
-            let clash = tx
-                .texts(
-                    "SELECT id FROM tickets WHERE reference = $1 AND id <> $2",
-                    &[&Value::Text(&ticket.reference), &Value::Text(&ticket.id)],
-                )
-                .await?;
-            if !clash.is_empty() {
+            let clash = taken
+                .get(&ticket.reference)
+                .is_some_and(|id| *id != ticket.id);
+            if clash {
                 out.refused.extend(verdict(
                     "reference_clash",
                     format!(
@@ -1199,7 +1236,10 @@ async fn ingest(
         .await?;
         out.applied += fresh.len() as u32;
         match &before {
-            None => insert_ticket(tx, &ticket).await?,
+            None => {
+                insert_ticket(tx, &ticket).await?;
+                taken.insert(ticket.reference.clone(), ticket.id.clone());
+            }
             Some(_) => update_ticket(tx, &ticket).await?,
         }
         // Participants this node had not seen get this node's own events (each
