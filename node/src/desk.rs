@@ -115,9 +115,7 @@ impl Desk for DeskService {
             .desk
             .add_note(&actor, &req.ticket_id, req.public, &req.text)
             .await?;
-        Ok(Response::new(TicketResponse {
-            ticket: Some(ticket),
-        }))
+        Ok(ticket_response(ticket))
     }
 
     #[tracing::instrument(skip_all)]
@@ -136,9 +134,7 @@ impl Desk for DeskService {
             .desk
             .change_status(&actor, &req.ticket_id, change)
             .await?;
-        Ok(Response::new(TicketResponse {
-            ticket: Some(ticket),
-        }))
+        Ok(ticket_response(ticket))
     }
 
     #[tracing::instrument(skip_all)]
@@ -152,9 +148,7 @@ impl Desk for DeskService {
             .desk
             .assign(&actor, &req.ticket_id, &req.office)
             .await?;
-        Ok(Response::new(TicketResponse {
-            ticket: Some(ticket),
-        }))
+        Ok(ticket_response(ticket))
     }
 
     #[tracing::instrument(skip_all)]

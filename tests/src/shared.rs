@@ -181,3 +181,32 @@ async fn try_history(desk: &Desk, id: &str) -> Option<Vec<(String, bool)>> {
             .collect(),
     )
 }
+
+/// The node's delivery to each peer.
+pub async fn peers(desk: &Desk) -> Option<Vec<urpnet_proto::v1::PeerDelivery>> {
+    Some(
+        desk.clone()
+            .list_peers(urpnet_proto::v1::ListPeersRequest {})
+            .await
+            .ok()?
+            .into_inner()
+            .peers,
+    )
+}
+
+/// Waits until nothing waits in the node's outbox for any peer (and, with
+/// `reachable`, the last delivery to each succeeded); returns the peers.
+pub async fn outbox_drained(
+    desk: &Desk,
+    reachable: bool,
+    deadline: Duration,
+) -> Vec<urpnet_proto::v1::PeerDelivery> {
+    wait_for("the outbox to drain", deadline, || async {
+        let peers = peers(desk).await?;
+        peers
+            .iter()
+            .all(|p| p.outbox_depth == 0 && (!reachable || p.reachable == Some(true)))
+            .then_some(peers)
+    })
+    .await
+}

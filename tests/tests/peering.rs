@@ -6,10 +6,12 @@ use tonic::Code;
 use urpnet_node::cli::Desk;
 use urpnet_proto::v1::{
     AddNoteRequest, AnswerHandoffRequest, AssignTicketRequest, GetHistoryRequest, GetTicketRequest,
-    HandoffRequest, ListOffersRequest, ListPeersRequest, ShareTicketRequest, Status,
+    HandoffRequest, ListOffersRequest, ShareTicketRequest, Status,
 };
 use urpnet_tests::federation::{ABRUZZO, AVEZZANO, CELANO, TestFederation};
-use urpnet_tests::shared::{DEADLINE, create, get, history, note, request, status, wait_ticket};
+use urpnet_tests::shared::{
+    DEADLINE, create, get, history, note, outbox_drained, request, status, wait_ticket,
+};
 use urpnet_tests::{Backend, wait_for};
 
 urpnet_tests::on_both_backends!(
@@ -185,19 +187,7 @@ async fn a_regional_matter_is_handed_to_the_region_accepted_and_resolved(
     assert!(contact_at(&region).await.is_none());
 
     // Delivery status per peer: reachable, nothing waiting.
-    let peers = wait_for("Celano's outbox to drain", DEADLINE, || {
-        let mut celano = celano.clone();
-        async move {
-            let peers = celano
-                .list_peers(ListPeersRequest {})
-                .await
-                .ok()?
-                .into_inner()
-                .peers;
-            peers.iter().all(|p| p.outbox_depth == 0).then_some(peers)
-        }
-    })
-    .await;
+    let peers = outbox_drained(&celano, false, DEADLINE).await;
     let row = peers
         .iter()
         .find(|p| p.peer == ABRUZZO.id)

@@ -19,6 +19,7 @@ use urpnet_proto::v1::{
     PayloadKind, SetStatusRequest, Signed, Status, StatusChanged, TicketEvent,
 };
 use urpnet_tests::federation::{ABRUZZO, CELANO, TestFederation, counter};
+use urpnet_tests::shared::get;
 use urpnet_tests::{Backend, wait_for};
 
 const ROGUE: &str = "c_i804";
@@ -196,16 +197,7 @@ async fn forged_misdirected_oversized_and_replayed_items_are_refused_and_good_on
 
     // The good events are stored: Celano holds T1 with the offer to it.
     let mut desk = celano.desk().await;
-    let t1_state = desk
-        .get_ticket(GetTicketRequest {
-            ticket_id: t1.clone(),
-            reference: String::new(),
-        })
-        .await
-        .expect("T1 stored")
-        .into_inner()
-        .ticket
-        .unwrap();
+    let t1_state = get(&desk, &t1).await.expect("ticket stored");
     assert_eq!(t1_state.origin_node, ROGUE);
     assert_eq!(
         t1_state.pending_handoff.map(|p| p.to_node),
@@ -264,16 +256,7 @@ async fn forged_misdirected_oversized_and_replayed_items_are_refused_and_good_on
         entry.ineffective_reason.contains("not the owner"),
         "{entry:?}"
     );
-    let t1_state = desk
-        .get_ticket(GetTicketRequest {
-            ticket_id: t1.clone(),
-            reference: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let t1_state = get(&desk, &t1).await.expect("ticket stored");
     assert_eq!(t1_state.owner_node, CELANO.id);
     assert_eq!(t1_state.status(), Status::New);
 
@@ -363,16 +346,7 @@ async fn an_equivocating_signer_is_quarantined_until_released() {
     ];
     let resp = deliver(&mut client, batch).await.expect("deliver");
     assert_eq!(resp.applied, 3, "{resp:?}");
-    let ticket = desk
-        .get_ticket(GetTicketRequest {
-            ticket_id: t.clone(),
-            reference: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let ticket = get(&desk, &t).await.expect("ticket stored");
     assert_eq!(ticket.equivocators, vec![ROGUE.to_string()]);
     assert_eq!(
         ticket.pending_handoff.map(|p| p.to_node),

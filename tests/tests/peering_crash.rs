@@ -13,10 +13,10 @@ use std::time::Duration;
 use rand::{Rng as _, SeedableRng as _};
 use urpnet_node::cli::Desk;
 use urpnet_proto::v1::{
-    AnswerHandoffRequest, HandoffRequest, ListOffersRequest, ListPeersRequest, ListTicketsRequest,
+    AnswerHandoffRequest, HandoffRequest, ListOffersRequest, ListTicketsRequest,
 };
 use urpnet_tests::federation::{ABRUZZO, CELANO, TestRegistry};
-use urpnet_tests::shared::{converged, get, request};
+use urpnet_tests::shared::{converged, get, peers, request};
 use urpnet_tests::{Backend, ProcessNode, node_config, wait_for};
 
 /// Kill rounds: the sender and the receiver are killed alternately.
@@ -213,15 +213,10 @@ async fn every_event_arrives_exactly_once_despite_kill_9_of_sender_or_receiver(
     let (celano_desk, region_desk) = (celano.desk().await, region.desk().await);
     for desk in [&celano_desk, &region_desk] {
         wait_for("the outbox to drain", Duration::from_secs(60), || {
-            let mut desk = desk.clone();
+            let desk = desk.clone();
             async move {
                 let offers = region_desk_offers(&desk).await?;
-                let peers = desk
-                    .list_peers(ListPeersRequest {})
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .peers;
+                let peers = peers(&desk).await?;
                 (offers == 0 && peers.iter().all(|p| p.outbox_depth == 0)).then_some(())
             }
         })

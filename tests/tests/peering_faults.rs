@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use urpnet_proto::v1::{ListPeersRequest, Status};
+use urpnet_proto::v1::Status;
 use urpnet_tests::federation::{ABRUZZO, CELANO, TestFederation};
 use urpnet_tests::proxy::Proxy;
-use urpnet_tests::shared::{converged, get, handed_over, note, status, wait_ticket};
+use urpnet_tests::shared::{
+    converged, get, handed_over, note, outbox_drained, peers, status, wait_ticket,
+};
 use urpnet_tests::{Backend, wait_for};
 
 /// A free loopback address (the node binds it a moment later).
@@ -69,15 +71,12 @@ async fn partitioned_nodes_keep_working_and_converge_when_healed() {
         "Celano to report the region unreachable",
         Duration::from_secs(20),
         || {
-            let mut celano = celano.clone();
+            let celano = celano.clone();
             async move {
-                let peers = celano
-                    .list_peers(ListPeersRequest {})
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .peers;
-                let row = peers.into_iter().find(|p| p.peer == ABRUZZO.id)?;
+                let row = peers(&celano)
+                    .await?
+                    .into_iter()
+                    .find(|p| p.peer == ABRUZZO.id)?;
                 (row.reachable == Some(false)
                     && row.outbox_depth >= 15
                     && !row.last_error.is_empty())
@@ -108,22 +107,7 @@ async fn partitioned_nodes_keep_working_and_converge_when_healed() {
     assert_eq!(a, b);
     assert_eq!(a.status(), Status::InProgress);
     for desk in [&celano, &region] {
-        wait_for("the outbox to drain", Duration::from_secs(20), || {
-            let mut desk = desk.clone();
-            async move {
-                let peers = desk
-                    .list_peers(ListPeersRequest {})
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .peers;
-                peers
-                    .iter()
-                    .all(|p| p.outbox_depth == 0 && p.reachable == Some(true))
-                    .then_some(())
-            }
-        })
-        .await;
+        outbox_drained(desk, true, Duration::from_secs(20)).await;
     }
 }
 
@@ -166,19 +150,7 @@ async fn a_node_restored_from_an_old_backup_converges_by_anti_entropy() {
         note(&mut celano, &id, &format!("Celano dopo il backup {i}")).await;
     }
     let before_loss = converged(&celano, &region, &id, Duration::from_secs(20)).await;
-    wait_for("Celano's outbox to drain", Duration::from_secs(20), || {
-        let mut celano = celano.clone();
-        async move {
-            let peers = celano
-                .list_peers(ListPeersRequest {})
-                .await
-                .ok()?
-                .into_inner()
-                .peers;
-            peers.iter().all(|p| p.outbox_depth == 0).then_some(())
-        }
-    })
-    .await;
+    outbox_drained(&celano, false, Duration::from_secs(20)).await;
 
     // ...then the region's disk is lost and the old backup restored: it has
     // forgotten what it received and even what it wrote itself.

@@ -12,7 +12,7 @@ use urpnet_proto::ids::{NodeId, TicketId};
 use urpnet_proto::v1::ticket_event::Kind;
 use urpnet_proto::v1::{MemberStatus, PayloadKind, Signed, TicketEvent};
 
-use crate::registry_link::Members;
+use crate::registry_link::{Members, signing_key};
 use crate::store::{Incoming, StoredEvent};
 
 /// Largest encoded event accepted (a Created with ten attachments' metadata
@@ -206,11 +206,7 @@ fn precheck(
     }
     let key = keys
         .entry(envelope.author.clone())
-        .or_insert_with(|| {
-            <[u8; 32]>::try_from(member.signing_key.as_slice())
-                .ok()
-                .and_then(|bytes| VerifyingKey::from_bytes(&bytes).ok())
-        })
+        .or_insert_with(|| signing_key(member))
         .ok_or_else(|| {
             Refusal::refuse(
                 "no_key",
@@ -250,14 +246,7 @@ fn finish(index: usize, envelope: &Signed, clock: &HybridClock) -> Result<Incomi
     }
     Ok(Incoming {
         index,
-        stored: StoredEvent {
-            event_id: event.event_id.clone(),
-            ticket_id: event.ticket_id.clone(),
-            hlc_wall: stamp.wall_ms as i64,
-            hlc_logical: i64::from(stamp.logical),
-            author_node: event.author_node.clone(),
-            envelope: envelope.encode_to_vec(),
-        },
+        stored: StoredEvent::of(&event, envelope),
         event,
     })
 }

@@ -49,6 +49,30 @@ pub struct StoredEvent {
     pub envelope: Vec<u8>,
 }
 
+impl StoredEvent {
+    /// The index columns of `event`, carried in `envelope`.
+    pub fn of(event: &TicketEvent, envelope: &Signed) -> Self {
+        let stamp = event.hlc.unwrap_or_default();
+        Self {
+            event_id: event.event_id.clone(),
+            ticket_id: event.ticket_id.clone(),
+            hlc_wall: stamp.wall_ms as i64,
+            hlc_logical: i64::from(stamp.logical),
+            author_node: event.author_node.clone(),
+            envelope: envelope.encode_to_vec(),
+        }
+    }
+}
+
+/// The node a ticket's pending handoff is offered to (empty: none).
+fn pending_to(ticket: &Ticket) -> &str {
+    ticket
+        .pending_handoff
+        .as_ref()
+        .map(|p| p.to_node.as_str())
+        .unwrap_or_default()
+}
+
 /// A ticket to create, fully prepared outside the writer.
 #[derive(Debug, Clone)]
 pub struct NewTicket {
@@ -913,11 +937,7 @@ async fn append(
 async fn update_ticket(tx: &mut impl WriteTx, ticket: &Ticket) -> NodeResult<()> {
     let c = TicketColumns::of(ticket);
     let encoded = ticket.encode_to_vec();
-    let pending_to = ticket
-        .pending_handoff
-        .as_ref()
-        .map(|p| p.to_node.as_str())
-        .unwrap_or_default();
+    let pending_to = pending_to(ticket);
     tx.texts(
         "UPDATE tickets SET owner_node = $1, status = $2, priority = $3, office = $4, updated_ms = $5, state = $6, \
          pending_to = $7 WHERE id = $8",
@@ -940,11 +960,7 @@ async fn update_ticket(tx: &mut impl WriteTx, ticket: &Ticket) -> NodeResult<()>
 async fn insert_ticket(tx: &mut impl WriteTx, t: &Ticket) -> NodeResult<()> {
     let c = TicketColumns::of(t);
     let state = t.encode_to_vec();
-    let pending_to = t
-        .pending_handoff
-        .as_ref()
-        .map(|p| p.to_node.as_str())
-        .unwrap_or_default();
+    let pending_to = pending_to(t);
     tx.texts(
         "INSERT INTO tickets (id, reference, origin_node, owner_node, category, channel, status, priority, office, \
          istat_code, province_code, region_code, latitude, longitude, search_text, created_ms, updated_ms, state, pending_to) \

@@ -203,15 +203,7 @@ impl TicketDesk {
         let envelope = self
             .signer
             .sign(PayloadKind::TicketEvent, event.encode_to_vec());
-        let stored = StoredEvent {
-            event_id: event.event_id.clone(),
-            ticket_id: event.ticket_id.clone(),
-            hlc_wall: stamp.wall_ms as i64,
-            hlc_logical: i64::from(stamp.logical),
-            author_node: event.author_node.clone(),
-            envelope: envelope.encode_to_vec(),
-        };
-        (stored, event)
+        (StoredEvent::of(&event, &envelope), event)
     }
 
     /// Opens a ticket (idempotent on the actor's request id).
@@ -673,8 +665,7 @@ impl TicketDesk {
             if author == self.signer.node().as_str() {
                 return Some(own_key);
             }
-            let bytes = members.by_id.get(author)?.signing_key.as_slice();
-            ed25519_dalek::VerifyingKey::from_bytes(bytes.try_into().ok()?).ok()
+            crate::registry_link::signing_key(members.by_id.get(author)?)
         };
         let valid: std::collections::HashMap<String, bool> = events
             .iter()
