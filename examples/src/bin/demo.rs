@@ -17,12 +17,9 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng as _;
 use rand::seq::SliceRandom as _;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use urpnet_examples::{federation, samples};
 use urpnet_node::NodeConfig;
 use urpnet_node::cli::{self, output};
-use urpnet_node::server::{self, Listeners};
 use urpnet_node::ticket::{fold, names};
 use urpnet_proto::ids::NodeId;
 use urpnet_proto::territory::Territory;
@@ -157,10 +154,9 @@ async fn main() -> anyhow::Result<()> {
             overflow: &["informazioni", "anagrafe"],
         },
     ];
-    let shutdown = CancellationToken::new();
     let mut nodes = Vec::new();
     for office in &offices {
-        let node = start_office(office, &registry, &mut admin, dir.path(), &shutdown).await?;
+        let node = start_office(office, &registry, &mut admin, dir.path()).await?;
         println!(
             "{:<9} {:<20} enrolled as {} for {}; desk on {}",
             office.id,
@@ -694,9 +690,8 @@ async fn main() -> anyhow::Result<()> {
         );
         urpnet_proto::telemetry::shutdown_signal().await;
     }
-    shutdown.cancel();
     for node in nodes {
-        tokio::time::timeout(Duration::from_secs(30), node.task).await???;
+        tokio::time::timeout(Duration::from_secs(30), node.node.stop()).await??;
     }
     registry.stop().await?;
     println!(
@@ -719,11 +714,15 @@ struct Office {
 /// A running node of the demo.
 struct RunningNode {
     id: &'static str,
-    config: NodeConfig,
-    desk_addr: std::net::SocketAddr,
-    token: String,
     tls: urpnet_proto::tls::TlsMaterial,
-    task: tokio::task::JoinHandle<urpnet_node::NodeResult<()>>,
+    node: federation::RunningNode,
+}
+
+impl std::ops::Deref for RunningNode {
+    type Target = federation::RunningNode;
+    fn deref(&self) -> &Self::Target {
+        &self.node
+    }
 }
 
 /// Prepares an office's node, enrols it with the registry (CSR made by the
@@ -735,14 +734,12 @@ async fn start_office(
         tonic::transport::Channel,
     >,
     base: &std::path::Path,
-    shutdown: &CancellationToken,
 ) -> anyhow::Result<RunningNode> {
     let mut config = NodeConfig::new(
         NodeId::new(office.id)?,
         office.name,
         base.join(office.id).join("data"),
     );
-    config.metrics.listen = String::new();
     config.registry.capacity_per_hour = office.capacity;
     config.registry.operators_on_duty = 2;
     config.registry.overflow_categories = office.overflow.iter().map(|s| s.to_string()).collect();
@@ -754,29 +751,11 @@ async fn start_office(
         office.territory,
     )
     .await?;
-    let token = std::fs::read_to_string(server::paths::operator_token(&config.node.data_dir))?
-        .trim()
-        .to_string();
-    let desk_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let desk_addr = desk_listener.local_addr()?;
-    config.desk.listen = desk_addr;
     let tls = urpnet_proto::tls::TlsFiles::in_dir(&config.tls_dir()).load()?;
-    let task = tokio::spawn(server::run(
-        config.clone(),
-        Listeners {
-            desk: desk_listener,
-            metrics: None,
-            peering: Some(TcpListener::bind(config.peering.listen).await?),
-        },
-        shutdown.clone(),
-    ));
     Ok(RunningNode {
         id: office.id,
-        config,
-        desk_addr,
-        token,
         tls,
-        task,
+        node: federation::start_node(config).await?,
     })
 }
 
