@@ -308,11 +308,20 @@ async fn serve_peering(
         .max_encoding_message_size(max);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<PeeringServer<PeeringService>>().await;
+    let (reflection_v1, reflection_v1alpha) = match telemetry::reflection_services() {
+        Ok(services) => services,
+        Err(error) => {
+            tracing::error!(%error, "peering cannot serve reflection");
+            return;
+        }
+    };
     let incoming = tls::incoming(listener, tls, "peering", shutdown.clone());
     tracing::info!(addr = ?addr, "peering listening (mutual TLS)");
     let served = tonic::transport::Server::builder()
         .layer(GrpcMetricsLayer::new("peering"))
         .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await;
