@@ -128,13 +128,7 @@ pub async fn handed_over(
         t.pending_handoff.is_some()
     })
     .await;
-    target_desk
-        .accept_handoff(urpnet_proto::v1::AnswerHandoffRequest {
-            ticket_id: ticket.id.clone(),
-            reason: String::new(),
-        })
-        .await
-        .expect("accept");
+    accept(target_desk, &ticket.id).await;
     wait_ticket("the new owner at the origin", origin, &ticket.id, |t| {
         t.owner_node == target
     })
@@ -209,4 +203,30 @@ pub async fn outbox_drained(
             .then_some(peers)
     })
     .await
+}
+
+/// Accepts the offer pending for the node behind `desk`; returns the ticket.
+pub async fn accept(desk: &mut Desk, id: &str) -> Ticket {
+    desk.accept_handoff(urpnet_proto::v1::AnswerHandoffRequest {
+        ticket_id: id.into(),
+        reason: String::new(),
+    })
+    .await
+    .expect("accept")
+    .into_inner()
+    .ticket
+    .expect("ticket")
+}
+
+/// The citizen's contact as the node behind `desk` holds it for ticket `id`.
+pub async fn contact(desk: &Desk, id: &str) -> Option<CitizenContact> {
+    desk.clone()
+        .get_ticket(GetTicketRequest {
+            ticket_id: id.into(),
+            reference: String::new(),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .citizen
 }

@@ -14,6 +14,7 @@ use urpnet_proto::v1::{
     Coordinates, CreateTicketRequest, GetAttachmentRequest, GetHistoryRequest, GetTicketRequest,
     ListTicketsRequest, Location, Status, Ticket,
 };
+use urpnet_tests::shared::create;
 use urpnet_tests::{Backend, TestNode, node_config};
 
 urpnet_tests::on_both_backends!(
@@ -41,15 +42,6 @@ fn request(subject: &str) -> CreateTicketRequest {
         }),
         ..Default::default()
     }
-}
-
-async fn create(desk: &mut Desk, req: CreateTicketRequest) -> Ticket {
-    desk.create_ticket(req)
-        .await
-        .expect("create")
-        .into_inner()
-        .ticket
-        .expect("ticket")
 }
 
 async fn status(

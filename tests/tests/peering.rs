@@ -3,14 +3,14 @@
 //! passed only under consent; tickets only at their participants.
 
 use tonic::Code;
-use urpnet_node::cli::Desk;
 use urpnet_proto::v1::{
-    AddNoteRequest, AnswerHandoffRequest, AssignTicketRequest, GetHistoryRequest, GetTicketRequest,
-    HandoffRequest, ListOffersRequest, ShareTicketRequest, Status,
+    AddNoteRequest, AnswerHandoffRequest, AssignTicketRequest, GetHistoryRequest, HandoffRequest,
+    ListOffersRequest, ShareTicketRequest, Status,
 };
 use urpnet_tests::federation::{ABRUZZO, AVEZZANO, CELANO, TestFederation};
 use urpnet_tests::shared::{
-    DEADLINE, create, get, history, note, outbox_drained, request, status, wait_ticket,
+    DEADLINE, accept, contact, create, get, history, note, outbox_drained, request, status,
+    wait_ticket,
 };
 use urpnet_tests::{Backend, wait_for};
 
@@ -101,16 +101,7 @@ async fn a_regional_matter_is_handed_to_the_region_accepted_and_resolved(
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
 
-    let accepted = region
-        .accept_handoff(AnswerHandoffRequest {
-            ticket_id: id.clone(),
-            reason: String::new(),
-        })
-        .await
-        .expect("accept")
-        .into_inner()
-        .ticket
-        .expect("ticket");
+    let accepted = accept(&mut region, &id).await;
     assert_eq!(accepted.owner_node, ABRUZZO.id);
     assert_eq!(accepted.owner_epoch, 1);
     wait_ticket("Celano to see the new owner", &celano, &id, |t| {
@@ -169,22 +160,8 @@ async fn a_regional_matter_is_handed_to_the_region_accepted_and_resolved(
     // Participants only: Avezzano never received it.
     assert!(get(&avezzano, &id).await.is_none());
     // Personal data stays home without consent.
-    let contact_at = |desk: &Desk| {
-        let mut desk = desk.clone();
-        let id = id.clone();
-        async move {
-            desk.get_ticket(GetTicketRequest {
-                ticket_id: id,
-                reference: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .citizen
-        }
-    };
-    assert!(contact_at(&celano).await.is_some());
-    assert!(contact_at(&region).await.is_none());
+    assert!(contact(&celano, &id).await.is_some());
+    assert!(contact(&region, &id).await.is_none());
 
     // Delivery status per peer: reachable, nothing waiting.
     let peers = outbox_drained(&celano, false, DEADLINE).await;
@@ -275,15 +252,8 @@ async fn a_declined_offer_returns_the_ticket_to_the_offering_office(backend: Bac
         .await
         .expect("Celano still owns it");
     // No ownership moved, so the contact never left Celano despite consent.
-    let resp = avezzano
-        .get_ticket(GetTicketRequest {
-            ticket_id: id.clone(),
-            reference: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(resp.citizen.is_none());
+    assert!(get(&avezzano, &id).await.is_some());
+    assert!(contact(&avezzano, &id).await.is_none());
 
     // Shared read-only with Avezzano: it receives the ticket but may not act.
     let share = celano
@@ -339,30 +309,12 @@ async fn consent_passes_the_contact_sharing_is_read_only_and_overflow_finds_a_pe
         t.pending_handoff.is_some()
     })
     .await;
-    region
-        .accept_handoff(AnswerHandoffRequest {
-            ticket_id: id.clone(),
-            reason: String::new(),
-        })
-        .await
-        .expect("accept");
-    let contact = wait_for("the contact at the region", DEADLINE, || {
-        let mut region = region.clone();
-        let id = id.clone();
-        async move {
-            region
-                .get_ticket(GetTicketRequest {
-                    ticket_id: id,
-                    reference: String::new(),
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .citizen
-        }
+    accept(&mut region, &id).await;
+    let passed = wait_for("the contact at the region", DEADLINE, || {
+        contact(&region, &id)
     })
     .await;
-    assert_eq!(contact.full_name, "Maria Rossi");
+    assert_eq!(passed.full_name, "Maria Rossi");
 
     // Shared read-only with Avezzano: the ticket arrives, the contact does
     // not; Avezzano may add a note but not act as owner.
@@ -378,16 +330,8 @@ async fn consent_passes_the_contact_sharing_is_read_only_and_overflow_finds_a_pe
         shared.participants,
         vec![AVEZZANO.id, CELANO.id, ABRUZZO.id]
     );
-    let resp = avezzano
-        .get_ticket(GetTicketRequest {
-            ticket_id: id.clone(),
-            reference: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
     assert!(
-        resp.citizen.is_none(),
+        contact(&avezzano, &id).await.is_none(),
         "a shared body gets no personal data"
     );
     let err = status(&mut avezzano, &id, Status::Resolved)
@@ -433,26 +377,10 @@ async fn consent_passes_the_contact_sharing_is_read_only_and_overflow_finds_a_pe
         "{}",
         resp.decided_by
     );
-    let at_avezzano = handed_over_check(&mut avezzano, &info.id).await;
-    assert_eq!(at_avezzano.owner_node, AVEZZANO.id);
-}
-
-async fn handed_over_check(
-    target: &mut urpnet_node::cli::Desk,
-    id: &str,
-) -> urpnet_proto::v1::Ticket {
-    wait_ticket("the overflow offer", target, id, |t| {
+    wait_ticket("the overflow offer", &avezzano, &info.id, |t| {
         t.pending_handoff.is_some()
     })
     .await;
-    target
-        .accept_handoff(AnswerHandoffRequest {
-            ticket_id: id.into(),
-            reason: String::new(),
-        })
-        .await
-        .expect("accept")
-        .into_inner()
-        .ticket
-        .expect("ticket")
+    let at_avezzano = accept(&mut avezzano, &info.id).await;
+    assert_eq!(at_avezzano.owner_node, AVEZZANO.id);
 }

@@ -444,13 +444,11 @@ async fn fail(
     settings: &crate::config::PeeringSection,
     shutdown: &CancellationToken,
 ) {
-    let mut failures = 0;
+    let (mut failures, mut delay) = (0, Duration::ZERO);
     set_state(worker, |s| {
         s.failures = s.failures.saturating_add(1);
         failures = s.failures;
-    });
-    let delay = backoff(failures, BASE_BACKOFF, settings.max_backoff);
-    set_state(worker, |s| {
+        delay = backoff(failures, BASE_BACKOFF, settings.max_backoff);
         s.reachable = Some(false);
         s.last_error = error.to_string();
         s.next_attempt_ms = system_time_ms() + delay.as_millis() as u64;
