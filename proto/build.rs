@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "urpnet/v1/desk.proto",
     "urpnet/v1/registry.proto",
     "urpnet/v1/peering.proto",
+    "urpnet/v1/faq.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,6 +1,21 @@
-//! Pure logic of the shared FAQ set (DESIGN.md §5).
+//! Pure logic of the shared FAQ set (DESIGN.md §5), with no I/O of the
+//! network and no database:
 //!
-//! This crate starts empty: the FAQ model, its merge rule and its search index
-//! arrive with the shared-FAQ issue. It exists now so the workspace has the
-//! layout DESIGN.md §1 fixes and the dependency direction
-//! `proto <- shared-faq <- node` is enforced by the build from day one.
+//! - [`model`]: entry keys and the rules every version must follow, checked
+//!   at the Desk and again by every node receiving one;
+//! - [`set`]: the merge rule (a pure function: the greater version wins) and
+//!   [`set::FaqSet`], the latest version of every entry, with the per-owner
+//!   digests, answers and plans of epidemic anti-entropy;
+//! - [`search`]: the Italian full-text index (tantivy: stemming, accent
+//!   folding, typo tolerance, filters, highlighted snippets).
+//!
+//! The node wires these to its store, its peers and its Desk; the benchmark
+//! drives [`set::FaqSet`] directly to simulate a thousand nodes.
+
+pub mod model;
+pub mod search;
+pub mod set;
+
+pub use model::{Key, validate_content, validate_version};
+pub use search::{FaqIndex, SearchQuery};
+pub use set::{Applied, FaqSet, Stamp};
