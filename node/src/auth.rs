@@ -79,6 +79,10 @@ pub enum Action {
     Handoff,
     /// Quarantine or release a peer.
     Quarantine,
+    /// Propose a change to another body's FAQ entry.
+    ProposeFaq,
+    /// Publish, revise, retire or override FAQ entries.
+    PublishFaq,
 }
 
 impl Action {
@@ -86,10 +90,12 @@ impl Action {
         match self {
             Action::Read => Role::ReadOnly,
             Action::ReadContact | Action::Create | Action::PublicNote => Role::Integration,
-            Action::InternalNote | Action::ChangeStatus | Action::Assign | Action::Handoff => {
-                Role::Operator
-            }
-            Action::Quarantine => Role::Supervisor,
+            Action::InternalNote
+            | Action::ChangeStatus
+            | Action::Assign
+            | Action::Handoff
+            | Action::ProposeFaq => Role::Operator,
+            Action::Quarantine | Action::PublishFaq => Role::Supervisor,
         }
     }
 }

@@ -25,6 +25,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("URPNET_STORE_URL", "store.url"),
     ("URPNET_REGISTRY_ENDPOINT", "registry.endpoint"),
     ("URPNET_PEERING_LISTEN", "peering.listen"),
+    ("URPNET_FAQ_INTERVAL", "faq.interval"),
     ("URPNET_LOG_FORMAT", "log.format"),
     ("URPNET_LOG_FILTER", "log.filter"),
 ];
@@ -61,6 +62,9 @@ pub struct NodeConfig {
     /// The node-to-node service and delivery to peers.
     #[serde(default)]
     pub peering: PeeringSection,
+    /// `[faq]`
+    #[serde(default)]
+    pub faq: FaqSection,
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
@@ -285,6 +289,29 @@ impl Default for PeeringSection {
     }
 }
 
+/// `[faq]`: the shared FAQ set's epidemic anti-entropy (DESIGN.md §5).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaqSection {
+    /// How often this node exchanges digests with random peers.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub interval: std::time::Duration,
+    /// How many random peers each round calls.
+    pub fanout: usize,
+    /// Most versions per exchange message (at most 500).
+    pub batch: usize,
+}
+
+impl Default for FaqSection {
+    fn default() -> Self {
+        Self {
+            interval: std::time::Duration::from_secs(30),
+            fanout: 3,
+            batch: 500,
+        }
+    }
+}
+
 impl NodeConfig {
     /// A configuration with every default, for a node with this id and data
     /// directory (used by `init`, tests and the demo).
@@ -303,6 +330,7 @@ impl NodeConfig {
             clock: ClockSection::default(),
             registry: RegistrySection::default(),
             peering: PeeringSection::default(),
+            faq: FaqSection::default(),
             log: LogSection::default(),
         }
     }
@@ -350,6 +378,15 @@ impl NodeConfig {
         }
         if self.peering.anti_entropy_interval < std::time::Duration::from_millis(100) {
             return Err("key `peering.anti_entropy_interval`: must be at least 100ms".into());
+        }
+        if self.faq.interval < std::time::Duration::from_millis(50) {
+            return Err("key `faq.interval`: must be at least 50ms".into());
+        }
+        if !(1..=50).contains(&self.faq.fanout) {
+            return Err("key `faq.fanout`: must be within 1..=50".into());
+        }
+        if !(1..=500).contains(&self.faq.batch) {
+            return Err("key `faq.batch`: must be within 1..=500".into());
         }
         if !self.registry.endpoint.is_empty() && !self.registry.endpoint.starts_with("https://") {
             return Err("key `registry.endpoint`: must be https://host:port, or empty".into());

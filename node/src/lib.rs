@@ -17,6 +17,7 @@ pub mod config;
 pub mod desk;
 pub mod duplicates;
 pub mod error;
+pub mod faq;
 pub mod peering;
 pub mod registry_link;
 pub mod server;

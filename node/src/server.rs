@@ -9,11 +9,16 @@ use tokio_util::sync::CancellationToken;
 use urpnet_proto::signing::NodeSigner;
 use urpnet_proto::telemetry::{self, GrpcMetricsLayer};
 use urpnet_proto::v1::desk_server::DeskServer;
+use urpnet_proto::v1::faq_desk_server::FaqDeskServer;
+use urpnet_proto::v1::faq_exchange_server::FaqExchangeServer;
 
 use crate::auth::Authenticator;
 use crate::config::NodeConfig;
 use crate::desk::DeskService;
 use crate::error::{NodeError, NodeResult};
+use crate::faq::exchange::FaqExchangeService;
+use crate::faq::service::FaqDeskService;
+use crate::faq::{self, FaqBook};
 use crate::peering::service::PeeringService;
 use crate::peering::{PeeringContext, anti_entropy, delivery, equivocation};
 use crate::registry_link::{self, Federation, RegistryLink};
@@ -184,16 +189,28 @@ pub async fn run(
         );
         tokio::spawn(link.run(shutdown.clone()))
     });
+    let faq_signer = NodeSigner::load(node_id.clone(), &key_path)
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
     let desk = Arc::new(
         TicketDesk::new(
             config.clone(),
             store.clone(),
             signer,
-            taxonomy,
+            taxonomy.clone(),
             federation.clone(),
         )
         .await?,
     );
+    let faq = FaqBook::open(
+        config.clone(),
+        store.clone(),
+        faq_signer,
+        desk.clock(),
+        federation.clone(),
+        taxonomy,
+    )
+    .await?;
+    faq.attach_desk(desk.clone());
     let peering = PeeringContext::new(
         config.clone(),
         store.clone(),
@@ -204,21 +221,35 @@ pub async fn run(
     desk.attach_peering(peering.clone());
     let mut peering_tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listeners.peering {
-        peering_tasks.spawn(serve_peering(peering.clone(), listener, shutdown.clone()));
+        peering_tasks.spawn(serve_peering(
+            peering.clone(),
+            faq.clone(),
+            listener,
+            shutdown.clone(),
+        ));
     }
     if !config.registry.endpoint.is_empty() {
         peering_tasks.spawn(delivery::run(peering.clone(), shutdown.clone()));
         peering_tasks.spawn(delivery::gauges(peering.clone(), shutdown.clone()));
         peering_tasks.spawn(anti_entropy::run(peering.clone(), shutdown.clone()));
         peering_tasks.spawn(equivocation::run(peering.clone(), shutdown.clone()));
+        peering_tasks.spawn(faq::exchange::run(
+            faq.clone(),
+            peering.clone(),
+            shutdown.clone(),
+        ));
     }
     let auth = Arc::new(Authenticator::new(store.clone()));
+    let faq_service = FaqDeskServer::new(FaqDeskService::new(faq.clone(), auth.clone()))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
     let service = DeskServer::new(DeskService::new(desk, auth))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<DeskServer<DeskService>>().await;
+    health.set_serving::<FaqDeskServer<FaqDeskService>>().await;
     let (reflection_v1, reflection_v1alpha) = telemetry::reflection_services()
         .map_err(|e| NodeError::Internal(format!("reflection: {e}")))?;
 
@@ -241,6 +272,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service)
+        .add_service(faq_service)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await;
     shutdown.cancel();
@@ -261,8 +293,10 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "metrics task panicked"),
         }
     }
-    // The writer ends when the last store handle goes, peering's included.
+    // The writer ends when the last store handle goes, peering's and the
+    // FAQ book's included.
     drop(peering);
+    drop(faq);
     store.close().await;
     drop(store);
     let _ = writer.await;
@@ -278,6 +312,7 @@ const TLS_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 /// serving when the files appear), until `shutdown`.
 async fn serve_peering(
     ctx: Arc<PeeringContext>,
+    faq: Arc<FaqBook>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) {
@@ -303,11 +338,17 @@ async fn serve_peering(
     tokio::spawn(tls.clone().watch(TLS_RELOAD_CHECK, shutdown.clone()));
     let addr = listener.local_addr().ok();
     let max = ctx.config.peering.max_message_bytes;
+    let exchange = FaqExchangeServer::new(FaqExchangeService::new(faq, ctx.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let service = PeeringServer::new(PeeringService::new(ctx))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<PeeringServer<PeeringService>>().await;
+    health
+        .set_serving::<FaqExchangeServer<FaqExchangeService>>()
+        .await;
     let (reflection_v1, reflection_v1alpha) = match telemetry::reflection_services() {
         Ok(services) => services,
         Err(error) => {
@@ -323,6 +364,7 @@ async fn serve_peering(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service)
+        .add_service(exchange)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await;
     if let Err(error) = served {

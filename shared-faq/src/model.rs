@@ -10,7 +10,7 @@ use urpnet_proto::validate::Violations;
 
 /// Largest signed payload of one version, in bytes. Receivers refuse larger
 /// ones before decoding.
-pub const MAX_VERSION_BYTES: usize = 64 * 1024;
+pub const MAX_VERSION_BYTES: usize = 128 * 1024;
 /// Question length, in characters.
 pub const QUESTION_CHARS: (usize, usize) = (3, 300);
 /// Answer length, in characters.

@@ -3,6 +3,7 @@
 //! (`ticket ...`) or work on the local data directory (`operator ...`,
 //! `check`).
 
+pub mod faq;
 pub mod output;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use urpnet_proto::ids::NodeId;
 use urpnet_proto::v1::desk_client::DeskClient;
+use urpnet_proto::v1::faq_desk_client::FaqDeskClient;
 use urpnet_proto::v1::{
     AddNoteRequest, AnswerHandoffRequest, AssignTicketRequest, AttachmentUpload,
     ChangeStatusRequest, CitizenContact, Consent, Coordinates, CreateTicketRequest,
@@ -89,6 +91,16 @@ pub enum Command {
     /// Re-fold every ticket's events and compare with the stored state
     /// (local: needs the data directory).
     Check,
+    /// The shared FAQ set: search, suggest answers for a ticket, publish,
+    /// revise, retire, propose changes, local overrides.
+    Faq {
+        /// How to reach the node.
+        #[command(flatten)]
+        conn: Connection,
+        /// What to do.
+        #[command(subcommand)]
+        action: faq::FaqCommand,
+    },
 }
 
 /// Peer commands (supervisors).
@@ -407,6 +419,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check => check(&cli.config, &env).await,
+        Command::Faq { conn, action } => {
+            let (channel, token, max) = connect_parts(&cli.config, &env, &conn).await?;
+            let client = FaqDeskClient::with_interceptor(channel, token)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            faq::run(client, action, cli.json).await
+        }
     }
 }
 
@@ -513,6 +532,20 @@ pub async fn connect(
     token: &str,
     max_message_bytes: usize,
 ) -> anyhow::Result<Desk> {
+    let (channel, token) = channel_with_token(endpoint, token).await?;
+    Ok(DeskClient::with_interceptor(channel, token)
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes))
+}
+
+/// A channel to a node's Desk port and the interceptor adding the token.
+///
+/// # Errors
+/// A bad endpoint or token, or a node that does not answer.
+pub async fn channel_with_token(
+    endpoint: &str,
+    token: &str,
+) -> anyhow::Result<(Channel, TokenInterceptor)> {
     let url = if endpoint.contains("://") {
         endpoint.to_string()
     } else {
@@ -530,11 +563,7 @@ pub async fn connect(
     let value: MetadataValue<_> = format!("Bearer {}", token.trim())
         .parse()
         .context("the token has characters not allowed in a header")?;
-    Ok(
-        DeskClient::with_interceptor(channel, TokenInterceptor(value))
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes),
-    )
+    Ok((channel, TokenInterceptor(value)))
 }
 
 async fn desk_from(
@@ -542,6 +571,19 @@ async fn desk_from(
     env: &BTreeMap<String, String>,
     conn: &Connection,
 ) -> anyhow::Result<Desk> {
+    let (channel, token, max) = connect_parts(config_path, env, conn).await?;
+    Ok(DeskClient::with_interceptor(channel, token)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max))
+}
+
+/// The channel, token and message limit for `conn`, from the flags or the
+/// configuration file.
+async fn connect_parts(
+    config_path: &Path,
+    env: &BTreeMap<String, String>,
+    conn: &Connection,
+) -> anyhow::Result<(Channel, TokenInterceptor, usize)> {
     let config = NodeConfig::load(config_path, env);
     let endpoint = match (&conn.endpoint, &config) {
         (Some(e), _) => e.clone(),
@@ -561,10 +603,11 @@ async fn desk_from(
     let max = config
         .map(|c| c.desk.max_message_bytes)
         .unwrap_or(16 * 1024 * 1024);
-    connect(&endpoint, &token, max).await
+    let (channel, token) = channel_with_token(&endpoint, &token).await?;
+    Ok((channel, token, max))
 }
 
-fn status_error(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 

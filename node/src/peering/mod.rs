@@ -136,6 +136,19 @@ impl PeeringContext {
     /// When `peer` is not an active member with an endpoint, or this node's
     /// TLS files are missing.
     pub async fn client(&self, peer: &str) -> anyhow::Result<PeeringClient<Channel>> {
+        let max = self.config.peering.max_message_bytes;
+        Ok(PeeringClient::new(self.channel(peer).await?)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max))
+    }
+
+    /// A mutual-TLS channel to `peer`'s peering port (Peering and
+    /// FaqExchange); the server must present `peer`'s identity.
+    ///
+    /// # Errors
+    /// When `peer` is not an active member with an endpoint, or this node's
+    /// TLS files are missing.
+    pub async fn channel(&self, peer: &str) -> anyhow::Result<Channel> {
         let members = self.federation.members();
         let member = members
             .by_id
@@ -148,16 +161,52 @@ impl PeeringContext {
         );
         let config = self.clients.client_config().await?;
         let id = NodeId::new(peer)?;
-        let channel = tls::channel_to(
+        Ok(tls::channel_to(
             &member.endpoint,
             config,
             self.config.peering.connect_timeout,
             Identity::Node(id),
-        )?;
-        let max = self.config.peering.max_message_bytes;
-        Ok(PeeringClient::new(channel)
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max))
+        )?)
+    }
+
+    /// The caller's node id, if it may call the peering port at all: its
+    /// certificate names a node (never the request), that node is an active
+    /// member in the cached member list, and it is not quarantined here.
+    /// Every refusal is logged and counted.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` or `PERMISSION_DENIED`, with the reason.
+    pub fn gate<T>(&self, request: &tonic::Request<T>) -> Result<String, tonic::Status> {
+        let info = tls::peer_of(request);
+        let remote = info.map(|i| i.remote.to_string()).unwrap_or_default();
+        let Some(Identity::Node(id)) = info.and_then(|i| i.cert.as_ref()).map(|c| &c.identity)
+        else {
+            service::refused("no_node_certificate", &remote, "");
+            return Err(tonic::Status::unauthenticated(
+                "Peering needs a node certificate issued by the federation CA",
+            ));
+        };
+        let id = id.to_string();
+        let members = self.federation.members();
+        if !members.is_active(&id) {
+            let status = members
+                .by_id
+                .get(&id)
+                .map_or("unknown", |m| crate::registry_link::status_name(m.status));
+            service::refused("not_active_member", &remote, &id);
+            return Err(tonic::Status::permission_denied(format!(
+                "{id} is not an active member of the federation (status: {status})"
+            )));
+        }
+        if let Some(reason) = self.quarantined(&id) {
+            service::refused("quarantined", &remote, &id);
+            return Err(tonic::Status::permission_denied(format!(
+                "{id} is quarantined by this node: {reason}"
+            )));
+        }
+        // Inbound contact: the peer is up, so deliver to it now.
+        self.deliveries.wake(&id);
+        Ok(id)
     }
 }
 

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use tonic::{Request, Response, Status};
-use urpnet_proto::tls::{self, Identity};
 use urpnet_proto::v1::peering_server::Peering;
 use urpnet_proto::v1::{
     CompareDigestsRequest, CompareDigestsResponse, DeliverRequest, DeliverResponse,
@@ -36,42 +35,12 @@ impl PeeringService {
         Self { ctx }
     }
 
-    /// The caller's node id, if it may call at all.
     fn gate<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let info = tls::peer_of(request);
-        let remote = info.map(|i| i.remote.to_string()).unwrap_or_default();
-        let Some(Identity::Node(id)) = info.and_then(|i| i.cert.as_ref()).map(|c| &c.identity)
-        else {
-            refused("no_node_certificate", &remote, "");
-            return Err(Status::unauthenticated(
-                "Peering needs a node certificate issued by the federation CA",
-            ));
-        };
-        let id = id.to_string();
-        let members = self.ctx.federation.members();
-        if !members.is_active(&id) {
-            let status = members
-                .by_id
-                .get(&id)
-                .map_or("unknown", |m| crate::registry_link::status_name(m.status));
-            refused("not_active_member", &remote, &id);
-            return Err(Status::permission_denied(format!(
-                "{id} is not an active member of the federation (status: {status})"
-            )));
-        }
-        if let Some(reason) = self.ctx.quarantined(&id) {
-            refused("quarantined", &remote, &id);
-            return Err(Status::permission_denied(format!(
-                "{id} is quarantined by this node: {reason}"
-            )));
-        }
-        // Inbound contact: the peer is up, so deliver to it now.
-        self.ctx.deliveries.wake(&id);
-        Ok(id)
+        self.ctx.gate(request)
     }
 }
 
-fn refused(reason: &'static str, remote: &str, peer: &str) {
+pub(crate) fn refused(reason: &'static str, remote: &str, peer: &str) {
     tracing::warn!(reason, %remote, peer, "peering call refused");
     metrics::counter!("urpnet_peering_refused_total", "reason" => reason).increment(1);
 }

@@ -76,12 +76,35 @@ pub fn batch(
     members: &Members,
     clock: &HybridClock,
 ) -> Vec<Result<Incoming, Refusal>> {
+    signed(
+        envelopes,
+        members,
+        PayloadKind::TicketEvent,
+        MAX_EVENT_BYTES,
+    )
+    .into_iter()
+    .zip(envelopes)
+    .enumerate()
+    .map(|(index, (checked, envelope))| checked.and_then(|()| finish(index, envelope, clock)))
+    .collect()
+}
+
+/// The checks every signed record passes, whatever it carries (ticket
+/// events, FAQ versions): its kind, its size, its author known, not revoked
+/// and with a key, and the signature over the exact payload bytes. One
+/// result per envelope, in order.
+pub fn signed(
+    envelopes: &[Signed],
+    members: &Members,
+    kind: PayloadKind,
+    max_bytes: usize,
+) -> Vec<Result<(), Refusal>> {
     // Decompressing a public key costs as much as half a verification:
     // once per author and batch.
     let mut keys = std::collections::HashMap::new();
     let mut results: Vec<Result<(VerifyingKey, Signature), Refusal>> = envelopes
         .iter()
-        .map(|e| precheck(e, members, &mut keys))
+        .map(|e| precheck(e, members, &mut keys, kind, max_bytes))
         .collect();
     // Threads pay off only for big batches (a live handoff is one or two
     // events; a catch-up batch is a thousand).
@@ -118,12 +141,7 @@ pub fn batch(
             ),
         ));
     }
-    results
-        .into_iter()
-        .zip(envelopes)
-        .enumerate()
-        .map(|(index, (checked, envelope))| checked.and_then(|_| finish(index, envelope, clock)))
-        .collect()
+    results.into_iter().map(|r| r.map(|_| ())).collect()
 }
 
 /// Checks the signatures of `part` (indexes into `envelopes`): all at once,
@@ -168,21 +186,24 @@ fn precheck(
     envelope: &Signed,
     members: &Members,
     keys: &mut std::collections::HashMap<String, Option<VerifyingKey>>,
+    kind: PayloadKind,
+    max_bytes: usize,
 ) -> Result<(VerifyingKey, Signature), Refusal> {
-    if envelope.kind != PayloadKind::TicketEvent as i32 {
+    if envelope.kind != kind as i32 {
         return Err(Refusal::refuse(
             "wrong_kind",
             format!(
-                "kind must be PAYLOAD_KIND_TICKET_EVENT, found {}",
+                "kind must be {}, found {}",
+                kind.as_str_name(),
                 envelope.kind
             ),
         ));
     }
-    if envelope.payload.len() > MAX_EVENT_BYTES {
+    if envelope.payload.len() > max_bytes {
         return Err(Refusal::refuse(
             "oversized",
             format!(
-                "payload is {} bytes, more than {MAX_EVENT_BYTES}",
+                "payload is {} bytes, more than {max_bytes}",
                 envelope.payload.len()
             ),
         ));

@@ -26,8 +26,8 @@ use urpnet_proto::v1::{
 
 use crate::error::{NodeError, NodeResult};
 pub use writer::{
-    CreateOutcome, Incoming, IncomingContact, IngestOutcome, Mutation, NewTicket, Retry,
-    StoredEvent, Verdict,
+    CreateOutcome, FaqOverrideRow, FaqRow, Incoming, IncomingContact, IngestOutcome, Mutation,
+    NewTicket, Retry, StoredEvent, Verdict,
 };
 
 pub use urpnet_proto::db::Backend;
@@ -312,6 +312,109 @@ impl Store {
             reply,
         })
         .await
+    }
+
+    /// Stores FAQ versions and overrides in one transaction.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn write_faq(
+        &self,
+        rows: Vec<FaqRow>,
+        overrides: Vec<FaqOverrideRow>,
+    ) -> NodeResult<()> {
+        self.submit(|reply| writer::WriteOp::Faq {
+            rows,
+            overrides,
+            reply,
+        })
+        .await
+    }
+
+    /// The current version of every FAQ entry held (encoded envelopes).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn faq_current(&self) -> NodeResult<Vec<Vec<u8>>> {
+        let rows = sqlx::query(
+            "SELECT v.envelope FROM faq_current c JOIN faq_versions v \
+             ON v.owner = c.owner AND v.entry_id = c.entry_id AND v.version = c.version AND v.sha = c.sha",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<Vec<u8>, _>(0))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// One FAQ version's envelope (by its key, version and payload hash).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn faq_envelope(
+        &self,
+        owner: &str,
+        entry_id: &str,
+        version: i64,
+        sha: &str,
+    ) -> NodeResult<Option<Vec<u8>>> {
+        let row = sqlx::query(
+            "SELECT envelope FROM faq_versions WHERE owner = $1 AND entry_id = $2 AND version = $3 AND sha = $4",
+        )
+        .bind(owner)
+        .bind(entry_id)
+        .bind(version)
+        .bind(sha)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?)
+    }
+
+    /// Every version of an entry held, newest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn faq_history(&self, owner: &str, entry_id: &str) -> NodeResult<Vec<Vec<u8>>> {
+        let rows = sqlx::query(
+            "SELECT envelope FROM faq_versions WHERE owner = $1 AND entry_id = $2 \
+             ORDER BY version DESC, sha DESC",
+        )
+        .bind(owner)
+        .bind(entry_id)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<Vec<u8>, _>(0))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// This node's FAQ overrides: owner, entry, encoded content, reason,
+    /// operator, time.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn faq_overrides(
+        &self,
+    ) -> NodeResult<Vec<(String, String, Vec<u8>, String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT owner, entry_id, content, reason, set_by, set_at_ms FROM faq_overrides",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                    r.try_get(5)?,
+                ))
+            })
+            .collect()
     }
 
     /// Quarantined peers and why.

@@ -196,7 +196,45 @@ pub struct Retry {
     pub error: String,
 }
 
+/// A FAQ version to store (decided by the FAQ book, which serialises its
+/// writes and keeps the merge in memory).
+#[derive(Debug, Clone)]
+pub struct FaqRow {
+    /// Owner node id.
+    pub owner: String,
+    /// Entry id.
+    pub entry_id: String,
+    /// Version.
+    pub version: i64,
+    /// Hex sha256 of the signed payload.
+    pub sha: String,
+    /// Owner's publication sequence.
+    pub seq: i64,
+    /// A tombstone.
+    pub retired: bool,
+    /// The encoded `Signed` envelope.
+    pub envelope: Vec<u8>,
+    /// It won the merge: it becomes the entry's current version.
+    pub current: bool,
+}
+
+/// A local override to set (`content` some) or clear.
+#[derive(Debug, Clone)]
+pub struct FaqOverrideRow {
+    /// Owner node id.
+    pub owner: String,
+    /// Entry id.
+    pub entry_id: String,
+    /// Encoded `FaqContent`, reason, operator, time (ms); `None` clears.
+    pub content: Option<(Vec<u8>, String, String, i64)>,
+}
+
 pub(super) enum WriteOp {
+    Faq {
+        rows: Vec<FaqRow>,
+        overrides: Vec<FaqOverrideRow>,
+        reply: oneshot::Sender<NodeResult<()>>,
+    },
     Create(Box<NewTicket>, oneshot::Sender<NodeResult<CreateOutcome>>),
     Append {
         ticket_id: String,
@@ -416,7 +454,8 @@ fn reply(batch: &mut Vec<WriteOp>, results: Vec<OpResult>, started: Instant) {
             (
                 WriteOp::Ack { reply, .. }
                 | WriteOp::Enqueue { reply, .. }
-                | WriteOp::Quarantine { reply, .. },
+                | WriteOp::Quarantine { reply, .. }
+                | WriteOp::Faq { reply, .. },
                 OpResult::Done(r),
             ) => {
                 drop(reply.send(r));
@@ -431,9 +470,10 @@ fn failed(op: &WriteOp, err: NodeError) -> OpResult {
         WriteOp::Create(..) => OpResult::Create(Err(err)),
         WriteOp::Append { .. } => OpResult::Append(Err(err)),
         WriteOp::Ingest { .. } => OpResult::Ingest(Err(err)),
-        WriteOp::Ack { .. } | WriteOp::Enqueue { .. } | WriteOp::Quarantine { .. } => {
-            OpResult::Done(Err(err))
-        }
+        WriteOp::Ack { .. }
+        | WriteOp::Enqueue { .. }
+        | WriteOp::Quarantine { .. }
+        | WriteOp::Faq { .. } => OpResult::Done(Err(err)),
     }
 }
 
@@ -603,6 +643,12 @@ async fn execute(
                 ..
             } => {
                 acknowledge(tx, peer, delivered, retry).await?;
+                OpResult::Done(Ok(()))
+            }
+            WriteOp::Faq {
+                rows, overrides, ..
+            } => {
+                write_faq(tx, rows, overrides).await?;
                 OpResult::Done(Ok(()))
             }
             WriteOp::Quarantine { peer, reason, .. } => {
@@ -1394,4 +1440,72 @@ fn decode_stored(bytes: &[u8]) -> NodeResult<TicketEvent> {
         .map_err(|e| NodeError::Internal(format!("stored envelope does not decode: {e}")))?;
     TicketEvent::decode(envelope.payload.as_slice())
         .map_err(|e| NodeError::Internal(format!("stored event does not decode: {e}")))
+}
+
+/// Stores FAQ versions (history and, for winners, the current pointer) and
+/// local overrides.
+async fn write_faq(
+    tx: &mut impl WriteTx,
+    rows: &[FaqRow],
+    overrides: &[FaqOverrideRow],
+) -> NodeResult<()> {
+    let now = urpnet_proto::hlc::system_time_ms() as i64;
+    for row in rows {
+        tx.texts(
+            "INSERT INTO faq_versions (owner, entry_id, version, sha, seq, retired, received_ms, envelope) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            &[
+                &Value::Text(&row.owner),
+                &Value::Text(&row.entry_id),
+                &Value::Int(row.version),
+                &Value::Text(&row.sha),
+                &Value::Int(row.seq),
+                &Value::Int(i64::from(row.retired)),
+                &Value::Int(now),
+                &Value::Bytes(&row.envelope),
+            ],
+        )
+        .await?;
+        if row.current {
+            tx.texts(
+                "INSERT INTO faq_current (owner, entry_id, version, sha) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (owner, entry_id) DO UPDATE SET version = $3, sha = $4",
+                &[
+                    &Value::Text(&row.owner),
+                    &Value::Text(&row.entry_id),
+                    &Value::Int(row.version),
+                    &Value::Text(&row.sha),
+                ],
+            )
+            .await?;
+        }
+    }
+    for o in overrides {
+        match &o.content {
+            Some((content, reason, by, at)) => {
+                tx.texts(
+                    "INSERT INTO faq_overrides (owner, entry_id, content, reason, set_by, set_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (owner, entry_id) DO UPDATE \
+                     SET content = $3, reason = $4, set_by = $5, set_at_ms = $6",
+                    &[
+                        &Value::Text(&o.owner),
+                        &Value::Text(&o.entry_id),
+                        &Value::Bytes(content),
+                        &Value::Text(reason),
+                        &Value::Text(by),
+                        &Value::Int(*at),
+                    ],
+                )
+                .await?;
+            }
+            None => {
+                tx.texts(
+                    "DELETE FROM faq_overrides WHERE owner = $1 AND entry_id = $2",
+                    &[&Value::Text(&o.owner), &Value::Text(&o.entry_id)],
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
 }

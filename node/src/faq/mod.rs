@@ -1,0 +1,908 @@
+//! The node's shared FAQ set (DESIGN.md §5): the book of entries this node
+//! holds, its Italian search index, and the operations behind `FaqDesk`.
+//!
+//! - [`verify`]: the checks on every version received from a peer;
+//! - [`exchange`]: epidemic anti-entropy (`FaqExchange` server and the
+//!   periodic rounds with random peers);
+//! - [`service`]: the `FaqDesk` gRPC adapter.
+//!
+//! Every change to the set — a version published here, received from a
+//! peer, or a local override — runs under one lock, in this order: the merge
+//! in memory ([`FaqSet`]), the store (durable), the search index. The store
+//! is the truth: the in-memory set is loaded from it at start, and the index
+//! carries the set's root hash as its commit marker and is rebuilt when the
+//! marker does not match.
+
+pub mod exchange;
+pub mod sample;
+pub mod service;
+pub mod verify;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+use urpnet_proto::hlc::{self, HybridClock};
+use urpnet_proto::ids::NodeId;
+use urpnet_proto::signing::NodeSigner;
+use urpnet_proto::territory::Territory;
+use urpnet_proto::v1::{
+    Channel, CreateTicketRequest, FaqContent, FaqEntry, FaqOrigin, FaqOverride, FaqVersion,
+    ItemVerdict, Location, PayloadKind, Signed,
+};
+use urpnet_proto::validate::Violations;
+use urpnet_shared_faq::search::{Doc, Results, SearchError, SearchQuery};
+use urpnet_shared_faq::{Applied, FaqIndex, FaqSet, Key, Stamp, model};
+
+use crate::auth::{Action, Actor};
+use crate::config::NodeConfig;
+use crate::error::{NodeError, NodeResult};
+use crate::peering::verify::Refusal;
+use crate::registry_link::Federation;
+use crate::store::{FaqOverrideRow, FaqRow, Store};
+use crate::taxonomy::TaxonomyHandle;
+use crate::tickets::TicketDesk;
+
+/// Where the search index lives inside the data directory.
+pub fn index_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("faq-index")
+}
+
+/// What one node holds: the merged set and its local overrides.
+#[derive(Debug, Default)]
+struct State {
+    set: FaqSet,
+    overrides: BTreeMap<Key, FaqOverride>,
+}
+
+impl State {
+    /// The search index's expected marker: the set's root hash and the
+    /// overrides.
+    fn marker(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.set.root());
+        for (key, o) in &self.overrides {
+            h.update(key.to_string().as_bytes());
+            h.update(o.set_at_ms.to_be_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// What an ingest of received versions did.
+#[derive(Debug, Clone, Default)]
+pub struct IngestReport {
+    /// Versions that changed the set.
+    pub applied: u32,
+    /// Versions already held.
+    pub duplicates: u32,
+    /// Refused for good.
+    pub refused: Vec<ItemVerdict>,
+    /// Refused for now.
+    pub retry: Vec<ItemVerdict>,
+}
+
+/// The node's FAQ book.
+pub struct FaqBook {
+    node: NodeId,
+    config: NodeConfig,
+    store: Store,
+    signer: NodeSigner,
+    clock: Arc<HybridClock>,
+    federation: Arc<Federation>,
+    taxonomy: Arc<TaxonomyHandle>,
+    state: tokio::sync::Mutex<State>,
+    index: Arc<FaqIndex>,
+    desk: OnceLock<Arc<TicketDesk>>,
+    rounds: AtomicU64,
+    last_round_ms: AtomicU64,
+}
+
+impl std::fmt::Debug for FaqBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaqBook")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sha_hex(stamp: &Stamp) -> String {
+    hex::encode(stamp.sha)
+}
+
+fn row(stamp: &Stamp, envelope: &Signed, current: bool) -> FaqRow {
+    FaqRow {
+        owner: stamp.key.owner.clone(),
+        entry_id: stamp.key.entry_id.clone(),
+        version: stamp.version as i64,
+        sha: sha_hex(stamp),
+        seq: stamp.seq as i64,
+        retired: stamp.retired,
+        envelope: envelope.encode_to_vec(),
+        current,
+    }
+}
+
+fn decode_envelope(bytes: &[u8]) -> NodeResult<(Signed, FaqVersion)> {
+    let signed = Signed::decode(bytes)
+        .map_err(|e| NodeError::Internal(format!("stored FAQ envelope: {e}")))?;
+    let version = FaqVersion::decode(signed.payload.as_slice())
+        .map_err(|e| NodeError::Internal(format!("stored FAQ version: {e}")))?;
+    Ok((signed, version))
+}
+
+fn verdict(index: usize, id: String, reason: String, retry_after_ms: u64) -> ItemVerdict {
+    ItemVerdict {
+        index: index as u32,
+        id,
+        reason,
+        retry_after_ms,
+        contact: false,
+    }
+}
+
+impl FaqBook {
+    /// Loads the set and the overrides from the store, opens the search
+    /// index in the data directory and rebuilds it if it is missing or
+    /// stale.
+    ///
+    /// # Errors
+    /// Storage failures; an index directory that cannot be written.
+    pub async fn open(
+        config: NodeConfig,
+        store: Store,
+        signer: NodeSigner,
+        clock: Arc<HybridClock>,
+        federation: Arc<Federation>,
+        taxonomy: Arc<TaxonomyHandle>,
+    ) -> NodeResult<Arc<Self>> {
+        let dir = index_dir(&config.node.data_dir);
+        let index = tokio::task::spawn_blocking(move || FaqIndex::open(&dir))
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))?
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let book = Arc::new(Self {
+            node: config.node.id.clone(),
+            config,
+            store,
+            signer,
+            clock,
+            federation,
+            taxonomy,
+            state: tokio::sync::Mutex::default(),
+            index: Arc::new(index),
+            desk: OnceLock::new(),
+            rounds: AtomicU64::new(0),
+            last_round_ms: AtomicU64::new(0),
+        });
+        book.load().await?;
+        Ok(book)
+    }
+
+    /// (Re)loads the state from the store; rebuilds the index if its
+    /// marker differs.
+    async fn load(&self) -> NodeResult<()> {
+        let mut state = self.state.lock().await;
+        let mut fresh = State::default();
+        let mut versions = Vec::new();
+        for bytes in self.store.faq_current().await? {
+            let (signed, version) = decode_envelope(&bytes)?;
+            fresh.set.apply(Stamp::of(&version, &signed.payload));
+            versions.push(version);
+        }
+        for (owner, entry_id, content, reason, set_by, set_at_ms) in
+            self.store.faq_overrides().await?
+        {
+            let content = FaqContent::decode(content.as_slice())
+                .map_err(|e| NodeError::Internal(format!("stored FAQ local_override: {e}")))?;
+            fresh.overrides.insert(
+                Key::new(owner, entry_id),
+                FaqOverride {
+                    content: Some(content),
+                    reason,
+                    set_by,
+                    set_at_ms: set_at_ms as u64,
+                },
+            );
+        }
+        *state = fresh;
+        let marker = state.marker();
+        if self.index.marker().as_deref() != Some(marker.as_str()) {
+            let started = std::time::Instant::now();
+            let docs: Vec<Doc> = versions
+                .iter()
+                .map(|v| Doc::new(v, override_of(&state, v)))
+                .collect();
+            let n = docs.len();
+            let index = self.index.clone();
+            tokio::task::spawn_blocking(move || index.rebuild(docs, &marker))
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))?
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            tracing::info!(
+                entries = n,
+                ms = started.elapsed().as_millis() as u64,
+                "FAQ search index rebuilt"
+            );
+        }
+        metrics::gauge!("urpnet_faq_entries").set(state.set.len() as f64);
+        Ok(())
+    }
+
+    /// Lets proposals open tickets (set once at start).
+    pub fn attach_desk(&self, desk: Arc<TicketDesk>) {
+        let _ = self.desk.set(desk);
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// This node's digest of the set.
+    pub async fn digest(&self) -> Vec<urpnet_proto::v1::OriginDigest> {
+        self.state.lock().await.set.digest()
+    }
+
+    /// The set's root hash (equal sets, equal roots).
+    pub async fn root(&self) -> [u8; 32] {
+        self.state.lock().await.set.root()
+    }
+
+    /// Number of entries held.
+    pub async fn len(&self) -> usize {
+        self.state.lock().await.set.len()
+    }
+
+    /// Whether no entry is held.
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+
+    /// The stored envelopes of these stamps (current versions), skipping
+    /// any that vanished, up to `max_bytes` in all.
+    async fn envelopes(&self, stamps: &[Stamp], max_bytes: usize) -> NodeResult<Vec<Signed>> {
+        let mut out = Vec::with_capacity(stamps.len());
+        let mut bytes = 0;
+        for s in stamps {
+            let Some(raw) = self
+                .store
+                .faq_envelope(&s.key.owner, &s.key.entry_id, s.version as i64, &sha_hex(s))
+                .await?
+            else {
+                continue;
+            };
+            if bytes + raw.len() > max_bytes && !out.is_empty() {
+                break;
+            }
+            bytes += raw.len();
+            out.push(
+                Signed::decode(raw.as_slice())
+                    .map_err(|e| NodeError::Internal(format!("stored FAQ envelope: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Verifies and applies versions received from `from` (a peer's answer
+    /// or push). Good versions are stored whatever the bad ones did.
+    ///
+    /// # Errors
+    /// Storage failures (the in-memory set is then reloaded from the store).
+    pub async fn ingest(&self, from: &str, envelopes: Vec<Signed>) -> NodeResult<IngestReport> {
+        let mut report = IngestReport::default();
+        if envelopes.is_empty() {
+            return Ok(report);
+        }
+        let members = self.federation.members();
+        let clock = self.clock.clone();
+        let checked = if envelopes.len() < 8 {
+            verify::versions(&envelopes, &members, &clock)
+        } else {
+            let envelopes = envelopes.clone();
+            tokio::task::spawn_blocking(move || verify::versions(&envelopes, &members, &clock))
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))?
+        };
+        let mut state = self.state.lock().await;
+        let mut rows = Vec::new();
+        let mut docs = Vec::new();
+        for (index, (result, envelope)) in checked.into_iter().zip(&envelopes).enumerate() {
+            match result {
+                Err(Refusal::Refuse { code, reason }) => {
+                    refused(from, code, &envelope.author, &reason);
+                    report
+                        .refused
+                        .push(verdict(index, String::new(), reason, 0));
+                }
+                Err(Refusal::Retry {
+                    code,
+                    reason,
+                    after_ms,
+                }) => {
+                    tracing::info!(peer = from, reason = code, detail = %reason, "FAQ version refused for now");
+                    metrics::counter!("urpnet_faq_versions_received_total", "result" => "retry")
+                        .increment(1);
+                    report
+                        .retry
+                        .push(verdict(index, String::new(), reason, after_ms));
+                }
+                Ok((version, stamp)) => {
+                    let key = stamp.key.to_string();
+                    match state.set.apply(stamp.clone()) {
+                        Applied::New | Applied::Replaced(_) => {
+                            rows.push(row(&stamp, envelope, true));
+                            docs.push(Doc::new(&version, override_of(&state, &version)));
+                            report.applied += 1;
+                            metrics::counter!("urpnet_faq_versions_received_total", "result" => "applied")
+                                .increment(1);
+                        }
+                        Applied::Duplicate => {
+                            report.duplicates += 1;
+                            metrics::counter!("urpnet_faq_versions_received_total", "result" => "duplicate")
+                                .increment(1);
+                        }
+                        Applied::Stale => {
+                            let held = state.set.get(&stamp.key).map_or(0, |s| s.version);
+                            let reason = format!(
+                                "{key} version {} is older than version {held} held here",
+                                stamp.version
+                            );
+                            refused(from, "stale", &envelope.author, &reason);
+                            report.refused.push(verdict(index, key, reason, 0));
+                        }
+                    }
+                }
+            }
+        }
+        if !rows.is_empty() {
+            if let Err(err) = self.store.write_faq(rows, Vec::new()).await {
+                drop(state);
+                tracing::error!(error = %err, "storing FAQ versions failed; reloading the set from the store");
+                self.load().await?;
+                return Err(err);
+            }
+            metrics::gauge!("urpnet_faq_entries").set(state.set.len() as f64);
+            self.reindex(&state, docs, Vec::new()).await;
+            tracing::debug!(
+                peer = from,
+                applied = report.applied,
+                "FAQ versions applied"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Updates the search index after a change (under the state lock). A
+    /// failure is logged: the store holds the change, and the next start
+    /// rebuilds the index because its marker will not match.
+    async fn reindex(&self, state: &State, docs: Vec<Doc>, removes: Vec<String>) {
+        let marker = state.marker();
+        let index = self.index.clone();
+        let done = tokio::task::spawn_blocking(move || index.apply(&docs, &removes, &marker)).await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "FAQ search index update failed"),
+            Err(error) => tracing::error!(%error, "FAQ search index task failed"),
+        }
+    }
+
+    /// Signs and stores a version of an entry this node owns.
+    async fn publish_version(
+        &self,
+        state: &mut State,
+        entry_id: String,
+        version: u64,
+        content: Option<FaqContent>,
+    ) -> NodeResult<FaqEntry> {
+        let me = self.node.to_string();
+        let seq = state.set.max_seq(&me) + 1;
+        let record = FaqVersion {
+            entry_id,
+            owner: me,
+            version,
+            seq,
+            published_at: Some(self.clock.now()),
+            retired: content.is_none(),
+            content,
+        };
+        model::validate_version(&record)?;
+        let payload = record.encode_to_vec();
+        if payload.len() > model::MAX_VERSION_BYTES {
+            return Err(NodeError::invalid(
+                "content",
+                format!("must encode to at most {} bytes", model::MAX_VERSION_BYTES),
+            ));
+        }
+        let signed = self.signer.sign(PayloadKind::FaqVersion, payload);
+        let stamp = Stamp::of(&record, &signed.payload);
+        self.store
+            .write_faq(vec![row(&stamp, &signed, true)], Vec::new())
+            .await?;
+        state.set.apply(stamp.clone());
+        metrics::gauge!("urpnet_faq_entries").set(state.set.len() as f64);
+        metrics::counter!("urpnet_faq_published_total", "kind" => if record.retired { "retired" } else if version == 1 { "new" } else { "revised" })
+            .increment(1);
+        let doc = Doc::new(&record, override_of(state, &record));
+        self.reindex(state, vec![doc], Vec::new()).await;
+        tracing::info!(entry = %stamp.key, version, seq, retired = record.retired, "FAQ version published");
+        Ok(FaqEntry {
+            key: stamp.key.to_string(),
+            local_override: state.overrides.get(&stamp.key).cloned(),
+            current: Some(record),
+        })
+    }
+
+    fn check_content(&self, content: Option<&FaqContent>, v: &mut Violations) {
+        let Some(content) = content else {
+            v.add("content", "is required");
+            return;
+        };
+        model::validate_content(content, "content", v);
+        let taxonomy = self.taxonomy.current();
+        for (i, code) in content.categories.iter().enumerate() {
+            v.check(
+                taxonomy.get(code).is_some(),
+                format!("content.categories[{i}]"),
+                format!("`{code}` is not a category of the federation's taxonomy"),
+            );
+        }
+    }
+
+    /// Publishes a new entry owned by this node.
+    ///
+    /// # Errors
+    /// `PermissionDenied`, `InvalidArgument`, storage failures.
+    pub async fn publish(
+        &self,
+        actor: &Actor,
+        content: Option<FaqContent>,
+    ) -> NodeResult<FaqEntry> {
+        actor.require(Action::PublishFaq)?;
+        let mut v = Violations::new();
+        self.check_content(content.as_ref(), &mut v);
+        v.into_result()?;
+        let mut state = self.state.lock().await;
+        self.publish_version(&mut state, ulid::Ulid::new().to_string(), 1, content)
+            .await
+    }
+
+    /// The current version of an entry this node owns, for a new version.
+    fn own_current(&self, state: &State, key: &Key, base_version: u64) -> NodeResult<u64> {
+        if key.owner != self.node.as_str() {
+            return Err(NodeError::PermissionDenied(format!(
+                "{key} belongs to {}; only its owner publishes versions (propose a change instead)",
+                key.owner
+            )));
+        }
+        let held = state
+            .set
+            .get(key)
+            .ok_or_else(|| NodeError::NotFound(format!("FAQ entry {key}")))?;
+        if held.retired {
+            return Err(NodeError::FailedPrecondition(format!("{key} is retired")));
+        }
+        if base_version != 0 && base_version != held.version {
+            return Err(NodeError::FailedPrecondition(format!(
+                "{key} is at version {}, not {base_version}: someone revised it meanwhile; read it again",
+                held.version
+            )));
+        }
+        Ok(held.version)
+    }
+
+    /// Publishes a new version of an entry this node owns.
+    ///
+    /// # Errors
+    /// `PermissionDenied` (not the owner), `NotFound`, `FailedPrecondition`
+    /// (retired, or `base_version` not current), `InvalidArgument`.
+    pub async fn revise(
+        &self,
+        actor: &Actor,
+        key: &str,
+        base_version: u64,
+        content: Option<FaqContent>,
+    ) -> NodeResult<FaqEntry> {
+        actor.require(Action::PublishFaq)?;
+        let key = Key::parse("key", key)?;
+        let mut v = Violations::new();
+        self.check_content(content.as_ref(), &mut v);
+        v.into_result()?;
+        let mut state = self.state.lock().await;
+        let current = self.own_current(&state, &key, base_version)?;
+        self.publish_version(&mut state, key.entry_id, current + 1, content)
+            .await
+    }
+
+    /// Retires an entry this node owns (a tombstone version).
+    ///
+    /// # Errors
+    /// As [`FaqBook::revise`].
+    pub async fn retire(&self, actor: &Actor, key: &str) -> NodeResult<FaqEntry> {
+        actor.require(Action::PublishFaq)?;
+        let key = Key::parse("key", key)?;
+        let mut state = self.state.lock().await;
+        let current = self.own_current(&state, &key, 0)?;
+        self.publish_version(&mut state, key.entry_id, current + 1, None)
+            .await
+    }
+
+    /// The current version of an entry as held.
+    async fn current(&self, state: &State, key: &Key) -> NodeResult<FaqVersion> {
+        let stamp = state
+            .set
+            .get(key)
+            .ok_or_else(|| NodeError::NotFound(format!("FAQ entry {key}")))?;
+        let raw = self
+            .store
+            .faq_envelope(
+                &key.owner,
+                &key.entry_id,
+                stamp.version as i64,
+                &sha_hex(stamp),
+            )
+            .await?
+            .ok_or_else(|| {
+                NodeError::Internal(format!("FAQ entry {key}: version missing from the store"))
+            })?;
+        Ok(decode_envelope(&raw)?.1)
+    }
+
+    /// One entry with its history (newest first) as held here.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `NotFound`, storage failures.
+    pub async fn get(&self, actor: &Actor, key: &str) -> NodeResult<(FaqEntry, Vec<FaqVersion>)> {
+        actor.require(Action::Read)?;
+        let key = Key::parse("key", key)?;
+        let state = self.state.lock().await;
+        let current = self.current(&state, &key).await?;
+        let overridden = state.overrides.get(&key).cloned();
+        drop(state);
+        let history = self
+            .store
+            .faq_history(&key.owner, &key.entry_id)
+            .await?
+            .iter()
+            .map(|raw| decode_envelope(raw).map(|(_, v)| v))
+            .collect::<NodeResult<Vec<_>>>()?;
+        Ok((
+            FaqEntry {
+                key: key.to_string(),
+                current: Some(current),
+                local_override: overridden,
+            },
+            history,
+        ))
+    }
+
+    /// Searches the index.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad filter or query.
+    pub fn search(&self, actor: &Actor, query: &SearchQuery) -> NodeResult<Results> {
+        actor.require(Action::Read)?;
+        let started = std::time::Instant::now();
+        let results = self.index.search(query).map_err(|e| match e {
+            SearchError::Invalid(v) => NodeError::InvalidArgument(v),
+            SearchError::Engine(e) => NodeError::Internal(format!("search index: {e}")),
+        })?;
+        metrics::histogram!("urpnet_faq_search_seconds", "kind" => if query.suggest { "suggest" } else { "search" })
+            .record(started.elapsed().as_secs_f64());
+        Ok(results)
+    }
+
+    /// Builds a search from the Desk's filters.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the filter.
+    pub fn query(
+        text: String,
+        language: &str,
+        category: &str,
+        territory: &str,
+        valid_on: &str,
+        limit: u32,
+        default_limit: u32,
+    ) -> NodeResult<SearchQuery> {
+        let mut v = Violations::new();
+        v.check(
+            language.is_empty()
+                || (language.len() == 2 && language.bytes().all(|c| c.is_ascii_lowercase())),
+            "language",
+            "must be an ISO 639-1 code in lowercase, e.g. it",
+        );
+        v.check(
+            category.is_empty()
+                || category.split('.').all(|p| {
+                    !p.is_empty()
+                        && p.bytes()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+                }),
+            "category",
+            "must be a taxonomy code like anagrafe.certificati",
+        );
+        v.check(
+            territory.is_empty() || Territory::italy().level_of(territory).is_some(),
+            "territory",
+            "must be an ISTAT code of a region (2 digits), province (3) or comune (6)",
+        );
+        let valid_on = match valid_on {
+            "" => Some(model::today_days()),
+            "*" => None,
+            day => {
+                let parsed = model::parse_day(day);
+                v.check(
+                    parsed.is_some(),
+                    "valid_on",
+                    "must be a date YYYY-MM-DD, or *",
+                );
+                parsed
+            }
+        };
+        v.into_result()?;
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Ok(SearchQuery {
+            text,
+            language: some(language),
+            category: some(category),
+            territory: some(territory),
+            valid_on,
+            limit: if limit == 0 {
+                default_limit as usize
+            } else {
+                limit as usize
+            },
+            include_retired: false,
+            suggest: false,
+        })
+    }
+
+    /// The best answers for a ticket (by id or reference) or a text.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `NotFound`.
+    pub async fn suggest(
+        &self,
+        actor: &Actor,
+        ticket: &str,
+        text: &str,
+        territory: &str,
+        limit: u32,
+    ) -> NodeResult<Results> {
+        actor.require(Action::Read)?;
+        let (text, territory) = match (ticket.is_empty(), text.is_empty()) {
+            (false, true) => {
+                let desk = self
+                    .desk
+                    .get()
+                    .ok_or_else(|| NodeError::Unavailable("the ticket desk is not ready".into()))?;
+                let (t, _) = if ulid::Ulid::from_string(ticket).is_ok() {
+                    desk.get(actor, ticket, "").await?
+                } else {
+                    desk.get(actor, "", ticket).await?
+                };
+                let place = t.location.map(|l| l.istat_code).unwrap_or_default();
+                (
+                    format!("{}\n{}", t.subject, t.description),
+                    if territory.is_empty() {
+                        place
+                    } else {
+                        territory.to_string()
+                    },
+                )
+            }
+            (true, false) => (text.to_string(), territory.to_string()),
+            _ => {
+                return Err(NodeError::invalid(
+                    "ticket",
+                    "exactly one of ticket and text must be set",
+                ));
+            }
+        };
+        let mut query = Self::query(String::new(), "", "", &territory, "", limit, 5)?;
+        let mut v = Violations::new();
+        v.check(limit <= 20, "limit", "must be at most 20");
+        v.into_result()?;
+        query.text = text;
+        query.suggest = true;
+        self.search(actor, &query)
+    }
+
+    /// Sets (or clears) this node's override of an entry.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `NotFound`, storage failures.
+    pub async fn set_override(
+        &self,
+        actor: &Actor,
+        key: &str,
+        content: Option<FaqContent>,
+        reason: &str,
+        clear: bool,
+    ) -> NodeResult<FaqEntry> {
+        actor.require(Action::PublishFaq)?;
+        let key = Key::parse("key", key)?;
+        let mut v = Violations::new();
+        if !clear {
+            self.check_content(content.as_ref(), &mut v);
+            v.length("reason", reason, 1, 500);
+            v.printable("reason", reason);
+        }
+        v.into_result()?;
+        let mut state = self.state.lock().await;
+        let current = self.current(&state, &key).await?;
+        let overridden = (!clear).then(|| FaqOverride {
+            content: content.clone(),
+            reason: reason.trim().to_string(),
+            set_by: actor.id.clone(),
+            set_at_ms: hlc::system_time_ms(),
+        });
+        self.store
+            .write_faq(
+                Vec::new(),
+                vec![FaqOverrideRow {
+                    owner: key.owner.clone(),
+                    entry_id: key.entry_id.clone(),
+                    content: overridden.as_ref().map(|o| {
+                        (
+                            o.content.clone().unwrap_or_default().encode_to_vec(),
+                            o.reason.clone(),
+                            o.set_by.clone(),
+                            o.set_at_ms as i64,
+                        )
+                    }),
+                }],
+            )
+            .await?;
+        match &overridden {
+            Some(o) => state.overrides.insert(key.clone(), o.clone()),
+            None => state.overrides.remove(&key),
+        };
+        let doc = Doc::new(&current, override_of(&state, &current));
+        self.reindex(&state, vec![doc], Vec::new()).await;
+        tracing::info!(entry = %key, cleared = clear, "FAQ local override changed");
+        Ok(FaqEntry {
+            key: key.to_string(),
+            current: Some(current),
+            local_override: overridden,
+        })
+    }
+
+    /// Proposes a change to another body's entry: a ticket opened here and
+    /// offered to the owner.
+    ///
+    /// # Errors
+    /// `InvalidArgument`, `NotFound`, `FailedPrecondition` (this node owns
+    /// the entry), and whatever opening or offering the ticket returns.
+    pub async fn propose(
+        &self,
+        actor: &Actor,
+        key: &str,
+        proposal: &str,
+        istat_code: &str,
+    ) -> NodeResult<(String, String)> {
+        actor.require(Action::ProposeFaq)?;
+        let key = Key::parse("key", key)?;
+        let mut v = Violations::new();
+        v.length("proposal", proposal, 1, 4000);
+        v.printable("proposal", proposal);
+        let istat = if istat_code.is_empty() {
+            Territory::italy()
+                .comune_by_ipa(self.node.as_str())
+                .map(|c| c.istat_code.clone())
+                .unwrap_or_default()
+        } else {
+            istat_code.to_string()
+        };
+        v.check(
+            Territory::italy().comune(&istat).is_some(),
+            "istat_code",
+            "must be the ISTAT code of a comune (required when this node is not a comune)",
+        );
+        v.into_result()?;
+        if key.owner == self.node.as_str() {
+            return Err(NodeError::FailedPrecondition(format!(
+                "{key} belongs to this node: revise it instead"
+            )));
+        }
+        let state = self.state.lock().await;
+        let current = self.current(&state, &key).await?;
+        drop(state);
+        let desk = self
+            .desk
+            .get()
+            .ok_or_else(|| NodeError::Unavailable("the ticket desk is not ready".into()))?;
+        let content = current.content.clone().unwrap_or_default();
+        let category = content
+            .categories
+            .iter()
+            .find(|c| self.taxonomy.current().get(c).is_some())
+            .cloned()
+            .ok_or_else(|| {
+                NodeError::FailedPrecondition(format!(
+                    "none of {key}'s categories is in this node's taxonomy"
+                ))
+            })?;
+        let subject: String = format!("Proposta di modifica FAQ: {}", content.question)
+            .chars()
+            .take(crate::validate::SUBJECT_MAX)
+            .collect();
+        let fingerprint = hex::encode(Sha256::digest(proposal.as_bytes()));
+        let created = desk
+            .create(
+                actor,
+                CreateTicketRequest {
+                    request_id: format!("faq-{}-{}", key.entry_id, &fingerprint[..16]),
+                    category,
+                    channel: Channel::Desk as i32,
+                    subject,
+                    description: format!("{proposal}\n\n— FAQ {key}, versione {}", current.version),
+                    location: Some(Location {
+                        istat_code: istat,
+                        ..Location::default()
+                    }),
+                    ..CreateTicketRequest::default()
+                },
+            )
+            .await?;
+        let ticket = created.ticket;
+        if !created.replayed
+            || (ticket.pending_handoff.is_none() && ticket.owner_node == self.node.as_str())
+        {
+            desk.handoff(
+                actor,
+                &ticket.id,
+                &key.owner,
+                &format!("proposta di modifica della FAQ {key}"),
+                false,
+            )
+            .await?;
+        }
+        metrics::counter!("urpnet_faq_proposals_total").increment(1);
+        tracing::info!(entry = %key, ticket = %ticket.id, "FAQ change proposed to its owner");
+        Ok((ticket.id, ticket.reference))
+    }
+
+    /// Per owner: entries, retired, highest sequence; entries indexed;
+    /// overrides; rounds.
+    pub async fn status(&self) -> urpnet_proto::v1::FaqStatusResponse {
+        let state = self.state.lock().await;
+        urpnet_proto::v1::FaqStatusResponse {
+            origins: state
+                .set
+                .origins()
+                .map(|(origin, o)| FaqOrigin {
+                    origin: origin.clone(),
+                    entries: o.entries,
+                    retired: o.retired,
+                    max_seq: state.set.max_seq(origin),
+                })
+                .collect(),
+            indexed: self.index.len(),
+            overrides: state.overrides.len() as u32,
+            rounds: self.rounds.load(Ordering::Relaxed),
+            last_round_ms: self.last_round_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn override_of<'a>(state: &'a State, version: &FaqVersion) -> Option<&'a FaqContent> {
+    state
+        .overrides
+        .get(&Key::of(version))
+        .and_then(|o| o.content.as_ref())
+}
+
+fn refused(peer: &str, code: &'static str, author: &str, reason: &str) {
+    tracing::warn!(
+        peer,
+        reason = code,
+        author,
+        detail = reason,
+        "FAQ version refused"
+    );
+    metrics::counter!("urpnet_faq_refused_total", "reason" => code).increment(1);
+}
