@@ -313,7 +313,12 @@ impl TestFederation {
                     let dir = dir.clone();
                     let ids = ids.clone();
                     async move {
-                        let members = urpnet_node::registry_link::load_cache(&dir).0?;
+                        // The taxonomy comes with the same heartbeat;
+                        // wait for it too (FAQ entries are checked
+                        // against it).
+                        let (members, taxonomy) = urpnet_node::registry_link::load_cache(&dir);
+                        let members = members?;
+                        taxonomy?;
                         ids.iter().all(|id| members.is_active(id)).then_some(())
                     }
                 },

@@ -209,6 +209,20 @@ impl TestNode {
         .expect("connect to desk")
     }
 
+    /// A FaqDesk client authenticated as `admin`.
+    pub async fn faq(&self) -> shared::Faq {
+        self.faq_as(&self.token).await
+    }
+
+    /// A FaqDesk client with another token.
+    pub async fn faq_as(&self, token: &str) -> shared::Faq {
+        let (channel, token) =
+            urpnet_node::cli::channel_with_token(&self.desk_addr.to_string(), token)
+                .await
+                .expect("connect to desk");
+        urpnet_proto::v1::faq_desk_client::FaqDeskClient::with_interceptor(channel, token)
+    }
+
     /// The Prometheus text of this process's metrics, fetched over HTTP.
     pub async fn metrics(&self) -> String {
         http_get(self.metrics_addr, "/metrics").await

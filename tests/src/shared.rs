@@ -230,3 +230,83 @@ pub async fn contact(desk: &Desk, id: &str) -> Option<CitizenContact> {
         .into_inner()
         .citizen
 }
+
+/// A FaqDesk client with an operator's token.
+pub type Faq = urpnet_proto::v1::faq_desk_client::FaqDeskClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        urpnet_node::cli::TokenInterceptor,
+    >,
+>;
+
+/// The sample FAQs of `scope` ("comune", "regione").
+pub fn sample_faqs(scope: &str) -> Vec<urpnet_proto::v1::FaqContent> {
+    urpnet_node::faq::sample::parse(urpnet_node::faq::sample::SAMPLE)
+        .expect("the sample collection parses")
+        .into_iter()
+        .filter(|e| e.scope == scope)
+        .map(|e| e.content)
+        .collect()
+}
+
+/// Publishes an entry; its key.
+pub async fn publish(faq: &mut Faq, content: urpnet_proto::v1::FaqContent) -> String {
+    faq.publish_faq(urpnet_proto::v1::PublishFaqRequest {
+        content: Some(content),
+    })
+    .await
+    .expect("publish")
+    .into_inner()
+    .entry
+    .expect("entry")
+    .key
+}
+
+/// A search with default filters.
+pub async fn search(
+    faq: &Faq,
+    query: &str,
+) -> Result<urpnet_proto::v1::SearchFaqResponse, tonic::Status> {
+    faq.clone()
+        .search_faq(urpnet_proto::v1::SearchFaqRequest {
+            query: query.into(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Waits until a search for `query` at a node finds `key` at `version`;
+/// the hit.
+pub async fn wait_found(
+    faq: &Faq,
+    query: &str,
+    key: &str,
+    version: u64,
+) -> urpnet_proto::v1::FaqHit {
+    wait_for(
+        &format!("{key} v{version} found by {query:?}"),
+        DEADLINE,
+        || {
+            let faq = faq.clone();
+            async move {
+                search(&faq, query)
+                    .await
+                    .ok()?
+                    .hits
+                    .into_iter()
+                    .find(|h| h.key == key && h.version == version)
+            }
+        },
+    )
+    .await
+}
+
+/// The node's FAQ status.
+pub async fn faq_status(faq: &Faq) -> Option<urpnet_proto::v1::FaqStatusResponse> {
+    faq.clone()
+        .faq_status(urpnet_proto::v1::FaqStatusRequest {})
+        .await
+        .ok()
+        .map(tonic::Response::into_inner)
+}

@@ -885,6 +885,7 @@ impl FaqBook {
             overrides: state.overrides.len() as u32,
             rounds: self.rounds.load(Ordering::Relaxed),
             last_round_ms: self.last_round_ms.load(Ordering::Relaxed),
+            root: hex::encode(state.set.root()),
         }
     }
 }
