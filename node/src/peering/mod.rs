@@ -78,6 +78,7 @@ impl PeeringContext {
             clients: Clients {
                 files,
                 cache: Mutex::new(None),
+                channels: Mutex::default(),
             },
         })
     }
@@ -160,13 +161,28 @@ impl PeeringContext {
             "{peer} has no peering endpoint"
         );
         let config = self.clients.client_config().await?;
+        // Channels are kept per peer and reused (one TLS handshake, then
+        // HTTP/2 streams) while the peer's endpoint and this node's client
+        // certificate stay the same.
+        let mut channels = self.clients.channels.lock().await;
+        if let Some((endpoint, used, channel)) = channels.get(peer)
+            && *endpoint == member.endpoint
+            && Arc::ptr_eq(used, &config)
+        {
+            return Ok(channel.clone());
+        }
         let id = NodeId::new(peer)?;
-        Ok(tls::channel_to(
+        let channel = tls::channel_to(
             &member.endpoint,
-            config,
+            config.clone(),
             self.config.peering.connect_timeout,
             Identity::Node(id),
-        )?)
+        )?;
+        channels.insert(
+            peer.to_string(),
+            (member.endpoint.clone(), config, channel.clone()),
+        );
+        Ok(channel)
     }
 
     /// The caller's node id, if it may call the peering port at all: its
@@ -216,7 +232,12 @@ impl PeeringContext {
 struct Clients {
     files: TlsFiles,
     cache: Mutex<Option<(Option<SystemTime>, Arc<tls::ClientConfig>)>>,
+    /// Per peer: the endpoint and client configuration a channel was made
+    /// with, and the channel.
+    channels: Mutex<std::collections::HashMap<String, ChannelEntry>>,
 }
+
+type ChannelEntry = (String, Arc<tls::ClientConfig>, Channel);
 
 impl Clients {
     async fn client_config(&self) -> anyhow::Result<Arc<tls::ClientConfig>> {
