@@ -23,12 +23,14 @@ use urpnet_node::cli::{self, output};
 use urpnet_node::ticket::{fold, names};
 use urpnet_proto::ids::NodeId;
 use urpnet_proto::territory::Territory;
+use urpnet_proto::v1::faq_desk_client::FaqDeskClient;
 use urpnet_proto::v1::{
     AddNoteRequest, AnswerHandoffRequest, AssignTicketRequest, ChangeStatusRequest, Channel,
     CitizenContact, Consent, Coordinates, CreateTicketRequest, GetHistoryRequest, GetTicketRequest,
     HandoffRequest, Health, ImportTaxonomyRequest, Level, ListMembersRequest, ListOffersRequest,
     ListPeersRequest, ListTicketsRequest, Location, OverflowRequest, RouteRequest, Status, Ticket,
 };
+use urpnet_proto::v1::{FaqStatusRequest, GetFaqRequest, PublishFaqRequest, SearchFaqRequest};
 use urpnet_registry::cli as registry_cli;
 use urpnet_registry::config::RegistryConfig;
 
@@ -456,6 +458,101 @@ async fn main() -> anyhow::Result<()> {
     println!("Delivery from Celano (urpnet-node peers):");
     println!("{}", output::peers_table(&peers.peers));
 
+    heading("The Region publishes shared FAQs; every comune receives them");
+    let faq_client = |node: &RunningNode| {
+        let (addr, token) = (node.desk_addr.to_string(), node.token.clone());
+        async move {
+            let (channel, token) = cli::channel_with_token(&addr, &token).await?;
+            anyhow::Ok(FaqDeskClient::with_interceptor(channel, token))
+        }
+    };
+    let mut region_faq = faq_client(region).await?;
+    let celano_faq = faq_client(&nodes[0]).await?;
+    let avezzano_faq = faq_client(&nodes[2]).await?;
+    let regional: Vec<_> = urpnet_node::faq::sample::parse(urpnet_node::faq::sample::SAMPLE)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .filter(|e| e.scope == "regione")
+        .collect();
+    let published_at = std::time::Instant::now();
+    for entry in &regional {
+        region_faq
+            .publish_faq(PublishFaqRequest {
+                content: Some(entry.content.clone()),
+            })
+            .await?;
+    }
+    let region_root = region_faq
+        .faq_status(FaqStatusRequest {})
+        .await?
+        .into_inner()
+        .root;
+    println!(
+        "r_abruzz published {} FAQs (examples/faq-sample.toml), each version signed with its key",
+        regional.len()
+    );
+    for (id, client) in [("c_c426", &celano_faq), ("c_a515", &avezzano_faq)] {
+        let status = wait_until("the FAQ set to reach every comune", || {
+            let mut client = client.clone();
+            let root = region_root.clone();
+            async move {
+                let s = client
+                    .faq_status(FaqStatusRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                (s.root == root).then_some(s)
+            }
+        })
+        .await?;
+        println!(
+            "{id}   holds the same set after {:.1} s: {} entries from {}, {} in its Italian search index",
+            published_at.elapsed().as_secs_f64(),
+            status.origins.iter().map(|o| o.entries).sum::<u32>(),
+            status
+                .origins
+                .iter()
+                .map(|o| o.origin.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            status.indexed
+        );
+    }
+    println!(
+        "(epidemic anti-entropy: each node exchanges digests with random peers every faq.interval, here 1 s; no central server)"
+    );
+    println!("\nA citizen calls Celano: \"devo cambiare il medico di famiglia, come si fa?\"");
+    println!(
+        "The operator types \"cambiare medico famigla\" (with a typo) and sees, before opening any ticket:"
+    );
+    let found = celano_faq
+        .clone()
+        .search_faq(SearchFaqRequest {
+            query: "cambiare medico famigla".into(),
+            territory: "066032".into(),
+            limit: 3,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    println!("{}", cli::faq::hits_table(&found));
+    let best = found.hits.first().context("an answer")?;
+    let answer = celano_faq
+        .clone()
+        .get_faq(GetFaqRequest {
+            key: best.key.clone(),
+        })
+        .await?
+        .into_inner()
+        .entry
+        .and_then(|e| e.current)
+        .and_then(|v| v.content)
+        .context("content")?;
+    println!(
+        "Answer read to the citizen (from {}):\n{}",
+        best.owner, answer.answer
+    );
+
     heading("Walking tickets through their lifecycle");
     let t = &tickets[0];
     assign(&mut desk, &t.id, "ufficio-relazioni-pubblico").await?;
@@ -685,6 +782,8 @@ async fn main() -> anyhow::Result<()> {
         let n = format!("urpnet-node --config {}", config_path.display());
         println!("{n} ticket list");
         println!("{n} ticket history {}", done.reference);
+        println!("{n} faq search cambiare medico");
+        println!("{n} faq status");
         println!(
             "(cargo run -p urpnet-registry -- ... and cargo run -p urpnet-node -- ... work too.) Ctrl-C to stop."
         );
@@ -740,6 +839,8 @@ async fn start_office(
         office.name,
         base.join(office.id).join("data"),
     );
+    // FAQs spread in seconds for the demo (the default is every 30 s).
+    config.faq.interval = Duration::from_secs(1);
     config.registry.capacity_per_hour = office.capacity;
     config.registry.operators_on_duty = 2;
     config.registry.overflow_categories = office.overflow.iter().map(|s| s.to_string()).collect();

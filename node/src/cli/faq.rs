@@ -515,11 +515,15 @@ fn print_hits(r: &SearchFaqResponse, json: bool) {
             "{}",
             super::output::to_json("urpnet.v1.SearchFaqResponse", r)
         );
-        return;
+    } else {
+        println!("{}", hits_table(r));
     }
+}
+
+/// Search hits as a table, matched words in bold.
+pub fn hits_table(r: &SearchFaqResponse) -> String {
     if r.hits.is_empty() {
-        println!("no FAQ matches");
-        return;
+        return "no FAQ matches".into();
     }
     let mut t = urpnet_proto::cli::table();
     t.set_header(["#", "entry", "question / answer", "score"]);
@@ -538,8 +542,7 @@ fn print_hits(r: &SearchFaqResponse, json: bool) {
             format!("{:.1}", h.score),
         ]);
     }
-    println!("{t}");
-    println!("{} of {} matching entries", r.hits.len(), r.total);
+    format!("{t}\n{} of {} matching entries", r.hits.len(), r.total)
 }
 
 fn entry_detail(entry: Option<&FaqEntry>) -> String {
