@@ -99,7 +99,7 @@ pub enum Command {
         conn: Connection,
         /// What to do.
         #[command(subcommand)]
-        action: faq::FaqCommand,
+        action: Box<faq::FaqCommand>,
     },
 }
 
@@ -424,7 +424,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = FaqDeskClient::with_interceptor(channel, token)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
-            faq::run(client, action, cli.json).await
+            faq::run(client, *action, cli.json).await
         }
     }
 }
