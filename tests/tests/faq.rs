@@ -306,6 +306,45 @@ async fn an_faq_published_at_the_region_is_found_revised_and_retired_at_every_co
         hit.hits.first().map(|h| h.key.as_str()),
         Some(second.as_str())
     );
+
+    // A stale index (an old copy put back, as a restored backup would) is
+    // rebuilt too: its marker is not the store's.
+    let saved = tempfile::tempdir().expect("temp dir");
+    let saved_path = saved.path().to_path_buf();
+    let copy_dir = |from: &std::path::Path, to: &std::path::Path| {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for f in std::fs::read_dir(from).expect("read index dir") {
+            let f = f.expect("entry");
+            std::fs::copy(f.path(), to.join(f.file_name())).expect("copy");
+        }
+    };
+    fed.restart(CELANO.id, |config| {
+        copy_dir(
+            &urpnet_node::faq::index_dir(&config.node.data_dir),
+            &saved_path,
+        )
+    })
+    .await;
+    let mut late = regional[1].clone();
+    late.question = "Come si rinnova l'esenzione per i disoccupati?".into();
+    let late_key = publish(&mut region, late).await;
+    let celano = fed.node(CELANO.id).faq().await;
+    wait_found(&celano, "rinnova esenzione disoccupati", &late_key, 1).await;
+    fed.restart(CELANO.id, |config| {
+        let dir = urpnet_node::faq::index_dir(&config.node.data_dir);
+        std::fs::remove_dir_all(&dir).expect("remove the index");
+        copy_dir(&saved_path, &dir);
+    })
+    .await;
+    let celano = fed.node(CELANO.id).faq().await;
+    let found = search(&celano, "rinnova esenzione disoccupati")
+        .await
+        .expect("search");
+    assert_eq!(
+        found.hits.first().map(|h| h.key.as_str()),
+        Some(late_key.as_str()),
+        "found at once after start: the stale index was rebuilt"
+    );
 }
 
 #[tokio::test]
