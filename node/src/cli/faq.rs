@@ -494,8 +494,13 @@ pub async fn run(mut faq: FaqDesk, cmd: FaqCommand, json: bool) -> anyhow::Resul
     Ok(())
 }
 
-/// `**bold**` as terminal bold.
+/// `**bold**` as terminal bold when printing to a terminal; as is (it is
+/// Markdown) into a pipe or a file.
 fn terminal(text: &str) -> String {
+    use std::io::IsTerminal as _;
+    if !std::io::stdout().is_terminal() {
+        return text.to_string();
+    }
     let mut out = String::new();
     for (i, part) in text.split("**").enumerate() {
         if i % 2 == 1 {
@@ -539,7 +544,11 @@ pub fn hits_table(r: &SearchFaqResponse) -> String {
             (i + 1).to_string(),
             format!("{}\nv{}", h.key, h.version),
             format!("{question}\n{}", terminal(&h.snippet.replace('\n', " "))),
-            format!("{:.1}", h.score),
+            if h.score > 0.0 {
+                format!("{:.1}", h.score)
+            } else {
+                "-".into()
+            },
         ]);
     }
     format!("{t}\n{} of {} matching entries", r.hits.len(), r.total)

@@ -110,6 +110,8 @@ mod tests {
             assert!(v.is_empty(), "{}: {v}", e.content.question);
             for c in &e.content.categories {
                 assert!(taxonomy.get(c).is_some(), "{c}");
+                // A node running alone (built-in taxonomy) imports them too.
+                assert!(crate::taxonomy::builtin().get(c).is_some(), "built-in: {c}");
             }
             assert!(["comune", "regione"].contains(&e.scope.as_str()));
         }
