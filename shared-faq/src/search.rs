@@ -59,7 +59,13 @@ pub const MAX_LIMIT: usize = 100;
 const WRITER_BUDGET: usize = 20_000_000;
 
 /// The Italian analyzer: split, lowercase, drop stop words, fold accents, stem.
+/// Built once (the stop word set is a few hundred words); clones are cheap.
 pub fn analyzer() -> TextAnalyzer {
+    static ANALYZER: std::sync::OnceLock<TextAnalyzer> = std::sync::OnceLock::new();
+    ANALYZER.get_or_init(build_analyzer).clone()
+}
+
+fn build_analyzer() -> TextAnalyzer {
     let builder = TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser);
@@ -74,6 +80,27 @@ pub fn analyzer() -> TextAnalyzer {
             .filter(Stemmer::new(Language::Italian))
             .build(),
     }
+}
+
+/// The words of `text` split, lowercased and accent-folded but not
+/// stemmed, stop words kept: cheap to compare with a query's words.
+fn light_terms(text: &str) -> Vec<String> {
+    static LIGHT: std::sync::OnceLock<TextAnalyzer> = std::sync::OnceLock::new();
+    let mut analyzer = LIGHT
+        .get_or_init(|| {
+            TextAnalyzer::builder(SimpleTokenizer::default())
+                .filter(RemoveLongFilter::limit(40))
+                .filter(LowerCaser)
+                .filter(AsciiFoldingFilter)
+                .build()
+        })
+        .clone();
+    let mut stream = analyzer.token_stream(text);
+    let mut out = Vec::new();
+    while stream.advance() {
+        out.push(stream.token().text.clone());
+    }
+    out
 }
 
 /// The analysed terms of `text`, in order, repeated as they occur.
@@ -533,15 +560,36 @@ impl FaqIndex {
 
     /// The scored part of a query: one clause per word (any may match, more
     /// matches rank higher), phrases that must match, words that must not.
-    fn text_query(&self, searcher: &Searcher, q: &SearchQuery) -> Option<Box<dyn Query>> {
+    fn text_query(
+        &self,
+        searcher: &Searcher,
+        q: &SearchQuery,
+        wanted: &mut Wanted,
+    ) -> Option<Box<dyn Query>> {
         let f = &self.f;
         let parsed = parse(&q.text);
         let mut words: Vec<String> = Vec::new();
+        // Each analysed word with the folded, unstemmed forms it came from
+        // (to find what a typo matched without stemming whole answers).
+        let mut raw: Vec<(String, String)> = Vec::new();
+        if !q.suggest {
+            for r in light_terms(&parsed.words.join(" ")) {
+                if let Some(stem) = terms(&r).into_iter().next() {
+                    raw.push((stem, r));
+                }
+            }
+        }
         for w in terms(&parsed.words.join(" ")) {
             if !words.contains(&w) {
                 words.push(w);
             }
         }
+        let raw_of = |w: &String| -> Vec<String> {
+            raw.iter()
+                .filter(|(stem, _)| stem == w)
+                .map(|(_, r)| r.clone())
+                .collect()
+        };
         if q.suggest {
             // A ticket's text: the rarest words the index knows say most.
             let mut known: Vec<(u64, String)> = words
@@ -564,6 +612,7 @@ impl FaqIndex {
         let mut shoulds: Vec<Box<dyn Query>> = Vec::new();
         let last = words.len().saturating_sub(1);
         for (i, w) in words.iter().enumerate() {
+            wanted.exact.push(w.clone());
             let exact = |field: Field, boost: f32| -> Box<dyn Query> {
                 Box::new(BoostQuery::new(
                     Box::new(TermQuery::new(
@@ -583,6 +632,7 @@ impl FaqIndex {
                 let known = searcher.doc_freq(&all).unwrap_or(0) > 0;
                 let chars = w.chars().count();
                 if !known && chars >= 4 {
+                    wanted.fuzzy.extend(raw_of(w));
                     // One edit (a transposition counts as one) catches most
                     // typing errors; two cost a far larger automaton.
                     let distance = 1;
@@ -594,6 +644,7 @@ impl FaqIndex {
                 // A prefix of fewer than four letters matches too many
                 // words to help, and costs the most.
                 if i == last && parsed.typing && chars >= 4 {
+                    wanted.prefix = raw_of(w).pop();
                     alternatives.push(Box::new(BoostQuery::new(
                         Box::new(FuzzyTermQuery::new_prefix(all, 0, true)),
                         0.5,
@@ -607,6 +658,7 @@ impl FaqIndex {
         }
         for phrase in &parsed.phrases {
             let words = positioned_terms(phrase);
+            wanted.exact.extend(words.iter().map(|(_, w)| w.clone()));
             let first = words.first().map_or(0, |(p, _)| *p);
             let q: Box<dyn Query> = match words.len() {
                 0 => continue,
@@ -670,7 +722,8 @@ impl FaqIndex {
         );
         v.into_result().map_err(SearchError::Invalid)?;
         let searcher = self.reader.searcher();
-        let text = self.text_query(&searcher, q);
+        let mut wanted = Wanted::default();
+        let text = self.text_query(&searcher, q, &mut wanted);
         if text.is_none() && q.suggest {
             // Nothing in the text the index knows: no suggestion.
             return Ok(Results::default());
@@ -695,19 +748,45 @@ impl FaqIndex {
             )?;
             (docs.into_iter().map(|(_, a)| (0.0, a)).collect(), total)
         };
-        let mut answer_snippets = SnippetGenerator::create(&searcher, &query, self.f.answer)?;
-        answer_snippets.set_max_num_chars(220);
-        let mut question_snippets = SnippetGenerator::create(&searcher, &query, self.f.question)?;
-        question_snippets.set_max_num_chars(400);
-        let mut hits = Vec::with_capacity(addresses.len());
-        for (score, address) in addresses {
-            let doc: TantivyDocument = searcher.doc(address)?;
-            let text = |field: Field| {
-                doc.get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
+        let docs: Vec<(f32, TantivyDocument)> = addresses
+            .into_iter()
+            .map(|(score, address)| Ok((score, searcher.doc(address)?)))
+            .collect::<Result<_, tantivy::TantivyError>>()?;
+        let stored = |doc: &TantivyDocument, field: Field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        // Highlight the query's words, and the words of these hits that a
+        // misspelt or half-typed word matched.
+        let mut highlight: BTreeMap<String, f32> =
+            wanted.exact.iter().map(|w| (w.clone(), 1.0)).collect();
+        if !wanted.fuzzy.is_empty() || wanted.prefix.is_some() {
+            for (_, doc) in &docs {
+                let text = format!(
+                    "{}\n{}",
+                    stored(doc, self.f.question),
+                    stored(doc, self.f.answer)
+                );
+                for t in light_terms(&text) {
+                    let near = wanted.fuzzy.iter().any(|f| one_edit(f, &t))
+                        || wanted
+                            .prefix
+                            .as_ref()
+                            .is_some_and(|p| t.starts_with(p.as_str()));
+                    if near && let Some(stem) = terms(&t).into_iter().next() {
+                        highlight.entry(stem).or_insert(0.5);
+                    }
+                }
+            }
+        }
+        let answer_snippets =
+            SnippetGenerator::new(highlight.clone(), analyzer(), self.f.answer, 220);
+        let question_snippets = SnippetGenerator::new(highlight, analyzer(), self.f.question, 400);
+        let mut hits = Vec::with_capacity(docs.len());
+        for (score, doc) in docs {
+            let text = |field: Field| stored(&doc, field);
             let number = |field: Field| doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0);
             let question = text(self.f.question);
             let answer = text(self.f.answer);
@@ -757,6 +836,46 @@ impl FaqIndex {
         Ok(searcher
             .search(&query, &TopDocs::with_limit(limit).order_by_score())?
             .len())
+    }
+}
+
+/// What a query looks for, to highlight it: its analysed words, and the
+/// folded unstemmed forms of those matched with a typo and of the word
+/// being typed.
+#[derive(Debug, Default)]
+struct Wanted {
+    exact: Vec<String>,
+    fuzzy: Vec<String>,
+    prefix: Option<String>,
+}
+
+/// Whether `a` and `b` are at most one edit apart (insertion, deletion,
+/// substitution, or a transposition of neighbours), as the typo-tolerant
+/// query matched them.
+fn one_edit(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a == b {
+        return true;
+    }
+    let (short, long) = if a.len() <= b.len() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    if long.len() - short.len() > 1 {
+        return false;
+    }
+    let first = short
+        .iter()
+        .zip(long.iter())
+        .take_while(|(x, y)| x == y)
+        .count();
+    if short.len() == long.len() {
+        let (ra, rb) = (&a[first..], &b[first..]);
+        ra[1..] == rb[1..]
+            || (ra.len() >= 2 && ra[0] == rb[1] && ra[1] == rb[0] && ra[2..] == rb[2..])
+    } else {
+        short[first..] == long[first + 1..]
     }
 }
 
@@ -1143,6 +1262,48 @@ mod tests {
             index.marker(),
             None,
             "an unreadable index is recreated and must be rebuilt"
+        );
+    }
+
+    #[test]
+    fn one_edit_is_one_insertion_deletion_substitution_or_swap() {
+        for (a, b) in [
+            ("residenz", "residenz"),
+            ("residens", "residenz"),
+            ("resdenz", "residenz"),
+            ("residenza", "residenz"),
+            ("reisdenz", "residenz"),
+        ] {
+            assert!(one_edit(a, b), "{a} {b}");
+        }
+        for (a, b) in [
+            ("resi", "residenz"),
+            ("rseidnez", "residenz"),
+            ("xesidenx", "residenz"),
+        ] {
+            assert!(!one_edit(a, b), "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn a_misspelt_word_is_highlighted_as_matched() {
+        let index = index();
+        let r = index
+            .search(&SearchQuery {
+                text: "certficato ".into(),
+                limit: 3,
+                ..SearchQuery::default()
+            })
+            .unwrap();
+        assert!(
+            r.hits[0].question_highlighted.contains("**certificato**"),
+            "{:?}",
+            r.hits[0]
+        );
+        assert!(
+            r.hits[0].snippet.contains("**certificato**"),
+            "{:?}",
+            r.hits[0]
         );
     }
 
