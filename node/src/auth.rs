@@ -193,6 +193,18 @@ impl Authenticator {
         }
     }
 
+    /// The actor of a gRPC request, from its `authorization` header.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` for a missing, unknown or revoked token.
+    pub async fn actor_of<T>(&self, request: &tonic::Request<T>) -> Result<Actor, tonic::Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        Ok(self.authenticate(header).await?)
+    }
+
     /// The actor holding `authorization` (`Bearer <token>`).
     ///
     /// # Errors

@@ -50,11 +50,7 @@ impl DeskService {
     }
 
     async fn actor<T>(&self, request: &Request<T>) -> Result<Actor, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        Ok(self.auth.authenticate(header).await?)
+        self.auth.actor_of(request).await
     }
 }
 

@@ -310,3 +310,19 @@ pub async fn faq_status(faq: &Faq) -> Option<urpnet_proto::v1::FaqStatusResponse
         .ok()
         .map(tonic::Response::into_inner)
 }
+
+/// A mutual-TLS channel to node `to` at `endpoint`, presenting `material`
+/// (a member's certificate), as another node would open it.
+pub fn channel_as(
+    material: &urpnet_proto::tls::TlsMaterial,
+    endpoint: &str,
+    to: &str,
+) -> tonic::transport::Channel {
+    urpnet_proto::tls::channel_to(
+        endpoint,
+        material.client_config().expect("client config"),
+        Duration::from_secs(3),
+        urpnet_proto::tls::Identity::Node(urpnet_proto::ids::NodeId::new(to).expect("id")),
+    )
+    .expect("channel")
+}

@@ -8,9 +8,8 @@ use std::time::Duration;
 use prost::Message as _;
 use tonic::Code;
 use urpnet_proto::hlc::system_time_ms;
-use urpnet_proto::ids::NodeId;
 use urpnet_proto::signing::NodeSigner;
-use urpnet_proto::tls::{self, Identity, TlsMaterial};
+use urpnet_proto::tls::TlsMaterial;
 use urpnet_proto::v1::faq_exchange_client::FaqExchangeClient;
 use urpnet_proto::v1::{
     FaqContent, FaqPushRequest, FaqPushResponse, FaqSyncRequest, FaqVersion, GetFaqRequest, Hlc,
@@ -28,14 +27,7 @@ fn exchange(
     endpoint: &str,
     to: &str,
 ) -> FaqExchangeClient<tonic::transport::Channel> {
-    let channel = tls::channel_to(
-        endpoint,
-        material.client_config().expect("client config"),
-        Duration::from_secs(3),
-        Identity::Node(NodeId::new(to).expect("id")),
-    )
-    .expect("channel");
-    FaqExchangeClient::new(channel)
+    FaqExchangeClient::new(urpnet_tests::shared::channel_as(material, endpoint, to))
         .max_encoding_message_size(64 * 1024 * 1024)
         .max_decoding_message_size(64 * 1024 * 1024)
 }

@@ -10,7 +10,7 @@ use tonic::Code;
 use urpnet_proto::hlc::system_time_ms;
 use urpnet_proto::ids::NodeId;
 use urpnet_proto::signing::NodeSigner;
-use urpnet_proto::tls::{self, Identity, TlsMaterial};
+use urpnet_proto::tls::TlsMaterial;
 use urpnet_proto::v1::peering_client::PeeringClient;
 use urpnet_proto::v1::ticket_event::Kind;
 use urpnet_proto::v1::{
@@ -86,14 +86,7 @@ fn peering(
     endpoint: &str,
     to: &str,
 ) -> PeeringClient<tonic::transport::Channel> {
-    let channel = tls::channel_to(
-        endpoint,
-        material.client_config().expect("client config"),
-        Duration::from_secs(3),
-        Identity::Node(NodeId::new(to).expect("id")),
-    )
-    .expect("channel");
-    PeeringClient::new(channel)
+    PeeringClient::new(urpnet_tests::shared::channel_as(material, endpoint, to))
         .max_encoding_message_size(64 * 1024 * 1024)
         .max_decoding_message_size(64 * 1024 * 1024)
 }

@@ -31,11 +31,7 @@ impl FaqDeskService {
     }
 
     async fn actor<T>(&self, request: &Request<T>) -> Result<Actor, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        Ok(self.auth.authenticate(header).await?)
+        self.auth.actor_of(request).await
     }
 }
 
