@@ -246,21 +246,6 @@ impl FaqBook {
         self.state.lock().await.set.digest()
     }
 
-    /// The set's root hash (equal sets, equal roots).
-    pub async fn root(&self) -> [u8; 32] {
-        self.state.lock().await.set.root()
-    }
-
-    /// Number of entries held.
-    pub async fn len(&self) -> usize {
-        self.state.lock().await.set.len()
-    }
-
-    /// Whether no entry is held.
-    pub async fn is_empty(&self) -> bool {
-        self.len().await == 0
-    }
-
     /// The stored envelopes of these stamps (current versions), skipping
     /// any that vanished, up to `max_bytes` in all.
     async fn envelopes(&self, stamps: &[Stamp], max_bytes: usize) -> NodeResult<Vec<Signed>> {
