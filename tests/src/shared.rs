@@ -253,6 +253,7 @@ pub fn sample_faqs(scope: &str) -> Vec<urpnet_proto::v1::FaqContent> {
 pub async fn publish(faq: &mut Faq, content: urpnet_proto::v1::FaqContent) -> String {
     faq.publish_faq(urpnet_proto::v1::PublishFaqRequest {
         content: Some(content),
+        ..Default::default()
     })
     .await
     .expect("publish")

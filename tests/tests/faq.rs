@@ -363,6 +363,7 @@ async fn bad_entries_and_odd_queries_get_clear_answers() {
             let err = celano
                 .publish_faq(PublishFaqRequest {
                     content: Some(content),
+                    ..Default::default()
                 })
                 .await
                 .unwrap_err();
@@ -387,7 +388,7 @@ async fn bad_entries_and_odd_queries_get_clear_answers() {
     c.valid_until = "2026-01-01".into();
     assert!(refused(c).await.contains("content.valid_until"));
     let none = celano
-        .publish_faq(PublishFaqRequest { content: None })
+        .publish_faq(PublishFaqRequest::default())
         .await
         .unwrap_err();
     assert!(none.message().contains("content"), "{none:?}");
@@ -395,7 +396,10 @@ async fn bad_entries_and_odd_queries_get_clear_answers() {
     let mut c = good.clone();
     c.answer = "x".repeat(20 * 1024 * 1024);
     let err = celano
-        .publish_faq(PublishFaqRequest { content: Some(c) })
+        .publish_faq(PublishFaqRequest {
+            content: Some(c),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert!(
@@ -496,6 +500,41 @@ async fn bad_entries_and_odd_queries_get_clear_answers() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    // A publish with a request id is idempotent: a retry returns the entry
+    // the first call made; the same id with other content is refused.
+    let again = |request_id: &str, content: FaqContent| {
+        let mut celano = celano.clone();
+        let request_id = request_id.to_string();
+        async move {
+            celano
+                .publish_faq(PublishFaqRequest {
+                    content: Some(content),
+                    request_id,
+                })
+                .await
+                .map(|r| r.into_inner().entry.expect("entry").key)
+        }
+    };
+    let other = sample_faqs("comune")[1].clone();
+    let first = again("retry-publish-1", other.clone())
+        .await
+        .expect("publish");
+    let second = again("retry-publish-1", other.clone())
+        .await
+        .expect("retry");
+    assert_eq!(first, second);
+    let mut changed = other.clone();
+    changed.answer.push_str(" Altro.");
+    let err = again("retry-publish-1", changed).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    let err = again("x", other).await.unwrap_err();
+    assert!(err.message().contains("request_id"), "{err:?}");
+    let status = faq_status(&celano).await.expect("status");
+    assert_eq!(
+        status.origins[0].entries, 2,
+        "one entry for the retried publish"
+    );
+
     // A read-only operator may search but not publish.
     let node = fed.node(CELANO.id);
     let (store, writer) = urpnet_node::server::open_store(&node.config).await.unwrap();
@@ -515,6 +554,7 @@ async fn bad_entries_and_odd_queries_get_clear_answers() {
     let err = reading
         .publish_faq(PublishFaqRequest {
             content: Some(good),
+            ..Default::default()
         })
         .await
         .unwrap_err();

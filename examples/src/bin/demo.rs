@@ -479,6 +479,7 @@ async fn main() -> anyhow::Result<()> {
         region_faq
             .publish_faq(PublishFaqRequest {
                 content: Some(entry.content.clone()),
+                ..Default::default()
             })
             .await?;
     }

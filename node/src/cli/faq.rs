@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use sha2::Digest as _;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use urpnet_proto::v1::faq_desk_client::FaqDeskClient;
@@ -66,7 +67,15 @@ pub enum FaqCommand {
         key: String,
     },
     /// Publish a new entry owned by this node (supervisors).
-    Publish(ContentArgs),
+    Publish {
+        /// An idempotency key: publishing again with the same key returns
+        /// the entry made the first time.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// The entry.
+        #[command(flatten)]
+        content: ContentArgs,
+    },
     /// Publish a new version of an entry this node owns; fields not given
     /// keep their current value (supervisors).
     Revise {
@@ -112,6 +121,7 @@ pub enum FaqCommand {
         content: ContentArgs,
     },
     /// Publish every entry of a TOML collection (see examples/faq-sample.toml).
+    /// Importing the same file again publishes nothing twice.
     Import {
         /// The collection.
         file: PathBuf,
@@ -290,11 +300,15 @@ pub async fn run(mut faq: FaqDesk, cmd: FaqCommand, json: bool) -> anyhow::Resul
                 println!("{}", history_table(&r.history));
             }
         }
-        FaqCommand::Publish(content) => {
+        FaqCommand::Publish {
+            request_id,
+            content,
+        } => {
             let content = content.over(FaqContent::default())?;
             let r = faq
                 .publish_faq(PublishFaqRequest {
                     content: Some(content),
+                    request_id: request_id.unwrap_or_default(),
                 })
                 .await
                 .map_err(status_error)?
@@ -426,9 +440,16 @@ pub async fn run(mut faq: FaqDesk, cmd: FaqCommand, json: bool) -> anyhow::Resul
                     e.content.territory = vec![t.clone()];
                 }
                 bar.set_message(e.content.question.chars().take(40).collect::<String>());
+                // One key per question: a second import of the file
+                // returns the entries the first one made.
+                let request_id = format!(
+                    "import-{}",
+                    &hex::encode(sha2::Sha256::digest(e.content.question.as_bytes()))[..32]
+                );
                 match faq
                     .publish_faq(PublishFaqRequest {
                         content: Some(e.content.clone()),
+                        request_id,
                     })
                     .await
                 {

@@ -444,14 +444,61 @@ impl FaqBook {
         &self,
         actor: &Actor,
         content: Option<FaqContent>,
+        request_id: &str,
     ) -> NodeResult<FaqEntry> {
         actor.require(Action::PublishFaq)?;
         let mut v = Violations::new();
         self.check_content(content.as_ref(), &mut v);
+        v.check(
+            request_id.is_empty()
+                || ((8..=64).contains(&request_id.len())
+                    && request_id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')),
+            "request_id",
+            "must be 8..=64 characters of A-Z a-z 0-9 _ -",
+        );
         v.into_result()?;
         let mut state = self.state.lock().await;
-        self.publish_version(&mut state, ulid::Ulid::new().to_string(), 1, content)
-            .await
+        if request_id.is_empty() {
+            return self
+                .publish_version(&mut state, ulid::Ulid::new().to_string(), 1, content)
+                .await;
+        }
+        // The entry id follows from the key: a retry finds the entry made.
+        let mut h = Sha256::new();
+        for part in [self.node.as_str(), &actor.id, request_id] {
+            h.update(part.as_bytes());
+            h.update(b"\n");
+        }
+        let digest: [u8; 32] = h.finalize().into();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let entry_id = ulid::Ulid::from_bytes(bytes).to_string();
+        let key = Key::new(self.node.as_str(), &entry_id);
+        if state.set.get(&key).is_none() {
+            return self.publish_version(&mut state, entry_id, 1, content).await;
+        }
+        let first = self
+            .store
+            .faq_history(&key.owner, &key.entry_id)
+            .await?
+            .iter()
+            .map(|raw| decode_envelope(raw).map(|(_, v)| v))
+            .collect::<NodeResult<Vec<_>>>()?
+            .into_iter()
+            .find(|v| v.version == 1);
+        if first.and_then(|v| v.content) != content {
+            return Err(NodeError::AlreadyExists(format!(
+                "request_id `{request_id}` made {key} with other content"
+            )));
+        }
+        let current = self.current(&state, &key).await?;
+        Ok(FaqEntry {
+            key: key.to_string(),
+            local_override: state.overrides.get(&key).cloned(),
+            current: Some(current),
+        })
     }
 
     /// The current version of an entry this node owns, for a new version.

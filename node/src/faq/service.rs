@@ -65,9 +65,10 @@ impl FaqDesk for FaqDeskService {
         request: Request<PublishFaqRequest>,
     ) -> Result<Response<FaqEntryResponse>, Status> {
         let actor = self.actor(&request).await?;
+        let req = request.into_inner();
         let entry = self
             .book
-            .publish(&actor, request.into_inner().content)
+            .publish(&actor, req.content, &req.request_id)
             .await?;
         Ok(Response::new(FaqEntryResponse { entry: Some(entry) }))
     }
