@@ -308,27 +308,23 @@ fn search_bench(
             docs_per_s: n as f64 / build,
             disk_mb: dir_size(&path) as f64 / 1e6,
         });
-        let (lat, qps, hits) =
-            time_queries(&qs, |q| index.search(q).map(|r| r.hits.len()).unwrap_or(0));
-        rows.push(SearchRow {
+        let row = |engine, (lat, qps, hits): (Vec<u32>, f64, f64)| SearchRow {
             entries: n,
-            engine: "urpnet (analysis, typos, filters, snippets)",
+            engine,
             p50_ms: bench::percentile_ms(&lat, 0.50),
             p99_ms: bench::percentile_ms(&lat, 0.99),
             max_ms: bench::percentile_ms(&lat, 1.0),
             queries_per_s: qps,
             hits_per_query: hits,
-        });
-        let (lat, qps, hits) = time_queries(&qs, |q| index.bare_search(&q.text, 10).unwrap_or(0));
-        rows.push(SearchRow {
-            entries: n,
-            engine: "bare tantivy (query parser, top 10)",
-            p50_ms: bench::percentile_ms(&lat, 0.50),
-            p99_ms: bench::percentile_ms(&lat, 0.99),
-            max_ms: bench::percentile_ms(&lat, 1.0),
-            queries_per_s: qps,
-            hits_per_query: hits,
-        });
+        };
+        rows.push(row(
+            "urpnet (analysis, typos, filters, snippets)",
+            time_queries(&qs, |q| index.search(q).map(|r| r.hits.len()).unwrap_or(0)),
+        ));
+        rows.push(row(
+            "bare tantivy (query parser, top 10)",
+            time_queries(&qs, |q| index.bare_search(&q.text, 10).unwrap_or(0)),
+        ));
     }
     Ok((index_rows, rows))
 }

@@ -283,13 +283,15 @@ impl FaqBook {
         }
         let members = self.federation.members();
         let clock = self.clock.clone();
-        let checked = if envelopes.len() < 8 {
-            verify::versions(&envelopes, &members, &clock)
+        let (checked, envelopes) = if envelopes.len() < 8 {
+            (verify::versions(&envelopes, &members, &clock), envelopes)
         } else {
-            let envelopes = envelopes.clone();
-            tokio::task::spawn_blocking(move || verify::versions(&envelopes, &members, &clock))
-                .await
-                .map_err(|e| NodeError::Internal(e.to_string()))?
+            // Off the async threads, and back: no copy of the batch.
+            tokio::task::spawn_blocking(move || {
+                (verify::versions(&envelopes, &members, &clock), envelopes)
+            })
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))?
         };
         let mut state = self.state.lock().await;
         let mut rows = Vec::new();
@@ -480,12 +482,8 @@ impl FaqBook {
             return self.publish_version(&mut state, entry_id, 1, content).await;
         }
         let first = self
-            .store
-            .faq_history(&key.owner, &key.entry_id)
+            .history(&key)
             .await?
-            .iter()
-            .map(|raw| decode_envelope(raw).map(|(_, v)| v))
-            .collect::<NodeResult<Vec<_>>>()?
             .into_iter()
             .find(|v| v.version == 1);
         if first.and_then(|v| v.content) != content {
@@ -582,6 +580,16 @@ impl FaqBook {
         Ok(decode_envelope(&raw)?.1)
     }
 
+    /// Every version of an entry held here, newest first.
+    async fn history(&self, key: &Key) -> NodeResult<Vec<FaqVersion>> {
+        self.store
+            .faq_history(&key.owner, &key.entry_id)
+            .await?
+            .iter()
+            .map(|raw| decode_envelope(raw).map(|(_, v)| v))
+            .collect()
+    }
+
     /// One entry with its history (newest first) as held here.
     ///
     /// # Errors
@@ -593,13 +601,7 @@ impl FaqBook {
         let current = self.current(&state, &key).await?;
         let overridden = state.overrides.get(&key).cloned();
         drop(state);
-        let history = self
-            .store
-            .faq_history(&key.owner, &key.entry_id)
-            .await?
-            .iter()
-            .map(|raw| decode_envelope(raw).map(|(_, v)| v))
-            .collect::<NodeResult<Vec<_>>>()?;
+        let history = self.history(&key).await?;
         Ok((
             FaqEntry {
                 key: key.to_string(),
