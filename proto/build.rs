@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "urpnet/v1/registry.proto",
     "urpnet/v1/peering.proto",
     "urpnet/v1/faq.proto",
+    "urpnet/v1/archive.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -3,6 +3,8 @@
 //! - [`v1`]: messages and services generated from `urpnet/v1/*.proto`, the
 //!   protocol's one source of truth, and [`FILE_DESCRIPTOR_SET`] for gRPC
 //!   reflection.
+//! - [`archive`]: ISO weeks, handling buckets and the checks on archive
+//!   records.
 //! - [`ids`]: validated identifiers ([`ids::NodeId`], [`ids::TicketId`], ...).
 //! - `cli` (feature `cli`): tables, JSON and times for the CLIs.
 //! - [`config`]: TOML configuration with `URPNET_*` overrides.
@@ -18,6 +20,7 @@
 //! - [`telemetry`]: logs, Prometheus metrics and the gRPC metrics layer shared
 //!   by every daemon.
 
+pub mod archive;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
