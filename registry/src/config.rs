@@ -21,6 +21,9 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("URPNET_STORE_URL", "store.url"),
     ("URPNET_LOG_FORMAT", "log.format"),
     ("URPNET_LOG_FILTER", "log.filter"),
+    ("URPNET_ARCHIVE_K", "archive.k"),
+    ("URPNET_UPSTREAM_ENDPOINT", "upstream.endpoint"),
+    ("URPNET_UPSTREAM_INTERVAL", "upstream.interval"),
 ];
 
 /// The whole configuration of a registry.
@@ -47,9 +50,61 @@ pub struct RegistryConfig {
     /// Per-identity rate limits.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The anonymised archive's publication rules.
+    #[serde(default)]
+    pub archive: ArchiveSection,
+    /// Upward replication of the archive to a national registry.
+    #[serde(default)]
+    pub upstream: UpstreamSection,
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
+}
+
+/// The legal floor of k: the Italian statistical code (Codice di deontologia
+/// per i trattamenti a fini statistici) treats cells under 3 as identifying.
+pub const K_FLOOR: u32 = 3;
+
+/// `[archive]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveSection {
+    /// Smallest count published in any cell; at least [`K_FLOOR`].
+    pub k: u32,
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        Self { k: 5 }
+    }
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSection {
+    /// The national registry, `https://host:port`; empty: no upward
+    /// replication.
+    pub endpoint: String,
+    /// This registry's member id at the national registry (e.g. the
+    /// region's IPA code `r_abruzz`).
+    pub member_id: String,
+    /// How often records are pushed upward.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub interval: Duration,
+    /// Records per batch, 1..=2000.
+    pub batch: usize,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            member_id: String::new(),
+            interval: Duration::from_secs(30),
+            batch: 2000,
+        }
+    }
 }
 
 /// `[registry]`.
@@ -182,6 +237,8 @@ impl RegistryConfig {
             membership: MembershipSection::default(),
             ca: CaSection::default(),
             limits: LimitsSection::default(),
+            archive: ArchiveSection::default(),
+            upstream: UpstreamSection::default(),
             log: LogSection::default(),
         }
     }
@@ -226,6 +283,30 @@ impl RegistryConfig {
         .contains(&0)
         {
             return Err("key `limits`: every rate and burst must be at least 1".into());
+        }
+        if self.archive.k < K_FLOOR {
+            return Err(format!(
+                "key `archive.k`: must be at least {K_FLOOR} (the statistical code's floor)"
+            ));
+        }
+        let u = &self.upstream;
+        if !u.endpoint.is_empty() {
+            let mut v = urpnet_proto::validate::Violations::new();
+            crate::registry::check_endpoint(&mut v, "upstream.endpoint", &u.endpoint);
+            if let Err(e) = v.into_result() {
+                return Err(format!("key `upstream.endpoint`: {e}"));
+            }
+            urpnet_proto::ids::NodeId::new(&u.member_id)
+                .map_err(|e| format!("key `upstream.member_id`: {e}"))?;
+        }
+        if !(1..=urpnet_proto::archive::BATCH_MAX_RECORDS).contains(&u.batch) {
+            return Err(format!(
+                "key `upstream.batch`: must be 1..={}",
+                urpnet_proto::archive::BATCH_MAX_RECORDS
+            ));
+        }
+        if u.interval < Duration::from_millis(50) {
+            return Err("key `upstream.interval`: must be at least 50ms".into());
         }
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return Err(

@@ -13,8 +13,11 @@
 //! - [`service`]: gRPC adapters and the gate (identity, status, role, rate
 //!   limit).
 //! - [`server`]: `init`, `ca ...` and `run`.
+//! - [`archive`]: the anonymised archive — ingest, protected queries,
+//!   trends, upward replication.
 //! - [`cli`]: the coordinators' command line.
 
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -13,9 +13,14 @@ use urpnet_proto::telemetry::{self, GrpcMetricsLayer};
 use urpnet_proto::tls::{
     self, CertRequest, FederationCa, Identity, ReloadableTls, TlsFiles, TlsMaterial,
 };
+use urpnet_proto::v1::archive_admin_server::ArchiveAdminServer;
+use urpnet_proto::v1::archive_server::ArchiveServer;
 use urpnet_proto::v1::registry_admin_server::RegistryAdminServer;
 use urpnet_proto::v1::registry_server::RegistryServer;
 
+use crate::archive::service::{ArchiveAdminService, ArchiveService};
+use crate::archive::upstream::Upstream;
+use crate::archive::{Archive, BATCH_MAX_BYTES};
 use crate::config::RegistryConfig;
 use crate::error::{RegistryError, RegistryResult};
 use crate::registry::{CaFiles, Registry, paths};
@@ -228,7 +233,26 @@ pub async fn run(
             .max_encoding_message_size(max),
         Gate::new(registry.clone(), Guarded::Admin),
     );
+    let archive = Arc::new(Archive::new(store.pool().clone(), config.archive.k));
+    // A full signed batch plus framing must fit whatever max_message_bytes is.
+    let archive_max = max.max(BATCH_MAX_BYTES + 64 * 1024);
+    let archive_service = tonic::service::interceptor::InterceptedService::new(
+        ArchiveServer::new(ArchiveService::new(registry.clone(), archive.clone()))
+            .max_decoding_message_size(archive_max)
+            .max_encoding_message_size(max),
+        Gate::new(registry.clone(), Guarded::Registry),
+    );
+    let archive_admin_service = tonic::service::interceptor::InterceptedService::new(
+        ArchiveAdminServer::new(ArchiveAdminService::new(archive.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        Gate::new(registry.clone(), Guarded::Admin),
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ArchiveServer<ArchiveService>>().await;
+    health
+        .set_serving::<ArchiveAdminServer<ArchiveAdminService>>()
+        .await;
     health
         .set_serving::<RegistryServer<RegistryService>>()
         .await;
@@ -244,6 +268,13 @@ pub async fn run(
     });
     let watch_task = tokio::spawn(tls.clone().watch(TLS_RELOAD_CHECK, shutdown.clone()));
     let sweep_task = tokio::spawn(sweep(registry.clone(), shutdown.clone()));
+    let upstream_task = (!config.upstream.endpoint.is_empty()).then(|| {
+        tracing::info!(endpoint = %config.upstream.endpoint, member = %config.upstream.member_id, "archive replicates upward");
+        tokio::spawn(
+            Upstream::new(archive.clone(), config.upstream.clone(), dir.clone())
+                .run(shutdown.clone()),
+        )
+    });
     let info = tls.info();
     tracing::info!(
         registry = %config.registry.name,
@@ -263,6 +294,8 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(registry_service)
         .add_service(admin_service)
+        .add_service(archive_service)
+        .add_service(archive_admin_service)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await;
     shutdown.cancel();
@@ -270,6 +303,11 @@ pub async fn run(
         if let Err(e) = task.await {
             tracing::warn!(task = name, error = %e, "task panicked");
         }
+    }
+    if let Some(task) = upstream_task
+        && let Err(e) = task.await
+    {
+        tracing::warn!(task = "upstream", error = %e, "task panicked");
     }
     if let Some(task) = metrics_task
         && let Ok(Err(e)) = task.await

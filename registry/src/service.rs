@@ -270,7 +270,7 @@ impl Interceptor for Gate {
     }
 }
 
-fn caller<T>(req: &Request<T>) -> Result<Identity, Status> {
+pub(crate) fn caller<T>(req: &Request<T>) -> Result<Identity, Status> {
     req.extensions()
         .get::<Caller>()
         .map(|c| c.0.clone())

@@ -45,6 +45,11 @@ impl Store {
         Ok(Self { pool, backend })
     }
 
+    /// The connection pool (the archive keeps its own tables in it).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
