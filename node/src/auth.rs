@@ -83,6 +83,8 @@ pub enum Action {
     ProposeFaq,
     /// Publish, revise, retire or override FAQ entries.
     PublishFaq,
+    /// Run an archive round now.
+    SyncArchive,
 }
 
 impl Action {
@@ -95,7 +97,7 @@ impl Action {
             | Action::Assign
             | Action::Handoff
             | Action::ProposeFaq => Role::Operator,
-            Action::Quarantine | Action::PublishFaq => Role::Supervisor,
+            Action::Quarantine | Action::PublishFaq | Action::SyncArchive => Role::Supervisor,
         }
     }
 }

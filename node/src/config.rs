@@ -26,6 +26,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("URPNET_REGISTRY_ENDPOINT", "registry.endpoint"),
     ("URPNET_PEERING_LISTEN", "peering.listen"),
     ("URPNET_FAQ_INTERVAL", "faq.interval"),
+    ("URPNET_ARCHIVE_INTERVAL", "archive.interval"),
     ("URPNET_LOG_FORMAT", "log.format"),
     ("URPNET_LOG_FILTER", "log.filter"),
 ];
@@ -65,6 +66,9 @@ pub struct NodeConfig {
     /// `[faq]`
     #[serde(default)]
     pub faq: FaqSection,
+    /// `[archive]`
+    #[serde(default)]
+    pub archive: ArchiveSection,
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
@@ -312,6 +316,42 @@ impl Default for FaqSection {
     }
 }
 
+/// `[archive]`: the anonymised records of closed tickets (DESIGN.md §7).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveSection {
+    /// How often closed tickets are anonymised and pushed to the registry.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub interval: std::time::Duration,
+    /// Records per signed batch (1..=2000).
+    pub batch: usize,
+    /// Districts of large comuni: a closed ticket with coordinates inside a
+    /// district's box is archived as `<comune>/<code>` instead of the comune.
+    pub districts: Vec<District>,
+}
+
+/// One district of a large comune (a municipio of Rome, a quartiere).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct District {
+    /// The comune's 6-digit ISTAT code.
+    pub comune: String,
+    /// Short code, `^[A-Z0-9]{1,8}$` (`M01`).
+    pub code: String,
+    /// Bounding box in WGS 84 degrees: south, west, north, east.
+    pub bbox: [f64; 4],
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        Self {
+            interval: std::time::Duration::from_secs(60),
+            batch: 2000,
+            districts: Vec::new(),
+        }
+    }
+}
+
 impl NodeConfig {
     /// A configuration with every default, for a node with this id and data
     /// directory (used by `init`, tests and the demo).
@@ -331,6 +371,7 @@ impl NodeConfig {
             registry: RegistrySection::default(),
             peering: PeeringSection::default(),
             faq: FaqSection::default(),
+            archive: ArchiveSection::default(),
             log: LogSection::default(),
         }
     }
@@ -390,6 +431,33 @@ impl NodeConfig {
         }
         if !self.registry.endpoint.is_empty() && !self.registry.endpoint.starts_with("https://") {
             return Err("key `registry.endpoint`: must be https://host:port, or empty".into());
+        }
+        if self.archive.interval < std::time::Duration::from_millis(50) {
+            return Err("key `archive.interval`: must be at least 50ms".into());
+        }
+        if !(1..=urpnet_proto::archive::BATCH_MAX_RECORDS).contains(&self.archive.batch) {
+            return Err("key `archive.batch`: must be within 1..=2000".into());
+        }
+        for (i, d) in self.archive.districts.iter().enumerate() {
+            let [s, w, n, e] = d.bbox;
+            if urpnet_proto::territory::Territory::italy()
+                .comune(&d.comune)
+                .is_none()
+            {
+                return Err(format!(
+                    "key `archive.districts[{i}].comune`: must be a comune's ISTAT code"
+                ));
+            }
+            if !urpnet_proto::archive::district_ok(&d.code) {
+                return Err(format!(
+                    "key `archive.districts[{i}].code`: must match ^[A-Z0-9]{{1,8}}$"
+                ));
+            }
+            if !(s < n && w < e && (-90.0..=90.0).contains(&s) && (-90.0..=90.0).contains(&n)) {
+                return Err(format!(
+                    "key `archive.districts[{i}].bbox`: must be [south, west, north, east] with south < north and west < east"
+                ));
+            }
         }
         if self.store.max_batch == 0 {
             return Err("key `store.max_batch`: must be at least 1".into());

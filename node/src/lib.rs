@@ -9,8 +9,11 @@
 //! - [`ticket`]: the pure fold of a ticket's events into its state;
 //! - [`duplicates`]: recent open tickets in memory, for duplicate suggestions;
 //! - [`store`]: SQLite or PostgreSQL, group-committed writes;
+//! - [`archive`]: anonymised records of closed tickets, replicated to the
+//!   registry;
 //! - [`server`]: the daemon's lifecycle; [`config`]: its configuration.
 
+pub mod archive;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use urpnet_proto::signing::NodeSigner;
 use urpnet_proto::telemetry::{self, GrpcMetricsLayer};
+use urpnet_proto::v1::archive_desk_server::ArchiveDeskServer;
 use urpnet_proto::v1::desk_server::DeskServer;
 use urpnet_proto::v1::faq_desk_server::FaqDeskServer;
 use urpnet_proto::v1::faq_exchange_server::FaqExchangeServer;
@@ -211,6 +212,14 @@ pub async fn run(
     )
     .await?;
     faq.attach_desk(desk.clone());
+    let archiver = crate::archive::Archiver::open(
+        config.clone(),
+        store.clone(),
+        federation.clone(),
+        NodeSigner::load(node_id.clone(), &key_path)
+            .map_err(|e| NodeError::Internal(e.to_string()))?,
+    )?;
+    let archive_task = tokio::spawn(archiver.clone().run(shutdown.clone()));
     let peering = PeeringContext::new(
         config.clone(),
         store.clone(),
@@ -243,6 +252,12 @@ pub async fn run(
     let faq_service = FaqDeskServer::new(FaqDeskService::new(faq.clone(), auth.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
+    let archive_service = ArchiveDeskServer::new(crate::archive::ArchiveDeskService::new(
+        archiver.clone(),
+        auth.clone(),
+    ))
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(max_message);
     let service = DeskServer::new(DeskService::new(desk, auth))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
@@ -250,6 +265,9 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<DeskServer<DeskService>>().await;
     health.set_serving::<FaqDeskServer<FaqDeskService>>().await;
+    health
+        .set_serving::<ArchiveDeskServer<crate::archive::ArchiveDeskService>>()
+        .await;
     let (reflection_v1, reflection_v1alpha) = telemetry::reflection_services()
         .map_err(|e| NodeError::Internal(format!("reflection: {e}")))?;
 
@@ -273,6 +291,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(service)
         .add_service(faq_service)
+        .add_service(archive_service)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await;
     shutdown.cancel();
@@ -281,6 +300,10 @@ pub async fn run(
             tracing::warn!(error = %e, "a peering task panicked");
         }
     }
+    if let Err(e) = archive_task.await {
+        tracing::warn!(error = %e, "archive task panicked");
+    }
+    drop(archiver);
     if let Some(task) = link_task
         && let Err(e) = task.await
     {

@@ -331,6 +331,106 @@ impl Store {
         .await
     }
 
+    /// Adds archive records (ignoring ids held already) and sets archive
+    /// cursors, in one transaction.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn write_archive(
+        &self,
+        records: Vec<(Vec<u8>, Vec<u8>, i64)>,
+        state: Vec<(&'static str, i64)>,
+    ) -> NodeResult<()> {
+        self.submit(|reply| writer::WriteOp::Archive {
+            records,
+            state,
+            reply,
+        })
+        .await
+    }
+
+    /// The archive's cursors and tallies by name.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn archive_state(&self) -> NodeResult<std::collections::BTreeMap<String, i64>> {
+        let rows = sqlx::query("SELECT name, CAST(value AS BIGINT) FROM archive_state")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Up to `limit` encoded archive records after `seq`, with their seq.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn archive_after(&self, seq: i64, limit: usize) -> NodeResult<Vec<(i64, Vec<u8>)>> {
+        let rows = sqlx::query(
+            "SELECT CAST(seq AS BIGINT), record FROM archive_outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Records made, and records after `seq` (waiting).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn archive_counts(&self, seq: i64) -> NodeResult<(u64, u64)> {
+        let row = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN seq > $1 THEN 1 ELSE 0 END), 0) AS BIGINT) FROM archive_outbox",
+        )
+        .bind(seq)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok((
+            row.try_get::<i64, _>(0)? as u64,
+            row.try_get::<i64, _>(1)? as u64,
+        ))
+    }
+
+    /// Tickets owned by `owner` in a terminal status (closed, rejected,
+    /// merged), updated at or after `since_ms`, after the key `after`
+    /// (updated ms, id), oldest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn closed_since(
+        &self,
+        owner: &str,
+        after: (i64, &str),
+        limit: usize,
+    ) -> NodeResult<Vec<(i64, Ticket)>> {
+        let rows = sqlx::query(
+            "SELECT updated_ms, state FROM tickets WHERE owner_node = $1 AND status IN ($2, $3, $4) \
+             AND (updated_ms > $5 OR (updated_ms = $5 AND id > $6)) ORDER BY updated_ms, id LIMIT $7",
+        )
+        .bind(owner.to_owned())
+        .bind(Status::Closed as i64)
+        .bind(Status::Rejected as i64)
+        .bind(Status::Merged as i64)
+        .bind(after.0)
+        .bind(after.1.to_owned())
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: Vec<u8> = r.try_get(1)?;
+                let ticket = Ticket::decode(state.as_slice())
+                    .map_err(|e| NodeError::Internal(format!("stored ticket: {e}")))?;
+                Ok((r.try_get(0)?, ticket))
+            })
+            .collect()
+    }
+
     /// The current version of every FAQ entry held (encoded envelopes).
     ///
     /// # Errors

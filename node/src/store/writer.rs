@@ -230,6 +230,13 @@ pub struct FaqOverrideRow {
 }
 
 pub(super) enum WriteOp {
+    Archive {
+        /// (record id, encoded record, made at ms).
+        records: Vec<(Vec<u8>, Vec<u8>, i64)>,
+        /// Cursors and tallies to set, by name.
+        state: Vec<(&'static str, i64)>,
+        reply: oneshot::Sender<NodeResult<()>>,
+    },
     Faq {
         rows: Vec<FaqRow>,
         overrides: Vec<FaqOverrideRow>,
@@ -455,6 +462,7 @@ fn reply(batch: &mut Vec<WriteOp>, results: Vec<OpResult>, started: Instant) {
                 WriteOp::Ack { reply, .. }
                 | WriteOp::Enqueue { reply, .. }
                 | WriteOp::Quarantine { reply, .. }
+                | WriteOp::Archive { reply, .. }
                 | WriteOp::Faq { reply, .. },
                 OpResult::Done(r),
             ) => {
@@ -473,6 +481,7 @@ fn failed(op: &WriteOp, err: NodeError) -> OpResult {
         WriteOp::Ack { .. }
         | WriteOp::Enqueue { .. }
         | WriteOp::Quarantine { .. }
+        | WriteOp::Archive { .. }
         | WriteOp::Faq { .. } => OpResult::Done(Err(err)),
     }
 }
@@ -649,6 +658,30 @@ async fn execute(
                 rows, overrides, ..
             } => {
                 write_faq(tx, rows, overrides).await?;
+                OpResult::Done(Ok(()))
+            }
+            WriteOp::Archive { records, state, .. } => {
+                let rows: Vec<Vec<Value<'_>>> = records
+                    .iter()
+                    .map(|(id, record, made)| {
+                        vec![Value::Bytes(id), Value::Bytes(record), Value::Int(*made)]
+                    })
+                    .collect();
+                insert_rows(
+                    tx,
+                    "INSERT INTO archive_outbox (id, record, made_ms)",
+                    "ON CONFLICT (id) DO NOTHING",
+                    &rows,
+                )
+                .await?;
+                for (name, value) in state {
+                    tx.texts(
+                        "INSERT INTO archive_state (name, value) VALUES ($1, $2) \
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        &[&Value::Text(name), &Value::Int(*value)],
+                    )
+                    .await?;
+                }
                 OpResult::Done(Ok(()))
             }
             WriteOp::Quarantine { peer, reason, .. } => {
