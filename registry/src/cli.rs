@@ -116,6 +116,14 @@ pub enum Command {
         /// The comune: 6-digit ISTAT code or name ("Celano").
         territory: String,
     },
+    /// The anonymised archive: what it holds, protected queries (table,
+    /// --json or --csv), trends with surges, SVG charts.
+    #[command(subcommand)]
+    Archive(crate::archive::cli::ArchiveCommand),
+    /// Upward replication of the archive to a national registry (local:
+    /// needs the data directory).
+    #[command(subcommand)]
+    Upstream(crate::archive::cli::UpstreamCommand),
     /// Peers that can take a category's overflow from a member, best first.
     Overflow {
         /// Category code.
@@ -296,6 +304,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Ca(cmd) => return ca(&cli, cmd).await,
+        Command::Upstream(crate::archive::cli::UpstreamCommand::Init { member_id }) => {
+            let config = load_config(&cli.config)?;
+            return crate::archive::cli::upstream_init(&config.registry.data_dir, member_id);
+        }
         _ => {}
     }
     let conn = Connection::open(&cli)?;
@@ -432,7 +444,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Init { .. } | Command::Serve | Command::Ca(_) => unreachable!("handled above"),
+        Command::Archive(cmd) => crate::archive::cli::run(conn.channel.clone(), cmd, cli.json).await,
+        Command::Init { .. } | Command::Serve | Command::Ca(_) | Command::Upstream(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 

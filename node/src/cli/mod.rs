@@ -3,6 +3,7 @@
 //! (`ticket ...`) or work on the local data directory (`operator ...`,
 //! `check`).
 
+pub mod archive;
 pub mod faq;
 pub mod output;
 
@@ -100,6 +101,16 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: Box<faq::FaqCommand>,
+    },
+    /// The anonymised archive of closed tickets: what was made and sent to
+    /// the registry; push now.
+    Archive {
+        /// How to reach the node.
+        #[command(flatten)]
+        conn: Connection,
+        /// What to do.
+        #[command(subcommand)]
+        action: archive::ArchiveCommand,
     },
 }
 
@@ -425,6 +436,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
             faq::run(client, *action, cli.json).await
+        }
+        Command::Archive { conn, action } => {
+            let (channel, token, max) = connect_parts(&cli.config, &env, &conn).await?;
+            let client = urpnet_proto::v1::archive_desk_client::ArchiveDeskClient::with_interceptor(
+                channel, token,
+            )
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+            archive::run(client, action, cli.json).await
         }
     }
 }

@@ -10,6 +10,7 @@
 //!   rollup `archive_weekly`; others read `archive_records` through its week
 //!   index. Every published figure goes through [`publish::protect`].
 
+pub mod cli;
 pub mod publish;
 pub mod service;
 pub mod upstream;
