@@ -65,9 +65,8 @@ pub fn secret_path(data_dir: &std::path::Path) -> PathBuf {
 pub fn load_secret(data_dir: &std::path::Path) -> NodeResult<[u8; 32]> {
     let path = secret_path(data_dir);
     match std::fs::read(&path) {
-        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-            NodeError::Internal(format!("{}: must hold 32 bytes", path.display()))
-        }),
+        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| NodeError::Internal(format!("{}: must hold 32 bytes", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret: [u8; 32] = rand::random();
             urpnet_proto::signing::write_private_file(&path, &secret)
@@ -287,8 +286,12 @@ impl Archiver {
         let config = material
             .client_config()
             .map_err(|e| NodeError::Internal(e.to_string()))?;
-        let channel = tls::channel(&self.config.registry.endpoint, config, Duration::from_secs(5))
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let channel = tls::channel(
+            &self.config.registry.endpoint,
+            config,
+            Duration::from_secs(5),
+        )
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
         let client = ArchiveClient::new(channel);
         *slot = Some(client.clone());
         Ok(client)

@@ -286,8 +286,7 @@ pub fn check_record(
     if !matches!(Outcome::try_from(record.outcome), Ok(o) if o != Outcome::Unspecified) {
         return invalid("outcome: must be answered, rejected or merged".into());
     }
-    if !matches!(HandlingTime::try_from(record.handling), Ok(h) if h != HandlingTime::Unspecified)
-    {
+    if !matches!(HandlingTime::try_from(record.handling), Ok(h) if h != HandlingTime::Unspecified) {
         return invalid("handling: must be a known bucket".into());
     }
     if record.handoffs > HANDOFFS_CAP {
@@ -298,7 +297,9 @@ pub fn check_record(
         ("competent_level", record.competent_level),
     ] {
         if !(1..=4).contains(&level) {
-            return invalid(format!("{field}: must be comune, provincia, regione or nazionale"));
+            return invalid(format!(
+                "{field}: must be comune, provincia, regione or nazionale"
+            ));
         }
     }
     if let Some(regions) = sender_regions
@@ -383,7 +384,8 @@ mod tests {
         let abruzzo: BTreeSet<String> = ["13".to_string()].into();
         let check = |r: &ArchiveRecord| check_record(&r.encode_to_vec(), Some(&abruzzo), 202648);
         assert_eq!(check(&good()).unwrap(), good());
-        let cases: Vec<(&str, Box<dyn Fn(&mut ArchiveRecord)>)> = vec![
+        type Spoil = Box<dyn Fn(&mut ArchiveRecord)>;
+        let cases: Vec<(&str, Spoil)> = vec![
             ("id:", Box::new(|r| r.id = vec![1; 15])),
             ("category:", Box::new(|r| r.category = "Rifiuti".into())),
             ("channel:", Box::new(|r| r.channel = 0)),
@@ -404,14 +406,24 @@ mod tests {
             spoil(&mut r);
             let refusal = check(&r).unwrap_err();
             assert_eq!(refusal.reason, "invalid", "{field}");
-            assert!(refusal.detail.starts_with(field), "{field}: {}", refusal.detail);
+            assert!(
+                refusal.detail.starts_with(field),
+                "{field}: {}",
+                refusal.detail
+            );
         }
         let mut r = good();
         r.territory = "072006".into(); // Bari, Puglia
         assert_eq!(check(&r).unwrap_err().reason, "territory_outside");
-        assert!(check_record(&r.encode_to_vec(), None, 202648).is_ok(), "a national sender");
+        assert!(
+            check_record(&r.encode_to_vec(), None, 202648).is_ok(),
+            "a national sender"
+        );
         r.territory = "058091/M01".into();
-        assert!(check_record(&r.encode_to_vec(), None, 202648).is_ok(), "a district");
+        assert!(
+            check_record(&r.encode_to_vec(), None, 202648).is_ok(),
+            "a district"
+        );
         r.territory = "13".into();
         assert!(check(&r).is_ok(), "a region code");
     }

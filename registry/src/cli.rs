@@ -444,7 +444,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Archive(cmd) => crate::archive::cli::run(conn.channel.clone(), cmd, cli.json).await,
+        Command::Archive(cmd) => {
+            crate::archive::cli::run(conn.channel.clone(), cmd, cli.json).await
+        }
         Command::Init { .. } | Command::Serve | Command::Ca(_) | Command::Upstream(_) => {
             unreachable!("handled above")
         }

@@ -179,6 +179,15 @@ impl TestRegistry {
         crate::http_get(self.metrics_addr, "/metrics").await
     }
 
+    /// Stops the registry and hands back its temporary directory, so it can
+    /// be started again on the same data.
+    pub async fn stop_keep_dir(mut self) -> Option<TempDir> {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("registry ended cleanly");
+        }
+        self._dir.take()
+    }
+
     /// Stops the registry and waits for every part.
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {

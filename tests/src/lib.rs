@@ -19,6 +19,7 @@ use urpnet_node::cli::{Desk, connect};
 use urpnet_node::server::{self, Listeners};
 use urpnet_proto::ids::NodeId;
 
+pub mod archive;
 pub mod federation;
 pub mod proxy;
 pub mod shared;

@@ -76,9 +76,10 @@ pub async fn run(mut client: ArchiveDesk, cmd: ArchiveCommand, json: bool) -> an
                     }
                 }
             });
-            let result = tokio::time::timeout(timeout, client.sync_archive(ArchiveStatusRequest {}))
-                .await
-                .context("timed out; the node goes on pushing at its interval")?;
+            let result =
+                tokio::time::timeout(timeout, client.sync_archive(ArchiveStatusRequest {}))
+                    .await
+                    .context("timed out; the node goes on pushing at its interval")?;
             poll.abort();
             let s = result.map_err(status_error)?.into_inner();
             bar.set_length(s.made.max(1));
@@ -99,7 +100,14 @@ fn print_status(s: &ArchiveStatusResponse, json: bool) {
         return;
     }
     let mut t = urpnet_proto::cli::table();
-    t.set_header(vec!["made", "sent", "waiting", "refused", "last push", "last error"]);
+    t.set_header(vec![
+        "made",
+        "sent",
+        "waiting",
+        "refused",
+        "last push",
+        "last error",
+    ]);
     t.add_row(vec![
         s.made.to_string(),
         s.sent.to_string(),

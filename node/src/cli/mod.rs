@@ -439,11 +439,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Archive { conn, action } => {
             let (channel, token, max) = connect_parts(&cli.config, &env, &conn).await?;
-            let client = urpnet_proto::v1::archive_desk_client::ArchiveDeskClient::with_interceptor(
-                channel, token,
-            )
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
+            let client =
+                urpnet_proto::v1::archive_desk_client::ArchiveDeskClient::with_interceptor(
+                    channel, token,
+                )
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
             archive::run(client, action, cli.json).await
         }
     }

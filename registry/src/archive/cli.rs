@@ -196,7 +196,8 @@ pub struct PlotArgs {
 fn week_arg(name: &str, text: &Option<String>) -> anyhow::Result<u32> {
     match text {
         None => Ok(0),
-        Some(t) => parse_week(t).with_context(|| format!("--{name}: `{t}` is not an ISO week like 2026-W07")),
+        Some(t) => parse_week(t)
+            .with_context(|| format!("--{name}: `{t}` is not an ISO week like 2026-W07")),
     }
 }
 
@@ -242,8 +243,16 @@ pub async fn run(channel: Channel, cmd: ArchiveCommand, json: bool) -> anyhow::R
             println!(
                 "{} records, weeks {} to {}, published with k = {}",
                 s.records,
-                if s.first_week == 0 { "-".into() } else { week_label(s.first_week) },
-                if s.last_week == 0 { "-".into() } else { week_label(s.last_week) },
+                if s.first_week == 0 {
+                    "-".into()
+                } else {
+                    week_label(s.first_week)
+                },
+                if s.last_week == 0 {
+                    "-".into()
+                } else {
+                    week_label(s.last_week)
+                },
                 s.k
             );
             let mut t = table();
@@ -378,7 +387,11 @@ fn query_table(r: &ArchiveQueryResponse) -> String {
     }
     format!(
         "{t}\ntotal {} · k = {} · suppressed: {} under k, {} complementary · {} group(s) with one outcome shown as outcome `*`",
-        if r.total == 0 { "*".to_string() } else { r.total.to_string() },
+        if r.total == 0 {
+            "*".to_string()
+        } else {
+            r.total.to_string()
+        },
         r.k,
         r.suppressed_small,
         r.suppressed_complementary,
@@ -422,7 +435,14 @@ fn trends_text(r: &ArchiveTrendsResponse) -> String {
     );
     let mut t = table();
     t.set_header(vec![
-        "", "category", "territory", "this week", "mean", "ratio", "p", "why",
+        "",
+        "category",
+        "territory",
+        "this week",
+        "mean",
+        "ratio",
+        "p",
+        "why",
     ]);
     for row in &r.rows {
         t.add_row(trend_row(row));
@@ -496,7 +516,10 @@ fn plot(
     rows.truncate(max_series);
     let total_weeks = rows[0].weeks.len();
     let skip = total_weeks.saturating_sub(weeks);
-    let labels: Vec<String> = rows[0].weeks[skip..].iter().map(|w| week_label(*w)).collect();
+    let labels: Vec<String> = rows[0].weeks[skip..]
+        .iter()
+        .map(|w| week_label(*w))
+        .collect();
     let top = rows
         .iter()
         .flat_map(|row| row.weekly[skip..].iter().copied())
@@ -520,7 +543,10 @@ fn plot(
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(56)
-        .build_cartesian_2d(0..labels.len().saturating_sub(1).max(1), 0u64..top + top / 8 + 1)?;
+        .build_cartesian_2d(
+            0..labels.len().saturating_sub(1).max(1),
+            0u64..top + top / 8 + 1,
+        )?;
     let label_of = labels.clone();
     chart
         .configure_mesh()
@@ -540,7 +566,9 @@ fn plot(
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(format!("{} · {}", row.category, row.territory_name))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
         let surges: Vec<(usize, u64)> = surge_weeks(&row.weekly, &hidden)
             .into_iter()
             .filter(|i| *i >= skip)
@@ -572,7 +600,11 @@ pub fn upstream_init(data_dir: &Path, member_id: &str) -> anyhow::Result<()> {
     let dir = super::upstream::dir(data_dir);
     println!(
         "{} {}",
-        if made.created { "made" } else { "kept the existing" },
+        if made.created {
+            "made"
+        } else {
+            "kept the existing"
+        },
         dir.display()
     );
     println!("Send these two files to the national coordinator:");

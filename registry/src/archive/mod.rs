@@ -121,7 +121,11 @@ impl Archive {
     /// author), `PermissionDenied` when the envelope names another author
     /// than the caller; storage failures. Bad records inside a good batch are
     /// not errors: they are listed in the response.
-    pub async fn push(&self, sender: &Member, signed: &Signed) -> RegistryResult<PushArchiveResponse> {
+    pub async fn push(
+        &self,
+        sender: &Member,
+        signed: &Signed,
+    ) -> RegistryResult<PushArchiveResponse> {
         let refuse = |reason: &'static str, err: RegistryError| {
             self.count_refused(&sender.id, reason, 1);
             tracing::warn!(member = %sender.id, reason, error = %err, "archive batch refused");
@@ -231,7 +235,11 @@ impl Archive {
     ///
     /// # Errors
     /// Storage failures (nothing is stored then).
-    pub async fn store(&self, source: &str, records: &[ArchiveRecord]) -> RegistryResult<(u64, u64)> {
+    pub async fn store(
+        &self,
+        source: &str,
+        records: &[ArchiveRecord],
+    ) -> RegistryResult<(u64, u64)> {
         if records.is_empty() {
             return Ok((0, 0));
         }
@@ -435,15 +443,21 @@ impl Archive {
             "must not repeat a dimension",
         );
         let level = TerritoryLevel::try_from(req.level);
-        v.check(level.is_ok(), "level", "must be comune, provincia or regione");
+        v.check(
+            level.is_ok(),
+            "level",
+            "must be comune, provincia or regione",
+        );
         let filter = req.filter.clone().unwrap_or_default();
         check_filter(&mut v, "filter", &filter);
         v.into_result()?;
         let level = level.unwrap_or(TerritoryLevel::Comune);
-        let rollup = dims
-            .iter()
-            .all(|d| matches!(d, Dimension::Category | Dimension::Territory | Dimension::Week))
-            && filter.channel == 0
+        let rollup = dims.iter().all(|d| {
+            matches!(
+                d,
+                Dimension::Category | Dimension::Territory | Dimension::Week
+            )
+        }) && filter.channel == 0
             && filter.outcome == 0;
         let columns: Vec<&str> = dims.iter().map(|d| column(*d, level)).collect();
         let (table, count) = if rollup {
@@ -519,11 +533,10 @@ impl Archive {
 
     /// The latest week holding records, if any.
     async fn latest_week(&self) -> RegistryResult<Option<u32>> {
-        let w: Option<i64> =
-            sqlx::query("SELECT CAST(MAX(week) AS BIGINT) FROM archive_weekly")
-                .fetch_one(&self.pool)
-                .await?
-                .try_get(0)?;
+        let w: Option<i64> = sqlx::query("SELECT CAST(MAX(week) AS BIGINT) FROM archive_weekly")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
         Ok(w.map(|w| w as u32))
     }
 
@@ -531,7 +544,10 @@ impl Archive {
     ///
     /// # Errors
     /// `InvalidArgument` naming the field; storage failures.
-    pub async fn trends(&self, req: &ArchiveTrendsRequest) -> RegistryResult<ArchiveTrendsResponse> {
+    pub async fn trends(
+        &self,
+        req: &ArchiveTrendsRequest,
+    ) -> RegistryResult<ArchiveTrendsResponse> {
         let k = u64::from(self.k);
         let mut v = Violations::new();
         let baseline = if req.baseline_weeks == 0 {
@@ -539,14 +555,22 @@ impl Archive {
         } else {
             req.baseline_weeks
         };
-        v.check((1..=52).contains(&baseline), "baseline_weeks", "must be 1..=52");
+        v.check(
+            (1..=52).contains(&baseline),
+            "baseline_weeks",
+            "must be 1..=52",
+        );
         v.check(
             req.week == 0 || rules::monday_of(req.week).is_some(),
             "week",
             "must be an ISO week YYYYWW",
         );
         let level = TerritoryLevel::try_from(req.level);
-        v.check(level.is_ok(), "level", "must be comune, provincia or regione");
+        v.check(
+            level.is_ok(),
+            "level",
+            "must be comune, provincia or regione",
+        );
         v.check(
             req.alpha == 0.0 || (req.alpha > 0.0 && req.alpha < 0.5),
             "alpha",
@@ -673,9 +697,8 @@ impl Archive {
                 .then(a.category.cmp(&b.category))
                 .then(a.territory.cmp(&b.territory))
         });
-        metrics::counter!("urpnet_archive_surges_total").increment(
-            out.iter().filter(|r| r.surge).count() as u64,
-        );
+        metrics::counter!("urpnet_archive_surges_total")
+            .increment(out.iter().filter(|r| r.surge).count() as u64);
         Ok(ArchiveTrendsResponse {
             week,
             baseline_weeks: baseline,
@@ -762,39 +785,39 @@ fn check_filter(v: &mut Violations, prefix: &str, f: &ArchiveFilter) {
                         && p.bytes()
                             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
                 }),
-            &field("category"),
+            field("category"),
             "must be a category code like rifiuti.ingombranti",
         );
     }
     if !f.territory.is_empty() {
         v.check(
             Territory::italy().level_of(&f.territory).is_some(),
-            &field("territory"),
+            field("territory"),
             "must be an ISTAT code of a comune (6 digits), province (3) or region (2)",
         );
     }
     for (name, week) in [("week_from", f.week_from), ("week_to", f.week_to)] {
         v.check(
             week == 0 || rules::monday_of(week).is_some(),
-            &field(name),
+            field(name),
             "must be an ISO week YYYYWW",
         );
     }
     if f.week_from != 0 && f.week_to != 0 {
         v.check(
             f.week_from <= f.week_to,
-            &field("week_to"),
+            field("week_to"),
             "must not be before week_from",
         );
     }
     v.check(
         Channel::try_from(f.channel).is_ok(),
-        &field("channel"),
+        field("channel"),
         "must be a known channel",
     );
     v.check(
         Outcome::try_from(f.outcome).is_ok(),
-        &field("outcome"),
+        field("outcome"),
         "must be a known outcome",
     );
 }
@@ -833,7 +856,9 @@ fn where_clause(f: &ArchiveFilter, _rollup: bool) -> (String, Vec<Bind>) {
         let a = next(Bind::Text(f.category.clone()), &mut binds);
         let b = next(Bind::Text(format!("{}.", f.category)), &mut binds);
         let c = next(Bind::Text(format!("{}/", f.category)), &mut binds);
-        parts.push(format!("(category = {a} OR (category >= {b} AND category < {c}))"));
+        parts.push(format!(
+            "(category = {a} OR (category >= {b} AND category < {c}))"
+        ));
     }
     if !f.territory.is_empty() {
         match Territory::italy().level_of(&f.territory) {
@@ -916,7 +941,11 @@ fn key_text(d: Dimension, row: &AnyRow, i: usize) -> RegistryResult<String> {
             let n: i64 = row.try_get(i)?;
             match d {
                 Dimension::Channel => Channel::try_from(n as i32)
-                    .map(|c| c.as_str_name().trim_start_matches("CHANNEL_").to_lowercase())
+                    .map(|c| {
+                        c.as_str_name()
+                            .trim_start_matches("CHANNEL_")
+                            .to_lowercase()
+                    })
                     .unwrap_or_else(|_| n.to_string()),
                 Dimension::Week => rules::week_label(n as u32),
                 Dimension::Outcome => Outcome::try_from(n as i32)

@@ -271,7 +271,10 @@ mod tests {
         assert_eq!(celano.len(), 1);
         assert_eq!(celano[0].keys[1], ANY_OUTCOME);
         assert_eq!(celano[0].count, 7);
-        assert!(out.iter().all(|c| c.keys[1] != "rejected" || c.keys[0] != "066032"));
+        assert!(
+            out.iter()
+                .all(|c| c.keys[1] != "rejected" || c.keys[0] != "066032")
+        );
     }
 
     #[test]

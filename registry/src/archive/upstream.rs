@@ -70,7 +70,11 @@ pub fn init(data_dir: &Path, member_id: &str) -> anyhow::Result<UpstreamInit> {
     if created {
         let key_pem = tls::generate_key()?;
         tls::write_atomic(&files.key, key_pem.as_bytes(), true)?;
-        tls::write_atomic(&csr, tls::make_csr(&key_pem, id.as_str())?.as_bytes(), false)?;
+        tls::write_atomic(
+            &csr,
+            tls::make_csr(&key_pem, id.as_str())?.as_bytes(),
+            false,
+        )?;
         let signer = NodeSigner::generate(id);
         signer.save(&signing_key(data_dir))?;
         tls::write_atomic(
