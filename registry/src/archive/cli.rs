@@ -238,52 +238,8 @@ pub async fn run(channel: Channel, cmd: ArchiveCommand, json: bool) -> anyhow::R
                 .into_inner();
             if json {
                 println!("{}", to_json("urpnet.v1.ArchiveStatsResponse", &s));
-                return Ok(());
-            }
-            println!(
-                "{} records, weeks {} to {}, published with k = {}",
-                s.records,
-                if s.first_week == 0 {
-                    "-".into()
-                } else {
-                    week_label(s.first_week)
-                },
-                if s.last_week == 0 {
-                    "-".into()
-                } else {
-                    week_label(s.last_week)
-                },
-                s.k
-            );
-            let mut t = table();
-            t.set_header(vec!["member", "records", "last batch", "refused"]);
-            for src in &s.sources {
-                t.add_row(vec![
-                    src.member.clone(),
-                    src.records.to_string(),
-                    if src.last_received_ms == 0 {
-                        "never".into()
-                    } else {
-                        time_ms(src.last_received_ms)
-                    },
-                    src.refused.to_string(),
-                ]);
-            }
-            println!("{t}");
-            if s.upstream.is_empty() {
-                println!("upstream: none (this registry replicates nowhere)");
             } else {
-                println!(
-                    "upstream {}: {} sent, {} waiting{}",
-                    s.upstream,
-                    s.upstream_sent,
-                    s.upstream_pending,
-                    if s.upstream_error.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", last error: {}", s.upstream_error)
-                    }
-                );
+                println!("{}", stats_text(&s));
             }
         }
         ArchiveCommand::Query(args) => {
@@ -371,7 +327,58 @@ pub async fn run(channel: Channel, cmd: ArchiveCommand, json: bool) -> anyhow::R
     Ok(())
 }
 
-fn query_table(r: &ArchiveQueryResponse) -> String {
+/// What the archive holds, per sender, and upward replication.
+pub fn stats_text(s: &urpnet_proto::v1::ArchiveStatsResponse) -> String {
+    let mut out = format!(
+        "{} records, weeks {} to {}, published with k = {}\n",
+        s.records,
+        if s.first_week == 0 {
+            "-".into()
+        } else {
+            week_label(s.first_week)
+        },
+        if s.last_week == 0 {
+            "-".into()
+        } else {
+            week_label(s.last_week)
+        },
+        s.k
+    );
+    let mut t = table();
+    t.set_header(vec!["member", "records", "last batch", "refused"]);
+    for src in &s.sources {
+        t.add_row(vec![
+            src.member.clone(),
+            src.records.to_string(),
+            if src.last_received_ms == 0 {
+                "never".into()
+            } else {
+                time_ms(src.last_received_ms)
+            },
+            src.refused.to_string(),
+        ]);
+    }
+    out.push_str(&format!("{t}\n"));
+    if s.upstream.is_empty() {
+        out.push_str("upstream: none (this registry replicates nowhere)");
+    } else {
+        out.push_str(&format!(
+            "upstream {}: {} sent, {} waiting{}",
+            s.upstream,
+            s.upstream_sent,
+            s.upstream_pending,
+            if s.upstream_error.is_empty() {
+                String::new()
+            } else {
+                format!(", last error: {}", s.upstream_error)
+            }
+        ));
+    }
+    out
+}
+
+/// A query result as a table with its suppression footer.
+pub fn query_table(r: &ArchiveQueryResponse) -> String {
     let mut t = table();
     let mut header: Vec<String> = r.columns.clone();
     header.push("count".into());
@@ -386,7 +393,7 @@ fn query_table(r: &ArchiveQueryResponse) -> String {
         t.add_row(row);
     }
     format!(
-        "{t}\ntotal {} · k = {} · suppressed: {} under k, {} complementary · {} group(s) with one outcome shown as outcome `*`",
+        "{t}\ntotal {} · k = {} · suppressed: {} under k, {} complementary · {} group(s) with a single outcome shown as outcome `*` (l-diversity)",
         if r.total == 0 {
             "*".to_string()
         } else {
@@ -424,7 +431,8 @@ fn query_csv(r: &ArchiveQueryResponse, progress: bool) -> anyhow::Result<String>
     Ok(String::from_utf8(w.into_inner()?)?)
 }
 
-fn trends_text(r: &ArchiveTrendsResponse) -> String {
+/// Trends as a table, surges first, with the method.
+pub fn trends_text(r: &ArchiveTrendsResponse) -> String {
     if r.week == 0 {
         return "the archive is empty".into();
     }

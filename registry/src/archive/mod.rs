@@ -505,11 +505,17 @@ impl Archive {
         let outcome_dim = dims.iter().position(|d| *d == Dimension::Outcome);
         let cells = protect(raw, dims.len(), k, outcome_dim);
         let count_of = |h: Hidden| cells.iter().filter(|c| c.hidden == h).count() as u32;
+        let generalised = outcome_dim.map_or(0, |d| {
+            cells
+                .iter()
+                .filter(|c| c.keys[d] == publish::ANY_OUTCOME)
+                .count() as u32
+        });
         Ok(ArchiveQueryResponse {
             columns: dims.iter().map(|d| dimension_name(*d).to_owned()).collect(),
             suppressed_small: count_of(Hidden::Small),
             suppressed_complementary: count_of(Hidden::Complementary),
-            generalised_l_diversity: count_of(Hidden::LDiversity),
+            generalised_l_diversity: generalised,
             cells: cells
                 .into_iter()
                 .map(|c| ArchiveCell {
