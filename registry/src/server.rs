@@ -233,7 +233,12 @@ pub async fn run(
             .max_encoding_message_size(max),
         Gate::new(registry.clone(), Guarded::Admin),
     );
-    let archive = Arc::new(Archive::new(store.pool().clone(), config.archive.k));
+    let archive = Arc::new(Archive::new(
+        store.pool().clone(),
+        backend,
+        &config.database_url(),
+        config.archive.k,
+    ));
     // A full signed batch plus framing must fit whatever max_message_bytes is.
     let archive_max = max.max(BATCH_MAX_BYTES + 64 * 1024);
     let archive_service = tonic::service::interceptor::InterceptedService::new(
@@ -314,6 +319,7 @@ pub async fn run(
     {
         tracing::warn!(error = %e, "metrics endpoint failed");
     }
+    archive.close().await;
     store.close().await;
     tracing::info!(registry = %config.registry.name, "registry stopped");
     served.map_err(|e| internal(format!("grpc server: {e}")))

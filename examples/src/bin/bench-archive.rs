@@ -41,8 +41,7 @@ use urpnet_proto::tls::{self, TlsMaterial};
 use urpnet_proto::v1::archive_client::ArchiveClient;
 use urpnet_proto::v1::{
     ArchiveBatch, ArchiveFilter, ArchiveQueryRequest, ArchiveRecord, ArchiveTrendsRequest,
-    Dimension, EnrolRequest, HandlingTime, Level, Outcome, PayloadKind, PushArchiveRequest,
-    TerritoryLevel,
+    Dimension, EnrolRequest, Level, PayloadKind, PushArchiveRequest, TerritoryLevel,
 };
 use urpnet_registry::archive::Archive;
 use urpnet_registry::config::RegistryConfig;
@@ -182,24 +181,47 @@ async fn enrol(
 }
 
 /// Pushes `n` records from 4 members at once; returns seconds.
-async fn ingest(registry: &federation::RunningRegistry, n: usize) -> anyhow::Result<f64> {
+///
+/// `spread`: each member is a region sending records of any of its 305
+/// comuni over 52 weeks, so nearly every record opens a new rollup cell (the
+/// worst case). Otherwise each member is a comune sending its own records of
+/// the last 8 weeks (a node catching up): a batch touches a few hundred
+/// rollup cells at most.
+async fn ingest(
+    registry: &federation::RunningRegistry,
+    n: usize,
+    spread: bool,
+) -> anyhow::Result<f64> {
     let italy = Territory::italy();
-    let comuni: Vec<String> = italy
+    let abruzzo: Vec<String> = italy
         .comuni()
         .filter(|c| c.region_code == "13")
         .map(|c| c.istat_code.clone())
         .collect();
     let now = week_of_ms(system_time_ms());
-    let weeks: Vec<u32> = (0..52).filter_map(|i| add_weeks(now, -i)).collect();
+    let span = if spread { 52 } else { 8 };
+    let weeks: Vec<u32> = (0..span).filter_map(|i| add_weeks(now, -i)).collect();
+    let own = ["066032", "066006", "066098", "066049"];
     let mut members = Vec::new();
-    for i in 0..4 {
-        members.push(enrol(registry, &format!("r_bench{i}"), Level::Regione, &["13"]).await?);
+    for (i, comune) in own.iter().enumerate() {
+        let member = if spread {
+            enrol(registry, &format!("r_bench{i}"), Level::Regione, &["13"]).await?
+        } else {
+            let ipa = italy.comune(comune).context("comune")?.ipa_code.clone();
+            enrol(registry, &ipa, Level::Comune, &[comune]).await?
+        };
+        let comuni = if spread {
+            abruzzo.clone()
+        } else {
+            vec![comune.to_string()]
+        };
+        members.push((member, comuni));
     }
     // Batches made and signed before the clock starts.
     let per = n / members.len();
     let mut work = Vec::new();
-    for (i, (material, signer)) in members.into_iter().enumerate() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
+    for (i, ((material, signer), comuni)) in members.into_iter().enumerate() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64 + u64::from(spread) * 100);
         let mut batches = Vec::new();
         let records: Vec<_> = (0..per)
             .map(|_| random_record(&mut rng, &comuni, &weeks))
@@ -281,7 +303,11 @@ async fn bare_insert(url: &str, n: usize) -> anyhow::Result<f64> {
                     if j > 1 {
                         sql.push(',');
                     }
-                    sql.push_str(&format!("${}", b + j));
+                    if backend == urpnet_proto::db::Backend::Postgres {
+                        sql.push_str(&format!("${}", b + j));
+                    } else {
+                        sql.push('?');
+                    }
                 }
                 sql.push(')');
             }
@@ -321,7 +347,8 @@ async fn ingest_phase(
     name: &str,
     url: Option<String>,
     n: usize,
-) -> anyhow::Result<IngestRow> {
+    rows: &mut Vec<IngestRow>,
+) -> anyhow::Result<()> {
     let mut config = RegistryConfig::new("bench", dir.join(name));
     config.metrics.listen = String::new();
     config.limits.requests_per_second = 100_000;
@@ -330,23 +357,30 @@ async fn ingest_phase(
         config.store.url = url.clone();
     }
     let registry = federation::start_registry(config.clone()).await?;
-    let secs = ingest(&registry, n).await?;
+    let nodes = ingest(&registry, n, false).await?;
+    let spread = ingest(&registry, n, true).await?;
     registry.stop().await?;
     let db = config.database_url();
     let bare = bare_insert(&db, n).await?;
-    let row = IngestRow {
-        backend: name.into(),
-        records: n,
-        seconds: secs,
-        records_per_s: n as f64 / secs,
-        bare_insert_per_s: n as f64 / bare,
-        ratio_to_bare: bare / secs,
-    };
-    println!(
-        "ingest {:<10} {:>9} records in {:>6.2} s = {:>9.0} records/s (bare INSERT {:>9.0}/s, {:.2} of it)",
-        row.backend, n, secs, row.records_per_s, row.bare_insert_per_s, row.ratio_to_bare
-    );
-    Ok(row)
+    for (shape, secs) in [
+        ("nodes catching up", nodes),
+        ("worst case: all new cells", spread),
+    ] {
+        let row = IngestRow {
+            backend: format!("{name}, {shape}"),
+            records: n,
+            seconds: secs,
+            records_per_s: n as f64 / secs,
+            bare_insert_per_s: n as f64 / bare,
+            ratio_to_bare: bare / secs,
+        };
+        println!(
+            "ingest {:<40} {:>9} records in {:>6.2} s = {:>9.0} records/s (bare INSERT {:>9.0}/s, {:.2} of it)",
+            row.backend, n, secs, row.records_per_s, row.bare_insert_per_s, row.ratio_to_bare
+        );
+        rows.push(row);
+    }
+    Ok(())
 }
 
 /// Grows the PostgreSQL archive to `target` records with server-side
@@ -475,7 +509,12 @@ async fn query_phase(args: &Args, queries: &mut Vec<QueryRow>) -> anyhow::Result
     let store = urpnet_registry::store::Store::open(&url).await?;
     let pool = store.pool().clone();
     prepare_helpers(&pool).await?;
-    let archive = Arc::new(Archive::new(pool.clone(), 5));
+    let archive = Arc::new(Archive::new(
+        pool.clone(),
+        urpnet_proto::db::Backend::Postgres,
+        &url,
+        5,
+    ));
     let now = week_of_ms(system_time_ms());
     let twelve = add_weeks(now, -11).context("week")?;
     let nine = add_weeks(now, -8).context("week")?;
@@ -620,7 +659,12 @@ async fn catch_up_phase(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> 
     // The regional archive filled while upstream was off.
     {
         let store = urpnet_registry::store::Store::open(&rconfig.database_url()).await?;
-        let archive = Archive::new(store.pool().clone(), 5);
+        let archive = Archive::new(
+            store.pool().clone(),
+            store.backend(),
+            &rconfig.database_url(),
+            5,
+        );
         let comuni: Vec<String> = Territory::italy()
             .comuni()
             .filter(|c| c.region_code == "13")
@@ -680,10 +724,18 @@ async fn main() -> anyhow::Result<()> {
         .prefix("urpnet-bench-archive-")
         .tempdir()?;
     println!("machine: {}", bench::machine());
-    let mut ingest_rows = vec![ingest_phase(dir.path(), "sqlite", None, args.ingest).await?];
+    let mut ingest_rows = Vec::new();
+    ingest_phase(dir.path(), "sqlite", None, args.ingest, &mut ingest_rows).await?;
     if !args.postgres.is_empty() {
         let url = bench::fresh_database(&args.postgres, "urpnet_bench_ingest").await?;
-        ingest_rows.push(ingest_phase(dir.path(), "postgresql", Some(url), args.ingest).await?);
+        ingest_phase(
+            dir.path(),
+            "postgresql",
+            Some(url),
+            args.ingest,
+            &mut ingest_rows,
+        )
+        .await?;
     }
     let catch_up = catch_up_phase(dir.path(), args.catch_up).await?;
     let mut queries = Vec::new();

@@ -22,6 +22,7 @@ use prost::Message as _;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row as _};
 use urpnet_proto::archive::{self as rules, Refusal};
+use urpnet_proto::db::Backend;
 use urpnet_proto::hlc::system_time_ms;
 use urpnet_proto::territory::{Level as TerritoryCodeLevel, Territory};
 use urpnet_proto::v1::{
@@ -67,6 +68,11 @@ pub struct UpstreamState {
 #[derive(Debug)]
 pub struct Archive {
     pool: AnyPool,
+    backend: Backend,
+    /// On PostgreSQL, ingest binds whole columns as arrays (`UNNEST`): one
+    /// parameter per column instead of one per value, which the `Any`
+    /// driver cannot do.
+    pg: Option<sqlx::PgPool>,
     ingest: tokio::sync::Mutex<()>,
     k: u32,
     refused: Mutex<HashMap<String, u64>>,
@@ -79,13 +85,31 @@ fn internal(e: impl std::fmt::Display) -> RegistryError {
 
 impl Archive {
     /// The archive in `pool` (already migrated), publishing with `k`.
-    pub fn new(pool: AnyPool, k: u32) -> Self {
+    pub fn new(pool: AnyPool, backend: Backend, url: &str, k: u32) -> Self {
+        let pg = (backend == Backend::Postgres)
+            .then(|| {
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect_lazy(url)
+                    .ok()
+            })
+            .flatten();
         Self {
             pool,
+            backend,
+            pg,
             ingest: tokio::sync::Mutex::new(()),
             k,
             refused: Mutex::new(HashMap::new()),
             upstream: Mutex::new(UpstreamState::default()),
+        }
+    }
+
+    /// Closes the PostgreSQL ingest pool, if any (the shared pool is closed
+    /// by its owner).
+    pub async fn close(&self) {
+        if let Some(pg) = &self.pg {
+            pg.close().await;
         }
     }
 
@@ -246,31 +270,24 @@ impl Archive {
         let italy = Territory::italy();
         let _serial = self.ingest.lock().await;
         let now = system_time_ms() as i64;
+        if let Some(pg) = &self.pg {
+            return store_pg(pg, source, records, now).await;
+        }
         let mut tx = self.pool.begin().await?;
         let mut inserted: BTreeSet<Vec<u8>> = BTreeSet::new();
         for chunk in records.chunks(INSERT_CHUNK) {
-            let mut sql = String::from(
+            let sql = format!(
                 "INSERT INTO archive_records (id, source, category, channel, territory, province, \
                  region, week, outcome, handling, handoffs, overflow, origin_level, \
-                 competent_level, received_ms) VALUES ",
+                 competent_level, received_ms) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+                self.values(chunk.len(), 15)
             );
-            for i in 0..chunk.len() {
-                let b = 3 + i * 13;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${b}, $1"));
-                for j in 1..13 {
-                    sql.push_str(&format!(", ${}", b + j));
-                }
-                sql.push_str(", $2)");
-            }
-            sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
-            let mut q = sqlx::query(&sql).bind(source.to_owned()).bind(now);
+            let mut q = sqlx::query(&sql);
             for r in chunk {
                 let (province, region) = place(italy, &r.territory);
                 q = q
                     .bind(r.id.clone())
+                    .bind(source.to_owned())
                     .bind(r.category.clone())
                     .bind(i64::from(r.channel))
                     .bind(r.territory.clone())
@@ -282,7 +299,8 @@ impl Archive {
                     .bind(i64::from(r.handoffs))
                     .bind(i64::from(r.overflow))
                     .bind(i64::from(r.origin_level))
-                    .bind(i64::from(r.competent_level));
+                    .bind(i64::from(r.competent_level))
+                    .bind(now);
             }
             for row in q.fetch_all(&mut *tx).await? {
                 inserted.insert(row.try_get::<Vec<u8>, _>(0)?);
@@ -299,25 +317,10 @@ impl Archive {
         }
         let rollup: Vec<_> = rollup.into_iter().collect();
         for chunk in rollup.chunks(INSERT_CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO archive_weekly (week, category, territory, province, region, n) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = 1 + i * 6;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${b}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                ));
-            }
-            sql.push_str(
-                " ON CONFLICT (week, category, territory) DO UPDATE SET n = archive_weekly.n + excluded.n",
+            let sql = format!(
+                "INSERT INTO archive_weekly (week, category, territory, province, region, n) \
+                 VALUES {} ON CONFLICT (week, category, territory) DO UPDATE SET n = archive_weekly.n + excluded.n",
+                self.values(chunk.len(), 6)
             );
             let mut q = sqlx::query(&sql);
             for ((week, category, territory), n) in chunk {
@@ -345,6 +348,31 @@ impl Archive {
         .await?;
         tx.commit().await?;
         Ok((accepted, records.len() as u64 - accepted))
+    }
+
+    /// `(..), (..)` for `rows` rows of `width` placeholders: `?` on SQLite
+    /// (its numbered `$N` parameters are looked up by name, which makes
+    /// statements of thousands of them many times slower), `$N` on
+    /// PostgreSQL.
+    fn values(&self, rows: usize, width: usize) -> String {
+        let mut sql = String::with_capacity(rows * width * 6);
+        for r in 0..rows {
+            if r > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            for c in 0..width {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                match self.backend {
+                    Backend::Sqlite => sql.push('?'),
+                    Backend::Postgres => sql.push_str(&format!("${}", r * width + c + 1)),
+                }
+            }
+            sql.push(')');
+        }
+        sql
     }
 
     /// What the archive holds.
@@ -713,6 +741,135 @@ impl Archive {
             method,
         })
     }
+}
+
+/// [`Archive::store`] on PostgreSQL: the same three statements, each with
+/// one array parameter per column.
+async fn store_pg(
+    pg: &sqlx::PgPool,
+    source: &str,
+    records: &[ArchiveRecord],
+    now: i64,
+) -> RegistryResult<(u64, u64)> {
+    let italy = Territory::italy();
+    let n = records.len();
+    let (mut ids, mut categories, mut territories, mut provinces, mut regions) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut channels, mut weeks, mut outcomes, mut handlings) = (
+        Vec::<i16>::with_capacity(n),
+        Vec::<i32>::with_capacity(n),
+        Vec::<i16>::with_capacity(n),
+        Vec::<i16>::with_capacity(n),
+    );
+    let (mut handoffs, mut overflows, mut origins, mut competents) = (
+        Vec::<i16>::with_capacity(n),
+        Vec::<i16>::with_capacity(n),
+        Vec::<i16>::with_capacity(n),
+        Vec::<i16>::with_capacity(n),
+    );
+    for r in records {
+        let (province, region) = place(italy, &r.territory);
+        ids.push(r.id.clone());
+        categories.push(r.category.clone());
+        territories.push(r.territory.clone());
+        provinces.push(province);
+        regions.push(region);
+        channels.push(r.channel as i16);
+        weeks.push(r.week as i32);
+        outcomes.push(r.outcome as i16);
+        handlings.push(r.handling as i16);
+        handoffs.push(r.handoffs as i16);
+        overflows.push(i16::from(r.overflow));
+        origins.push(r.origin_level as i16);
+        competents.push(r.competent_level as i16);
+    }
+    let mut tx = pg.begin().await?;
+    let inserted: Vec<Vec<u8>> = sqlx::query_scalar(
+        "INSERT INTO archive_records (id, source, category, channel, territory, province, region, \
+         week, outcome, handling, handoffs, overflow, origin_level, competent_level, received_ms) \
+         SELECT u.id, $2, u.category, u.channel, u.territory, u.province, u.region, u.week, \
+         u.outcome, u.handling, u.handoffs, u.overflow, u.origin_level, u.competent_level, $3 \
+         FROM UNNEST($1::bytea[], $4::text[], $5::int2[], $6::text[], $7::text[], $8::text[], \
+         $9::int4[], $10::int2[], $11::int2[], $12::int2[], $13::int2[], $14::int2[], $15::int2[]) \
+         AS u(id, category, channel, territory, province, region, week, outcome, handling, \
+         handoffs, overflow, origin_level, competent_level) \
+         ON CONFLICT (id) DO NOTHING RETURNING id",
+    )
+    .bind(&ids)
+    .bind(source)
+    .bind(now)
+    .bind(&categories)
+    .bind(&channels)
+    .bind(&territories)
+    .bind(&provinces)
+    .bind(&regions)
+    .bind(&weeks)
+    .bind(&outcomes)
+    .bind(&handlings)
+    .bind(&handoffs)
+    .bind(&overflows)
+    .bind(&origins)
+    .bind(&competents)
+    .fetch_all(&mut *tx)
+    .await?;
+    let inserted: BTreeSet<Vec<u8>> = inserted.into_iter().collect();
+    let mut rollup: BTreeMap<(u32, &str, &str), i64> = BTreeMap::new();
+    let mut seen: BTreeSet<&[u8]> = BTreeSet::new();
+    for r in records {
+        if inserted.contains(&r.id) && seen.insert(&r.id) {
+            *rollup
+                .entry((r.week, r.category.as_str(), r.territory.as_str()))
+                .or_default() += 1;
+        }
+    }
+    let (mut w, mut c, mut t, mut p, mut g, mut k) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for ((week, category, territory), count) in rollup {
+        let (province, region) = place(italy, territory);
+        w.push(week as i32);
+        c.push(category.to_owned());
+        t.push(territory.to_owned());
+        p.push(province);
+        g.push(region);
+        k.push(count);
+    }
+    sqlx::query(
+        "INSERT INTO archive_weekly (week, category, territory, province, region, n) \
+         SELECT * FROM UNNEST($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) \
+         ON CONFLICT (week, category, territory) DO UPDATE SET n = archive_weekly.n + excluded.n",
+    )
+    .bind(&w)
+    .bind(&c)
+    .bind(&t)
+    .bind(&p)
+    .bind(&g)
+    .bind(&k)
+    .execute(&mut *tx)
+    .await?;
+    let accepted = seen.len() as u64;
+    sqlx::query(
+        "INSERT INTO archive_sources (member, records, last_received_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (member) DO UPDATE SET records = archive_sources.records + excluded.records, \
+         last_received_ms = excluded.last_received_ms",
+    )
+    .bind(source)
+    .bind(accepted as i64)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((accepted, records.len() as u64 - accepted))
 }
 
 /// Hides weekly counts under k in a series whose baseline mean is published:
