@@ -115,7 +115,12 @@ async fn closed_tickets_reach_the_registry_without_personal_data(backend: Backen
     // Nothing personal anywhere in the registry's archive tables.
     let registry_text = dump(
         &fed.registry.config.database_url(),
-        &["archive_records", "archive_weekly", "archive_sources"],
+        &[
+            "archive_records",
+            "archive_weekly",
+            "archive_weekly_province",
+            "archive_sources",
+        ],
     )
     .await;
     for pii in PII {
@@ -274,6 +279,25 @@ async fn a_coordinator_sees_a_planted_surge(backend: Backend, test: &str) {
         "{}",
         surge.explanation
     );
+    // The same surge by province (the province rollup): L'Aquila.
+    let by_province = admin
+        .clone()
+        .archive_trends(ArchiveTrendsRequest {
+            level: TerritoryLevel::Provincia as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("trends by province")
+        .into_inner();
+    assert_eq!(by_province.rows.len(), 1, "{:#?}", by_province.rows);
+    assert_eq!(
+        (
+            by_province.rows[0].territory.as_str(),
+            by_province.rows[0].count
+        ),
+        ("066", 40)
+    );
+    assert!(by_province.rows[0].explanation.contains("L'Aquila"));
     let flat = trends
         .rows
         .iter()

@@ -429,6 +429,19 @@ async fn fill(pool: &sqlx::AnyPool, from: u64, target: u64) -> anyhow::Result<()
     )
     .execute(pool)
     .await?;
+    sqlx::query("TRUNCATE archive_weekly_province")
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO archive_weekly_province (week, category, region, province, n) \
+         SELECT week, category, region, province, SUM(n) FROM archive_weekly \
+         GROUP BY week, category, region, province",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("ANALYZE archive_weekly_province")
+        .execute(pool)
+        .await?;
     sqlx::query("ANALYZE archive_records").execute(pool).await?;
     sqlx::query("ANALYZE archive_weekly").execute(pool).await?;
     println!("rollup rebuilt in {:.1} s", t.elapsed().as_secs_f64());

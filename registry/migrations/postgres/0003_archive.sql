@@ -33,6 +33,18 @@ CREATE TABLE archive_weekly (
     PRIMARY KEY (week, category, territory)
 );
 
+-- The same counts by province: what national and regional trends read (a
+-- few thousand rows a week for the whole country, whatever the archive's
+-- size). Region-level records have province ''.
+CREATE TABLE archive_weekly_province (
+    week     INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    region   TEXT NOT NULL,
+    province TEXT NOT NULL,
+    n        BIGINT NOT NULL,
+    PRIMARY KEY (week, category, region, province)
+);
+
 CREATE TABLE archive_sources (
     member           TEXT PRIMARY KEY,
     records          BIGINT NOT NULL,

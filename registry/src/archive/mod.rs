@@ -6,9 +6,10 @@
 //!   batch: the records, the weekly rollup and the sender's tally commit
 //!   together, so a crash loses a whole batch or nothing, and the sender's
 //!   retry stores each record once (idempotent by record id).
-//! - Queries that group only by category, territory and week read the
-//!   rollup `archive_weekly`; others read `archive_records` through its week
-//!   index. Every published figure goes through [`publish::protect`].
+//! - Queries that group only by category, territory and week read a rollup:
+//!   `archive_weekly_province` at province and region level,
+//!   `archive_weekly` (by comune) otherwise; the others read
+//!   `archive_records` through its week index. Every published figure goes through [`publish::protect`].
 
 pub mod cli;
 pub mod publish;
@@ -40,8 +41,9 @@ use publish::{Hidden, poisson_upper_tail, protect};
 pub const BATCH_MAX_BYTES: usize = 1024 * 1024;
 /// Most cells a query returns.
 pub const QUERY_MAX_CELLS: usize = 200_000;
-/// Rows per multi-row INSERT (15 binds each; SQLite allows 32766).
-const INSERT_CHUNK: usize = 1000;
+/// Rows per multi-row INSERT: a whole batch in one statement (15 binds a
+/// row, 30,000 in all; SQLite allows 32,766).
+const INSERT_CHUNK: usize = rules::BATCH_MAX_RECORDS;
 /// Default trailing baseline, weeks.
 pub const DEFAULT_BASELINE_WEEKS: u32 = 8;
 /// Default smallest count for a surge.
@@ -335,6 +337,24 @@ impl Archive {
             }
             q.execute(&mut *tx).await?;
         }
+        let provinces = by_province(italy, &rollup);
+        for chunk in provinces.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO archive_weekly_province (week, category, region, province, n) \
+                 VALUES {} ON CONFLICT (week, category, region, province) DO UPDATE SET n = archive_weekly_province.n + excluded.n",
+                self.values(chunk.len(), 5)
+            );
+            let mut q = sqlx::query(&sql);
+            for ((week, category, region, province), n) in chunk {
+                q = q
+                    .bind(i64::from(*week))
+                    .bind((*category).to_owned())
+                    .bind(region.clone())
+                    .bind(province.clone())
+                    .bind(*n);
+            }
+            q.execute(&mut *tx).await?;
+        }
         let accepted = seen.len() as u64;
         sqlx::query(
             "INSERT INTO archive_sources (member, records, last_received_ms) VALUES ($1, $2, $3) \
@@ -382,7 +402,7 @@ impl Archive {
     pub async fn stats(&self) -> RegistryResult<ArchiveStatsResponse> {
         let row = sqlx::query(
             "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), CAST(COALESCE(MIN(week), 0) AS BIGINT), \
-             CAST(COALESCE(MAX(week), 0) AS BIGINT) FROM archive_weekly",
+             CAST(COALESCE(MAX(week), 0) AS BIGINT) FROM archive_weekly_province",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -488,7 +508,9 @@ impl Archive {
         }) && filter.channel == 0
             && filter.outcome == 0;
         let columns: Vec<&str> = dims.iter().map(|d| column(*d, level)).collect();
-        let (table, count) = if rollup {
+        let (table, count) = if rollup && by_province_ok(level, &filter) {
+            ("archive_weekly_province", "CAST(SUM(n) AS BIGINT)")
+        } else if rollup {
             ("archive_weekly", "CAST(SUM(n) AS BIGINT)")
         } else {
             ("archive_records", "CAST(COUNT(*) AS BIGINT)")
@@ -567,10 +589,11 @@ impl Archive {
 
     /// The latest week holding records, if any.
     async fn latest_week(&self) -> RegistryResult<Option<u32>> {
-        let w: Option<i64> = sqlx::query("SELECT CAST(MAX(week) AS BIGINT) FROM archive_weekly")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
+        let w: Option<i64> =
+            sqlx::query("SELECT CAST(MAX(week) AS BIGINT) FROM archive_weekly_province")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?;
         Ok(w.map(|w| w as u32))
     }
 
@@ -660,9 +683,14 @@ impl Archive {
         };
         let place_col = column(Dimension::Territory, level);
         let (clause, binds) = where_clause(&filter, true);
+        let table = if by_province_ok(level, &filter) {
+            "archive_weekly_province"
+        } else {
+            "archive_weekly"
+        };
         let sql = format!(
             "SELECT category, {place_col}, CAST(week AS BIGINT), CAST(SUM(n) AS BIGINT) \
-             FROM archive_weekly{clause} GROUP BY category, {place_col}, week"
+             FROM {table}{clause} GROUP BY category, {place_col}, week"
         );
         let rows = bind_all(sqlx::query(&sql), &binds)
             .fetch_all(&self.pool)
@@ -827,6 +855,8 @@ async fn store_pg(
                 .or_default() += 1;
         }
     }
+    let rollup: Vec<_> = rollup.into_iter().collect();
+    let provinces = by_province(italy, &rollup);
     let (mut w, mut c, mut t, mut p, mut g, mut k) = (
         Vec::new(),
         Vec::new(),
@@ -835,7 +865,7 @@ async fn store_pg(
         Vec::new(),
         Vec::new(),
     );
-    for ((week, category, territory), count) in rollup {
+    for &((week, category, territory), count) in &rollup {
         let (province, region) = place(italy, territory);
         w.push(week as i32);
         c.push(category.to_owned());
@@ -857,6 +887,27 @@ async fn store_pg(
     .bind(&k)
     .execute(&mut *tx)
     .await?;
+    let (mut w, mut c, mut g, mut p, mut k) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((week, category, region, province), count) in provinces {
+        w.push(week as i32);
+        c.push(category.to_owned());
+        g.push(region);
+        p.push(province);
+        k.push(count);
+    }
+    sqlx::query(
+        "INSERT INTO archive_weekly_province (week, category, region, province, n) \
+         SELECT * FROM UNNEST($1::int4[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
+         ON CONFLICT (week, category, region, province) DO UPDATE SET n = archive_weekly_province.n + excluded.n",
+    )
+    .bind(&w)
+    .bind(&c)
+    .bind(&g)
+    .bind(&p)
+    .bind(&k)
+    .execute(&mut *tx)
+    .await?;
     let accepted = seen.len() as u64;
     sqlx::query(
         "INSERT INTO archive_sources (member, records, last_received_ms) VALUES ($1, $2, $3) \
@@ -870,6 +921,20 @@ async fn store_pg(
     .await?;
     tx.commit().await?;
     Ok((accepted, records.len() as u64 - accepted))
+}
+
+/// The comune-level rollup increments summed by (week, category, region,
+/// province).
+fn by_province<'a>(
+    italy: &Territory,
+    rollup: &[((u32, &'a str, &str), i64)],
+) -> Vec<((u32, &'a str, String, String), i64)> {
+    let mut out: BTreeMap<(u32, &'a str, String, String), i64> = BTreeMap::new();
+    for &((week, category, territory), n) in rollup {
+        let (province, region) = place(italy, territory);
+        *out.entry((week, category, region, province)).or_default() += n;
+    }
+    out.into_iter().collect()
 }
 
 /// Hides weekly counts under k in a series whose baseline mean is published:
@@ -895,6 +960,16 @@ fn hide_small_weeks(counts: &[u64], weeks: &[u32], k: u64) -> (Vec<u64>, Vec<u32
         hidden.push(weeks[n - 1]);
     }
     (weekly, hidden)
+}
+
+/// Whether the province rollup answers a query at `level` with `filter`
+/// (only category, week and a province or region territory).
+fn by_province_ok(level: TerritoryLevel, filter: &ArchiveFilter) -> bool {
+    level != TerritoryLevel::Comune
+        && filter.channel == 0
+        && filter.outcome == 0
+        && (filter.territory.is_empty()
+            || Territory::italy().level_of(&filter.territory) != Some(TerritoryCodeLevel::Comune))
 }
 
 /// Province and region of a record territory ("" province for a region).
