@@ -923,13 +923,16 @@ async fn store_pg(
     Ok((accepted, records.len() as u64 - accepted))
 }
 
+/// A province rollup cell: (week, category, region, province).
+type ProvinceCell<'a> = (u32, &'a str, String, String);
+
 /// The comune-level rollup increments summed by (week, category, region,
 /// province).
 fn by_province<'a>(
     italy: &Territory,
     rollup: &[((u32, &'a str, &str), i64)],
-) -> Vec<((u32, &'a str, String, String), i64)> {
-    let mut out: BTreeMap<(u32, &'a str, String, String), i64> = BTreeMap::new();
+) -> Vec<(ProvinceCell<'a>, i64)> {
+    let mut out: BTreeMap<ProvinceCell<'a>, i64> = BTreeMap::new();
     for &((week, category, territory), n) in rollup {
         let (province, region) = place(italy, territory);
         *out.entry((week, category, region, province)).or_default() += n;
