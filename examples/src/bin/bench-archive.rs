@@ -470,7 +470,7 @@ async fn prepare_helpers(pool: &sqlx::AnyPool) -> anyhow::Result<()> {
     let now = week_of_ms(system_time_ms());
     for i in 0..104 {
         sqlx::query("INSERT INTO bench_weeks VALUES ($1, $2)")
-            .bind(i as i32)
+            .bind(i)
             .bind(add_weeks(now, -i64::from(i)).context("week")? as i32)
             .execute(pool)
             .await?;
@@ -542,7 +542,8 @@ async fn query_phase(args: &Args, queries: &mut Vec<QueryRow>) -> anyhow::Result
             week: now,
             ..Default::default()
         };
-        let cases: Vec<(&str, Box<dyn Fn() -> QueryKind>)> = vec![
+        type Make = Box<dyn Fn() -> QueryKind>;
+        let cases: Vec<(&str, Make)> = vec![
             (
                 "national weekly trend, category x region",
                 Box::new(move || QueryKind::Trend(trend(TerritoryLevel::Regione, ""))),
