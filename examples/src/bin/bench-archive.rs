@@ -542,8 +542,8 @@ async fn query_phase(args: &Args, queries: &mut Vec<QueryRow>) -> anyhow::Result
             week: now,
             ..Default::default()
         };
-        type Make = Box<dyn Fn() -> QueryKind>;
-        let cases: Vec<(&str, Make)> = vec![
+        type Make<'a> = Box<dyn Fn() -> QueryKind + 'a>;
+        let cases: Vec<(&str, Make<'_>)> = vec![
             (
                 "national weekly trend, category x region",
                 Box::new(move || QueryKind::Trend(trend(TerritoryLevel::Regione, ""))),
