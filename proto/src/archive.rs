@@ -219,7 +219,9 @@ pub fn regions_of_member(territory: &[String]) -> Option<BTreeSet<String>> {
 
 // ---- records -----------------------------------------------------------------
 
-fn category_ok(code: &str) -> bool {
+/// Whether `code` is a well-formed category code:
+/// `^[a-z0-9_]+(\.[a-z0-9_]+)*$`, at most 64 bytes.
+pub fn category_ok(code: &str) -> bool {
     !code.is_empty()
         && code.len() <= 64
         && code.split('.').all(|part| {

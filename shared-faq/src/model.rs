@@ -102,16 +102,7 @@ pub fn today_days() -> i64 {
         / 86_400) as i64
 }
 
-fn category_ok(code: &str) -> bool {
-    !code.is_empty()
-        && code.len() <= 64
-        && code.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-        })
-}
+use urpnet_proto::archive::category_ok;
 
 /// Checks an entry's content; violations name `<prefix>.<field>`.
 pub fn validate_content(content: &FaqContent, prefix: &str, v: &mut Violations) {

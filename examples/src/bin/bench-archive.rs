@@ -131,6 +131,21 @@ const CATEGORIES: &[&str] = &[
     "ambiente",
 ];
 
+/// The ISTAT codes of Abruzzo's comuni.
+fn abruzzo() -> Vec<String> {
+    Territory::italy()
+        .comuni()
+        .filter(|c| c.region_code == "13")
+        .map(|c| c.istat_code.clone())
+        .collect()
+}
+
+/// This ISO week and the `n - 1` before it.
+fn recent_weeks(n: i64) -> Vec<u32> {
+    let now = week_of_ms(system_time_ms());
+    (0..n).filter_map(|i| add_weeks(now, -i)).collect()
+}
+
 /// A random record of region 13 (Abruzzo) in one of the last `weeks` weeks.
 fn random_record(rng: &mut rand::rngs::StdRng, comuni: &[String], weeks: &[u32]) -> ArchiveRecord {
     ArchiveRecord {
@@ -193,14 +208,8 @@ async fn ingest(
     spread: bool,
 ) -> anyhow::Result<f64> {
     let italy = Territory::italy();
-    let abruzzo: Vec<String> = italy
-        .comuni()
-        .filter(|c| c.region_code == "13")
-        .map(|c| c.istat_code.clone())
-        .collect();
-    let now = week_of_ms(system_time_ms());
-    let span = if spread { 52 } else { 8 };
-    let weeks: Vec<u32> = (0..span).filter_map(|i| add_weeks(now, -i)).collect();
+    let abruzzo = abruzzo();
+    let weeks = recent_weeks(if spread { 52 } else { 8 });
     let own = ["066032", "066006", "066098", "066049"];
     let mut members = Vec::new();
     for (i, comune) in own.iter().enumerate() {
@@ -276,14 +285,8 @@ async fn bare_insert(url: &str, n: usize) -> anyhow::Result<f64> {
     ))
     .execute(&pool)
     .await?;
-    let comuni: Vec<String> = Territory::italy()
-        .comuni()
-        .filter(|c| c.region_code == "13")
-        .map(|c| c.istat_code.clone())
-        .collect();
-    let weeks: Vec<u32> = (0..52)
-        .filter_map(|i| add_weeks(week_of_ms(system_time_ms()), -i))
-        .collect();
+    let comuni = abruzzo();
+    let weeks = recent_weeks(52);
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
     let records: Vec<_> = (0..n)
         .map(|_| random_record(&mut rng, &comuni, &weeks))
@@ -679,14 +682,8 @@ async fn catch_up_phase(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> 
             &rconfig.database_url(),
             5,
         );
-        let comuni: Vec<String> = Territory::italy()
-            .comuni()
-            .filter(|c| c.region_code == "13")
-            .map(|c| c.istat_code.clone())
-            .collect();
-        let weeks: Vec<u32> = (0..52)
-            .filter_map(|i| add_weeks(week_of_ms(system_time_ms()), -i))
-            .collect();
+        let comuni = abruzzo();
+        let weeks = recent_weeks(52);
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let records: Vec<_> = (0..n)
             .map(|_| random_record(&mut rng, &comuni, &weeks))

@@ -1020,12 +1020,7 @@ fn check_filter(v: &mut Violations, prefix: &str, f: &ArchiveFilter) {
     };
     if !f.category.is_empty() {
         v.check(
-            f.category.len() <= 64
-                && f.category.split('.').all(|p| {
-                    !p.is_empty()
-                        && p.bytes()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-                }),
+            rules::category_ok(&f.category),
             field("category"),
             "must be a category code like rifiuti.ingombranti",
         );
