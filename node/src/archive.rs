@@ -429,9 +429,8 @@ impl Archiver {
                     Err(e) => tracing::warn!(error = %e, "archive round failed; retrying at the next interval"),
                 },
             }
-            if let Ok(s) = self.status().await {
-                metrics::gauge!("urpnet_archive_pending").set(s.pending as f64);
-            }
+            // Refreshes the `urpnet_archive_pending` gauge.
+            let _ = self.status().await;
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.config.archive.interval) => {}

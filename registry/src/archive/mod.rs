@@ -308,16 +308,7 @@ impl Archive {
                 inserted.insert(row.try_get::<Vec<u8>, _>(0)?);
             }
         }
-        let mut rollup: BTreeMap<(u32, &str, &str), i64> = BTreeMap::new();
-        let mut seen: BTreeSet<&[u8]> = BTreeSet::new();
-        for r in records {
-            if inserted.contains(&r.id) && seen.insert(&r.id) {
-                *rollup
-                    .entry((r.week, r.category.as_str(), r.territory.as_str()))
-                    .or_default() += 1;
-            }
-        }
-        let rollup: Vec<_> = rollup.into_iter().collect();
+        let (rollup, accepted) = new_cells(records, &inserted);
         for chunk in rollup.chunks(INSERT_CHUNK) {
             let sql = format!(
                 "INSERT INTO archive_weekly (week, category, territory, province, region, n) \
@@ -355,17 +346,12 @@ impl Archive {
             }
             q.execute(&mut *tx).await?;
         }
-        let accepted = seen.len() as u64;
-        sqlx::query(
-            "INSERT INTO archive_sources (member, records, last_received_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (member) DO UPDATE SET records = archive_sources.records + excluded.records, \
-             last_received_ms = excluded.last_received_ms",
-        )
-        .bind(source.to_owned())
-        .bind(accepted as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(SOURCE_TALLY)
+            .bind(source.to_owned())
+            .bind(accepted as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok((accepted, records.len() as u64 - accepted))
     }
@@ -525,7 +511,7 @@ impl Archive {
                 }
             })
             .collect();
-        let (clause, binds) = where_clause(&filter, true);
+        let (clause, binds) = where_clause(&filter);
         let sql = format!(
             "SELECT {}, {count} FROM {table}{clause} GROUP BY {} ORDER BY {} LIMIT {}",
             select.join(", "),
@@ -682,7 +668,7 @@ impl Archive {
             ..filter
         };
         let place_col = column(Dimension::Territory, level);
-        let (clause, binds) = where_clause(&filter, true);
+        let (clause, binds) = where_clause(&filter);
         let table = if by_province_ok(level, &filter) {
             "archive_weekly_province"
         } else {
@@ -846,16 +832,7 @@ async fn store_pg(
     .fetch_all(&mut *tx)
     .await?;
     let inserted: BTreeSet<Vec<u8>> = inserted.into_iter().collect();
-    let mut rollup: BTreeMap<(u32, &str, &str), i64> = BTreeMap::new();
-    let mut seen: BTreeSet<&[u8]> = BTreeSet::new();
-    for r in records {
-        if inserted.contains(&r.id) && seen.insert(&r.id) {
-            *rollup
-                .entry((r.week, r.category.as_str(), r.territory.as_str()))
-                .or_default() += 1;
-        }
-    }
-    let rollup: Vec<_> = rollup.into_iter().collect();
+    let (rollup, accepted) = new_cells(records, &inserted);
     let provinces = by_province(italy, &rollup);
     let (mut w, mut c, mut t, mut p, mut g, mut k) = (
         Vec::new(),
@@ -908,19 +885,40 @@ async fn store_pg(
     .bind(&k)
     .execute(&mut *tx)
     .await?;
-    let accepted = seen.len() as u64;
-    sqlx::query(
-        "INSERT INTO archive_sources (member, records, last_received_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (member) DO UPDATE SET records = archive_sources.records + excluded.records, \
-         last_received_ms = excluded.last_received_ms",
-    )
-    .bind(source)
-    .bind(accepted as i64)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(SOURCE_TALLY)
+        .bind(source)
+        .bind(accepted as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok((accepted, records.len() as u64 - accepted))
+}
+
+/// Adds a batch's new records to the sender's tally.
+const SOURCE_TALLY: &str = "INSERT INTO archive_sources (member, records, last_received_ms) \
+     VALUES ($1, $2, $3) ON CONFLICT (member) DO UPDATE SET \
+     records = archive_sources.records + excluded.records, last_received_ms = excluded.last_received_ms";
+
+/// A comune rollup cell: (week, category, territory).
+type WeeklyCell<'a> = (u32, &'a str, &'a str);
+
+/// The comune rollup increments of the records the insert reported new
+/// (each id once), and how many records were new.
+fn new_cells<'a>(
+    records: &'a [ArchiveRecord],
+    inserted: &BTreeSet<Vec<u8>>,
+) -> (Vec<(WeeklyCell<'a>, i64)>, u64) {
+    let mut rollup: BTreeMap<WeeklyCell<'a>, i64> = BTreeMap::new();
+    let mut seen: BTreeSet<&[u8]> = BTreeSet::new();
+    for r in records {
+        if inserted.contains(&r.id) && seen.insert(&r.id) {
+            *rollup
+                .entry((r.week, r.category.as_str(), r.territory.as_str()))
+                .or_default() += 1;
+        }
+    }
+    (rollup.into_iter().collect(), seen.len() as u64)
 }
 
 /// A province rollup cell: (week, category, region, province).
@@ -1077,9 +1075,10 @@ fn bind_all<'q>(
     q
 }
 
-/// The WHERE clause of a filter, with `$N` placeholders from 1. `rollup`:
-/// channel and outcome are not filterable there (the caller checks).
-fn where_clause(f: &ArchiveFilter, _rollup: bool) -> (String, Vec<Bind>) {
+/// The WHERE clause of a filter, with `$N` placeholders from 1 (channel and
+/// outcome filters only on the raw table: callers pick a rollup without
+/// them).
+fn where_clause(f: &ArchiveFilter) -> (String, Vec<Bind>) {
     let mut parts = Vec::new();
     let mut binds = Vec::new();
     let next = |b: Bind, binds: &mut Vec<Bind>| {
