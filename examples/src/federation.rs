@@ -85,7 +85,7 @@ impl RunningRegistry {
     /// # Errors
     /// Bad material.
     pub fn channel(&self, material: &TlsMaterial) -> anyhow::Result<Channel> {
-        Ok(tls::channel(
+        Ok(tls::channel_to_registry(
             &self.endpoint(),
             material.client_config()?,
             Duration::from_secs(5),
@@ -146,7 +146,7 @@ pub async fn wait_serving(endpoint: &str, ca_pem: &str, deadline: Duration) -> a
     let config = tls::anonymous_client_config(ca_pem)?;
     let start = Instant::now();
     loop {
-        let channel = tls::channel(endpoint, config.clone(), Duration::from_secs(2))?;
+        let channel = tls::channel_to_registry(endpoint, config.clone(), Duration::from_secs(2))?;
         let status = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: "urpnet.v1.Registry".into(),

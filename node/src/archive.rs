@@ -286,7 +286,7 @@ impl Archiver {
         let config = material
             .client_config()
             .map_err(|e| NodeError::Internal(e.to_string()))?;
-        let channel = tls::channel(
+        let channel = tls::channel_to_registry(
             &self.config.registry.endpoint,
             config,
             Duration::from_secs(5),

@@ -140,7 +140,7 @@ impl RegistryLink {
 
     fn connect(&self) -> anyhow::Result<RegistryClient<Channel>> {
         let material = self.files.load()?;
-        let channel = tls::channel(
+        let channel = tls::channel_to_registry(
             &self.config.registry.endpoint,
             material.client_config()?,
             Duration::from_secs(5),
@@ -304,10 +304,20 @@ impl RegistryLink {
             .renew_certificate(RenewCertificateRequest { csr_pem })
             .await?
             .into_inner();
+        // The trust root is the one enrolment gave: a renewal answer never
+        // replaces it (a changed CA would let whoever answered pose as the
+        // registry and every peer from then on).
+        if !same_pem(&resp.ca_pem, &material.ca_pem) {
+            metrics::counter!("urpnet_node_ca_change_refused_total").increment(1);
+            tracing::error!(
+                "the registry's renewal answer carries another CA certificate; refused, keeping the current certificate and CA"
+            );
+            return Ok(false);
+        }
         let new = TlsMaterial {
             cert_pem: resp.certificate_pem,
             key_pem,
-            ca_pem: resp.ca_pem,
+            ca_pem: material.ca_pem.clone(),
         };
         if let Err(error) = new.info().and_then(|_| self.files.save(&new)) {
             tracing::error!(%error, "cannot store the renewed certificate; keeping the old one");
@@ -325,4 +335,11 @@ impl RegistryLink {
             tracing::warn!(%error, path = %path.display(), "cannot cache registry data");
         }
     }
+}
+
+/// Whether two PEM texts hold the same certificates (line endings and
+/// surrounding blank space aside).
+fn same_pem(a: &str, b: &str) -> bool {
+    let norm = |s: &str| -> String { s.split_whitespace().collect() };
+    norm(a) == norm(b)
 }

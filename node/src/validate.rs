@@ -135,6 +135,54 @@ pub fn citizen(v: &mut Violations, c: &CitizenContact) {
     }
 }
 
+/// Checks the fields of a `Created` event a peer sent, with the desk's
+/// limits (the category is checked against the taxonomy by nobody here: a
+/// peer may know a newer version).
+pub fn created_from_peer(v: &mut Violations, c: &urpnet_proto::v1::Created) {
+    v.length("created.reference", &c.reference, 1, 64);
+    v.length("created.category", &c.category, 1, 64);
+    v.check(
+        c.category
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_'),
+        "created.category",
+        "must be lowercase letters, digits, '.' and '_'",
+    );
+    channel(v, "created.channel", c.channel);
+    v.length("created.subject", &c.subject, 1, SUBJECT_MAX);
+    v.printable("created.subject", &c.subject);
+    v.length("created.description", &c.description, 0, TEXT_MAX);
+    v.printable("created.description", &c.description);
+    location(v, c.location.as_ref());
+    if c.priority != 0 && Priority::try_from(c.priority).is_err() {
+        v.add("created.priority", "is not a known priority");
+    }
+    v.check(
+        c.attachments.len() <= 64,
+        "created.attachments",
+        "at most 64",
+    );
+    for (i, a) in c.attachments.iter().enumerate() {
+        let ok = a.sha256.len() == 64 && a.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        v.check(
+            ok,
+            format!("created.attachments[{i}].sha256"),
+            "must be 64 hex digits",
+        );
+        v.length(
+            &format!("created.attachments[{i}].file_name"),
+            &a.file_name,
+            1,
+            SHORT_MAX,
+        );
+        v.check(
+            !a.file_name.contains(['/', '\\']) && !a.file_name.chars().any(char::is_control),
+            format!("created.attachments[{i}].file_name"),
+            "must not contain '/', '\\' or control characters",
+        );
+    }
+}
+
 /// Checks a create request; `now_ms` bounds the due date.
 ///
 /// # Errors

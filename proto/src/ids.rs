@@ -112,9 +112,54 @@ macro_rules! ulid_id {
 }
 
 ulid_id!(
-    /// A ticket's id: a ULID minted by the origin node.
+    /// A ticket's id: a ULID minted by the origin node, bound to it (see
+    /// [`TicketId::mint`]).
     TicketId
 );
+
+impl TicketId {
+    /// Mints a ticket id bound to `origin`: the ULID's 80 random bits are
+    /// 40 random bits and the first 40 bits of
+    /// SHA-256(`urpnet-ticket-id` ‖ origin ‖ time ‖ random). Anyone can
+    /// check the binding ([`TicketId::is_bound_to`]); no other node can sign a
+    /// `Created` for this id that the fold accepts, since finding another
+    /// node id with the same 40-bit tag is a 2^40 search per try, and a
+    /// member has one node id.
+    pub fn mint(origin: &NodeId) -> Self {
+        let ms = ulid::Ulid::new().timestamp_ms();
+        let nonce: u64 = rand::random::<u64>() & 0xff_ffff_ffff;
+        Self::with_parts(origin.as_str(), ms, nonce)
+    }
+
+    fn with_parts(origin: &str, ms: u64, nonce: u64) -> Self {
+        let tag = binding_tag(origin, ms, nonce);
+        Self(ulid::Ulid::from_parts(
+            ms,
+            (u128::from(nonce) << 40) | u128::from(tag),
+        ))
+    }
+
+    /// Whether this id was minted by [`TicketId::mint`] for `origin`.
+    pub fn is_bound_to(&self, origin: &str) -> bool {
+        let random = self.0.random();
+        let nonce = (random >> 40) as u64;
+        let tag = (random & 0xff_ffff_ffff) as u64;
+        binding_tag(origin, self.0.timestamp_ms(), nonce) == tag
+    }
+}
+
+/// The 40-bit tag binding a ticket id to its origin.
+fn binding_tag(origin: &str, ms: u64, nonce: u64) -> u64 {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"urpnet-ticket-id\0");
+    h.update(origin.as_bytes());
+    h.update(b"\0");
+    h.update(ms.to_be_bytes());
+    h.update(nonce.to_be_bytes());
+    let d = h.finalize();
+    u64::from_be_bytes([0, 0, 0, d[0], d[1], d[2], d[3], d[4]])
+}
 ulid_id!(
     /// An event's id: a ULID minted by its author; events apply idempotently by it.
     EventId
@@ -132,6 +177,21 @@ mod tests {
         assert!(NodeId::new("c").is_err());
         assert!(NodeId::new("c-a662").is_err());
         assert!(NodeId::new("x".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn a_minted_ticket_id_is_bound_to_its_origin_only() {
+        let celano = NodeId::new("c_c426").unwrap();
+        let id = TicketId::mint(&celano);
+        assert!(id.is_bound_to("c_c426"));
+        assert!(!id.is_bound_to("c_a515"));
+        assert!(!id.is_bound_to("c_c42"));
+        let parsed = TicketId::parse(&id.to_string()).unwrap();
+        assert!(parsed.is_bound_to("c_c426"));
+        // A plain ULID is bound to nobody (but one time in 2^40).
+        assert!(!TicketId::generate().is_bound_to("c_c426"));
+        // Two mints differ.
+        assert_ne!(TicketId::mint(&celano), id);
     }
 
     #[test]

@@ -858,14 +858,64 @@ pub fn channel_to(
     connect_timeout: Duration,
     expected: Identity,
 ) -> Result<tonic::transport::Channel, TlsError> {
-    connect(endpoint, config, connect_timeout, Some(expected))
+    connect(
+        endpoint,
+        config,
+        connect_timeout,
+        Some(Expected::Exactly(expected)),
+    )
+}
+
+/// Like [`channel_to`] for a registry: the server must carry a registry
+/// identity (`urn:urpnet:registry:<name>`), which only the federation CA's
+/// operator issues, so no member can pose as the registry whatever host name
+/// its certificate carries.
+///
+/// # Errors
+/// If the endpoint is not a valid `https://host:port` URI.
+pub fn channel_to_registry(
+    endpoint: &str,
+    config: Arc<ClientConfig>,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Channel, TlsError> {
+    connect(
+        endpoint,
+        config,
+        connect_timeout,
+        Some(Expected::AnyRegistry),
+    )
+}
+
+/// Whom a client requires at the other end, beyond the host name.
+#[derive(Debug, Clone)]
+enum Expected {
+    /// Exactly this identity.
+    Exactly(Identity),
+    /// Any registry.
+    AnyRegistry,
+}
+
+impl Expected {
+    fn admits(&self, found: Option<&Identity>) -> bool {
+        match self {
+            Expected::Exactly(expected) => found == Some(expected),
+            Expected::AnyRegistry => matches!(found, Some(Identity::Registry(_))),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Expected::Exactly(expected) => expected.uri(),
+            Expected::AnyRegistry => format!("{URN_PREFIX}registry:<name>"),
+        }
+    }
 }
 
 fn connect(
     endpoint: &str,
     config: Arc<ClientConfig>,
     connect_timeout: Duration,
-    expected: Option<Identity>,
+    expected: Option<Expected>,
 ) -> Result<tonic::transport::Channel, TlsError> {
     let uri: http::Uri = endpoint
         .parse()
@@ -912,13 +962,13 @@ fn connect(
                     .and_then(|certs| certs.first())
                     .and_then(|der| cert_info(der).ok())
                     .map(|info| info.identity);
-                if found.as_ref() != Some(expected) {
+                if !expected.admits(found.as_ref()) {
                     return Err(io::Error::new(
                         io::ErrorKind::PermissionDenied,
                         format!(
                             "the server is {}, not {}",
                             found.map_or_else(|| "without identity".to_string(), |i| i.uri()),
-                            expected.uri()
+                            expected.describe()
                         ),
                     ));
                 }

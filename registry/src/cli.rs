@@ -556,7 +556,8 @@ impl Connection {
         let material = identity.load().context(
             "reading the coordinator certificate (run `urpnet-registry init`, or pass --identity)",
         )?;
-        let channel = tls::channel(&endpoint, material.client_config()?, Duration::from_secs(5))?;
+        let channel =
+            tls::channel_to_registry(&endpoint, material.client_config()?, Duration::from_secs(5))?;
         Ok(Self { channel })
     }
 

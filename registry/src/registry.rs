@@ -97,6 +97,9 @@ pub struct Registry {
     /// Serialises writes that replace the in-memory copy, so the copy never
     /// goes back to an older version.
     write_lock: tokio::sync::Mutex<()>,
+    /// Host names of the registry's own certificate: never put into a
+    /// member's certificate, so no member can pose as the registry.
+    reserved_hosts: std::sync::RwLock<Vec<String>>,
 }
 
 impl Registry {
@@ -127,7 +130,33 @@ impl Registry {
             ca,
             validity,
             write_lock: tokio::sync::Mutex::new(()),
+            reserved_hosts: std::sync::RwLock::new(Vec::new()),
         })
+    }
+
+    /// Sets the host names reserved to the registry itself (its server
+    /// certificate's); an endpoint on one of them is refused.
+    pub fn reserve_hosts(&self, hosts: &[String]) {
+        // Loopback and IP literals are shared by everything on one machine
+        // (a demo, a test): those are told apart by the identity every
+        // client pins (`tls::channel_to`), not by name.
+        *self.reserved_hosts.write().expect("hosts lock") = hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .filter(|h| h != "localhost" && h.parse::<std::net::IpAddr>().is_err())
+            .collect();
+    }
+
+    /// Refuses an endpoint on one of the registry's own host names.
+    fn check_not_reserved(&self, v: &mut Violations, field: &str, endpoint: &str) {
+        if let Some(host) = endpoint_host(endpoint) {
+            let reserved = self.reserved_hosts.read().expect("hosts lock");
+            v.check(
+                !reserved.contains(&host.to_ascii_lowercase()),
+                field,
+                format!("host `{host}` belongs to the registry itself"),
+            );
+        }
     }
 
     /// Whether an identity's certificates are all revoked.
@@ -221,6 +250,7 @@ impl Registry {
         }
         check_territory(&mut v, level, &req.territory);
         check_endpoint(&mut v, "endpoint", &req.endpoint);
+        self.check_not_reserved(&mut v, "endpoint", &req.endpoint);
         check_signing_key(&mut v, &req.signing_key);
         if req.csr_pem.is_empty() {
             v.add(
@@ -331,8 +361,20 @@ impl Registry {
         if !endpoint.is_empty() {
             let mut v = Violations::new();
             check_endpoint(&mut v, "endpoint", endpoint);
+            self.check_not_reserved(&mut v, "endpoint", endpoint);
             v.into_result()?;
             let current = self.membership.get(caller.as_str()).map(|m| m.endpoint);
+            // The host goes into the member's next certificate: only the
+            // coordinator chooses it (at enrolment); a member may move port.
+            let old_host = current.as_deref().and_then(endpoint_host);
+            if old_host.is_some() && old_host != endpoint_host(endpoint) {
+                return Err(RegistryError::FailedPrecondition(format!(
+                    "endpoint: moving from host `{}` to `{}` needs the coordinator's approval \
+                     (a new enrolment); a member may change only its port",
+                    old_host.unwrap_or_default(),
+                    endpoint_host(endpoint).unwrap_or_default()
+                )));
+            }
             if current.as_deref() != Some(endpoint) {
                 let _guard = self.write_lock.lock().await;
                 let version = self
@@ -436,10 +478,12 @@ impl Registry {
                 format!("is required and at most {MAX_CSR_BYTES} bytes"),
             ));
         }
+        let reserved = self.reserved_hosts.read().expect("hosts lock").clone();
         let hosts = identity
             .node()
             .and_then(|id| self.membership.get(id.as_str()))
             .and_then(|m| endpoint_host(&m.endpoint))
+            .filter(|h| !reserved.contains(&h.to_ascii_lowercase()))
             .into_iter()
             .collect();
         let issued = self

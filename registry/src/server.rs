@@ -219,6 +219,7 @@ pub async fn run(
         )
         .await?,
     );
+    registry.reserve_hosts(&config.grpc.hosts);
     let limiter = limiter(&config.limits);
     let max = config.grpc.max_message_bytes;
     let registry_service = tonic::service::interceptor::InterceptedService::new(

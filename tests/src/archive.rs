@@ -251,7 +251,7 @@ impl ProcessRegistry {
             urpnet_registry::registry::paths::coordinator_tls(&self.config.registry.data_dir)
                 .load()
                 .expect("coordinator certificate");
-        urpnet_proto::tls::channel(
+        urpnet_proto::tls::channel_to_registry(
             &self.endpoint(),
             material.client_config().expect("client config"),
             Duration::from_secs(5),

@@ -96,7 +96,7 @@ impl TestRegistry {
 
     /// A channel presenting `material`.
     pub fn channel(&self, material: &TlsMaterial) -> Channel {
-        tls::channel(
+        tls::channel_to_registry(
             &self.endpoint(),
             material.client_config().expect("client config"),
             Duration::from_secs(5),

@@ -19,7 +19,7 @@ use urpnet_proto::v1::{
     PayloadKind, SetStatusRequest, Signed, Status, StatusChanged, TicketEvent,
 };
 use urpnet_tests::federation::{ABRUZZO, CELANO, TestFederation, counter};
-use urpnet_tests::shared::get;
+use urpnet_tests::shared::{accept, get};
 use urpnet_tests::{Backend, wait_for};
 
 const ROGUE: &str = "c_i804";
@@ -35,7 +35,34 @@ fn stamp() -> Hlc {
     }
 }
 
-fn event(signer: &NodeSigner, ticket: &str, epoch: u64, kind: Kind) -> (TicketEvent, Signed) {
+/// Each (ticket, author)'s chain head, so the events made here follow their
+/// author's chain as an honest node's would.
+fn next_in_chain(ticket: &str, author: &str, e: &mut TicketEvent) {
+    /// (ticket, author, seq, hash of the event at seq).
+    type Head = (String, String, u64, Vec<u8>);
+    static HEADS: std::sync::Mutex<Vec<Head>> = std::sync::Mutex::new(Vec::new());
+    let mut heads = HEADS.lock().unwrap();
+    let at = heads
+        .iter()
+        .position(|h| h.0 == ticket && h.1 == author)
+        .unwrap_or_else(|| {
+            heads.push((ticket.into(), author.into(), 0, Vec::new()));
+            heads.len() - 1
+        });
+    e.author_seq = heads[at].2 + 1;
+    e.prev_hash = heads[at].3.clone();
+    heads[at].2 = e.author_seq;
+    heads[at].3 = urpnet_node::ticket::fold::event_hash(e);
+}
+
+/// An event refused before it is stored, so it takes no place in its
+/// author's chain.
+fn refused_event(
+    signer: &NodeSigner,
+    ticket: &str,
+    epoch: u64,
+    kind: Kind,
+) -> (TicketEvent, Signed) {
     let e = TicketEvent {
         event_id: ulid::Ulid::new().to_string(),
         ticket_id: ticket.into(),
@@ -43,10 +70,34 @@ fn event(signer: &NodeSigner, ticket: &str, epoch: u64, kind: Kind) -> (TicketEv
         author_node: signer.node().to_string(),
         actor: "op-rogue".into(),
         owner_epoch: epoch,
+        author_seq: 99,
+        prev_hash: vec![0; 32],
         kind: Some(kind),
     };
     let signed = signer.sign(PayloadKind::TicketEvent, e.encode_to_vec());
     (e, signed)
+}
+
+fn event(signer: &NodeSigner, ticket: &str, epoch: u64, kind: Kind) -> (TicketEvent, Signed) {
+    let mut e = TicketEvent {
+        event_id: ulid::Ulid::new().to_string(),
+        ticket_id: ticket.into(),
+        hlc: Some(stamp()),
+        author_node: signer.node().to_string(),
+        actor: "op-rogue".into(),
+        owner_epoch: epoch,
+        author_seq: 0,
+        prev_hash: Vec::new(),
+        kind: Some(kind),
+    };
+    next_in_chain(ticket, signer.node().as_str(), &mut e);
+    let signed = signer.sign(PayloadKind::TicketEvent, e.encode_to_vec());
+    (e, signed)
+}
+
+/// A ticket id the signer's node minted.
+fn ticket_of(signer: &NodeSigner) -> String {
+    urpnet_proto::ids::TicketId::mint(signer.node()).to_string()
 }
 
 fn created(signer: &NodeSigner, ticket: &str, n: u32) -> (TicketEvent, Signed) {
@@ -141,15 +192,15 @@ async fn forged_misdirected_oversized_and_replayed_items_are_refused_and_good_on
     let before = celano.metrics().await;
 
     // A batch mixing good events with every kind of bad one.
-    let t1 = ulid::Ulid::new().to_string();
+    let t1 = ticket_of(&rogue);
     let (_, t1_created) = created(&rogue, &t1, 1);
     let (_, t1_offer) = offer(&rogue, &t1, CELANO.id);
     // Signed by the rogue but claiming the region as author.
-    let (_, mut forged) = event(&rogue, &t1, 0, Kind::Note(Default::default()));
+    let (_, mut forged) = refused_event(&rogue, &t1, 0, Kind::Note(Default::default()));
     forged.author = ABRUZZO.id.into();
     // Signed by the rogue, naming another author inside.
     let mut mismatch = TicketEvent::decode(
-        event(&rogue, &t1, 0, Kind::Note(Default::default()))
+        refused_event(&rogue, &t1, 0, Kind::Note(Default::default()))
             .1
             .payload
             .as_slice(),
@@ -159,11 +210,11 @@ async fn forged_misdirected_oversized_and_replayed_items_are_refused_and_good_on
     let mismatch = rogue.sign(PayloadKind::TicketEvent, mismatch.encode_to_vec());
     // A genuine ticket of the ghost's, offered to Celano, relayed by the rogue
     // who takes no part in it.
-    let t2 = ulid::Ulid::new().to_string();
+    let t2 = ticket_of(&ghost);
     let (_, t2_created) = created(&ghost, &t2, 1);
     let (_, t2_offer) = offer(&ghost, &t2, CELANO.id);
     // The rogue's own ticket, never offered to Celano.
-    let t3 = ulid::Ulid::new().to_string();
+    let t3 = ticket_of(&rogue);
     let (_, t3_created) = created(&rogue, &t3, 2);
     let garbage = rogue.sign(PayloadKind::TicketEvent, vec![0xff; 40]);
     let mut wrong_kind = t1_created.clone();
@@ -331,7 +382,7 @@ async fn an_equivocating_signer_is_quarantined_until_released() {
 
     // The rogue offers its ticket to Celano and, at the same owner epoch,
     // to the region: two different handoffs signed at one epoch.
-    let t = ulid::Ulid::new().to_string();
+    let t = ticket_of(&rogue);
     let batch = vec![
         created(&rogue, &t, 7).1,
         offer(&rogue, &t, CELANO.id).1,
@@ -386,4 +437,119 @@ async fn an_equivocating_signer_is_quarantined_until_released() {
 /// A signer whose events nobody needs to verify (the gate refuses first).
 fn rogue_probe() -> NodeSigner {
     NodeSigner::generate(NodeId::new(ROGUE).expect("id"))
+}
+
+/// docs/security.md T1: a participant cannot become a ticket's origin by
+/// signing a `Created` stamped before the real one, and a former owner
+/// cannot undo an accepted handoff with events stamped before its offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stamps_of_a_members_choosing_take_no_ticket_over() {
+    let fed = TestFederation::start(Backend::Sqlite, "takeover", &[CELANO, ABRUZZO], |_| {})
+        .await
+        .expect("sqlite");
+    let (rogue_tls, rogue) = fed.registry.enrol(ROGUE, Level::Comune, &["066098"]).await;
+    let celano = fed.node(CELANO.id);
+    let celano_dir = celano.config.node.data_dir.clone();
+    wait_for("Celano to know the rogue", Duration::from_secs(20), || {
+        let dir = celano_dir.clone();
+        async move {
+            let m = urpnet_node::registry_link::load_cache(&dir).0?;
+            m.is_active(ROGUE).then_some(())
+        }
+    })
+    .await;
+    let mut client = peering(&rogue_tls, &celano.config.registry.advertise, CELANO.id);
+    let mut desk = celano.desk().await;
+    let before = celano.metrics().await;
+
+    // Celano's ticket, offered to the rogue: the rogue is a participant.
+    let ours = urpnet_tests::shared::create(
+        &mut desk,
+        urpnet_tests::shared::request("informazioni", false),
+    )
+    .await;
+    desk.handoff(urpnet_proto::v1::HandoffRequest {
+        ticket_id: ours.id.clone(),
+        to_node: ROGUE.into(),
+        reason: "per competenza".into(),
+        overflow: false,
+    })
+    .await
+    .expect("offer to the rogue");
+    // A Created for Celano's ticket id, stamped at the dawn of time.
+    let (mut early, _) = created(&rogue, &ours.id, 50);
+    early.hlc = Some(Hlc {
+        wall_ms: 1,
+        logical: 0,
+    });
+    let early = rogue.sign(PayloadKind::TicketEvent, early.encode_to_vec());
+    let resp = deliver(&mut client, vec![early]).await.expect("deliver");
+    assert_eq!(resp.applied, 0, "{resp:?}");
+    assert_eq!(resp.refused.len(), 1, "{resp:?}");
+    assert!(
+        resp.refused[0].reason.contains("not minted by c_i804"),
+        "{resp:?}"
+    );
+    let held = get(&desk, &ours.id).await.expect("still held");
+    assert_eq!(
+        (held.origin_node.as_str(), held.owner_node.as_str()),
+        (CELANO.id, CELANO.id)
+    );
+
+    // The rogue's own ticket, offered to Celano, accepted there.
+    let t = ticket_of(&rogue);
+    let (created_event, t_created) = created(&rogue, &t, 51);
+    // Leave room on the clock between the Created and the offer, for the
+    // backdated events below.
+    let created_ms = created_event.hlc.unwrap().wall_ms;
+    while system_time_ms() < created_ms + 5 {
+        std::hint::spin_loop();
+    }
+    let (offer_event, t_offer) = offer(&rogue, &t, CELANO.id);
+    let resp = deliver(&mut client, vec![t_created, t_offer])
+        .await
+        .expect("deliver");
+    assert_eq!(resp.applied, 2, "{resp:?}");
+    accept(&mut desk, &t).await;
+    // Backdated: its next event, stamped before the offer it follows.
+    let (mut backdated, _) = event(
+        &rogue,
+        &t,
+        0,
+        Kind::HandoffOffered(HandoffOffered {
+            to_node: ABRUZZO.id.into(),
+            reason: "ci ripenso".into(),
+        }),
+    );
+    backdated.hlc = Some(Hlc {
+        wall_ms: offer_event.hlc.unwrap().wall_ms - 1,
+        logical: 0,
+    });
+    // A fork: another event with the offer's number, stamped before it.
+    let mut fork = offer_event.clone();
+    fork.event_id = ulid::Ulid::new().to_string();
+    fork.hlc = backdated.hlc;
+    fork.kind = Some(Kind::StatusChanged(StatusChanged {
+        from: Status::New as i32,
+        to: Status::Rejected as i32,
+        reason: "annullato".into(),
+    }));
+    let sign = |e: &TicketEvent| rogue.sign(PayloadKind::TicketEvent, e.encode_to_vec());
+    let resp = deliver(&mut client, vec![sign(&backdated), sign(&fork)])
+        .await
+        .expect("deliver");
+    assert_eq!(resp.applied, 2, "kept in the log: {resp:?}");
+    let held = get(&desk, &t).await.expect("held");
+    assert_eq!(held.owner_node, CELANO.id, "the handoff stands");
+    assert_eq!(held.owner_epoch, 1);
+    assert_eq!(held.status(), Status::New, "the fork closed nothing");
+    assert!(held.pending_handoff.is_none());
+    assert_eq!(
+        held.equivocators,
+        vec![ROGUE.to_string()],
+        "{:#?}",
+        urpnet_tests::shared::history(&desk, &t).await
+    );
+    let after = celano.metrics().await;
+    assert!(refused(&after, "not_origin") - refused(&before, "not_origin") >= 1.0);
 }

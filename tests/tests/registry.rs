@@ -775,3 +775,107 @@ async fn the_registry_switches_to_a_renewed_server_certificate_without_a_restart
         .unwrap();
     registry.stop().await;
 }
+
+/// docs/security.md T2: no member can pose as the registry. Its certificate
+/// never carries a host the coordinator did not approve or one of the
+/// registry's own names, and every client pins the registry identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_member_can_pose_as_the_registry() {
+    let (dir, mut config) = TestRegistry::config(Backend::Sqlite, "impostor")
+        .await
+        .expect("sqlite");
+    config.grpc.hosts.push("registry.abruzzo.example".into());
+    let registry = TestRegistry::start_with(config, Some(dir)).await;
+    registry.import_sample_taxonomy().await;
+
+    // The registry's own name is not a member's to take.
+    let signer = urpnet_proto::signing::NodeSigner::generate("c_c426".parse_node());
+    let key_pem = tls::generate_key().unwrap();
+    let err = registry
+        .admin()
+        .enrol(EnrolRequest {
+            id: "c_c426".into(),
+            display_name: "Comune di Celano".into(),
+            level: Level::Comune as i32,
+            territory: vec![CELANO.into()],
+            endpoint: "https://registry.abruzzo.example:7401".into(),
+            signing_key: signer.verifying_key().as_bytes().to_vec(),
+            csr_pem: tls::make_csr(&key_pem, "c_c426").unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("belongs to the registry"), "{err}");
+
+    // Enrolled on 127.0.0.1: the member may move port, not host.
+    let (member, _) = registry.enrol("c_c426", Level::Comune, &[CELANO]).await;
+    let mut as_member = registry.registry_as(&member);
+    let register = |endpoint: &str| RegisterRequest {
+        endpoint: endpoint.into(),
+        ..Default::default()
+    };
+    as_member
+        .register(register("https://127.0.0.1:7999"))
+        .await
+        .expect("a new port is the member's to choose");
+    let err = as_member
+        .register(register("https://registry.abruzzo.example:7401"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::InvalidArgument | Code::FailedPrecondition),
+        "{err}"
+    );
+    let err = as_member
+        .register(register("https://urp.comune.celano.aq.it:7401"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("coordinator"), "{err}");
+
+    // The member serves "the registry" with its own (valid) certificate on a
+    // host its certificate names: the host check alone lets it through, the
+    // registry pin does not.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let incoming = tls::incoming(
+        listener,
+        tls::ReloadableTls::from_material(&member).unwrap(),
+        "impostor",
+        shutdown.clone(),
+    );
+    let (_, health) = tonic_health::server::health_reporter();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
+    );
+    let endpoint = format!("https://127.0.0.1:{}", addr.port());
+    let client_config = || registry.coordinator().client_config().unwrap();
+    let check = |channel| async move {
+        tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+    };
+    let unpinned = tls::channel(&endpoint, client_config(), Duration::from_secs(5)).unwrap();
+    assert!(check(unpinned).await.is_ok(), "host checks alone pass");
+    let pinned =
+        tls::channel_to_registry(&endpoint, client_config(), Duration::from_secs(5)).unwrap();
+    let err = check(pinned).await.unwrap_err();
+    assert!(
+        format!("{err:?}").contains("not urn:urpnet:registry"),
+        "{err:?}"
+    );
+    // The real registry passes the pin.
+    let real = tls::channel_to_registry(
+        &registry.endpoint(),
+        client_config(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(check(real).await.is_ok());
+    shutdown.cancel();
+    let _ = server.await;
+    registry.stop().await;
+}

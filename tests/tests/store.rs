@@ -12,7 +12,7 @@ use urpnet_tests::{Backend, node_config};
 fn new_ticket(signer: &NodeSigner, n: u64, reference: &str) -> NewTicket {
     let event = TicketEvent {
         event_id: ulid::Ulid::new().to_string(),
-        ticket_id: ulid::Ulid::new().to_string(),
+        ticket_id: urpnet_proto::ids::TicketId::mint(signer.node()).to_string(),
         hlc: Some(Hlc {
             wall_ms: 1_790_000_000_000 + n,
             logical: 0,
@@ -20,6 +20,8 @@ fn new_ticket(signer: &NodeSigner, n: u64, reference: &str) -> NewTicket {
         author_node: signer.node().to_string(),
         actor: "bench".into(),
         owner_epoch: 0,
+        author_seq: 1,
+        prev_hash: Vec::new(),
         kind: Some(Kind::Created(Created {
             reference: reference.into(),
             category: "rifiuti".into(),

@@ -644,7 +644,7 @@ where
 }
 
 fn channel(endpoint: &str, material: &TlsMaterial) -> anyhow::Result<Channel> {
-    Ok(tls::channel(
+    Ok(tls::channel_to_registry(
         endpoint,
         material.client_config()?,
         Duration::from_secs(10),

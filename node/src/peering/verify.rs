@@ -10,7 +10,7 @@ use prost::Message as _;
 use urpnet_proto::hlc::HybridClock;
 use urpnet_proto::ids::{NodeId, TicketId};
 use urpnet_proto::v1::ticket_event::Kind;
-use urpnet_proto::v1::{MemberStatus, PayloadKind, Signed, TicketEvent};
+use urpnet_proto::v1::{Created, MemberStatus, PayloadKind, Signed, TicketEvent};
 
 use crate::registry_link::{Members, signing_key};
 use crate::store::{Incoming, StoredEvent};
@@ -256,6 +256,18 @@ fn finish(index: usize, envelope: &Signed, clock: &HybridClock) -> Result<Incomi
             ),
         ));
     }
+    if matches!(event.kind, Some(Kind::Created(_)))
+        && !TicketId::parse(&event.ticket_id).is_ok_and(|t| t.is_bound_to(&event.author_node))
+    {
+        // Only the node that minted a ticket id can open that ticket.
+        return Err(Refusal::refuse(
+            "not_origin",
+            format!(
+                "ticket {}: the id was not minted by {}, so it cannot create it",
+                event.ticket_id, event.author_node
+            ),
+        ));
+    }
     shape(&event).map_err(|reason| Refusal::refuse("malformed", reason))?;
     let stamp = event.hlc.expect("shape checked the stamp");
     if let Err(skew) = clock.observe(&stamp) {
@@ -297,8 +309,21 @@ fn shape(event: &TicketEvent) -> Result<(), String> {
             .map(|_| ())
             .map_err(|e| format!("event {}: {field}: {e}", event.event_id))
     };
+    if event.author_seq == 0 {
+        return Err(format!(
+            "event {}: author_seq must be at least 1",
+            event.event_id
+        ));
+    }
+    if !(event.prev_hash.is_empty() || event.prev_hash.len() == 32) {
+        return Err(format!(
+            "event {}: prev_hash must be empty or 32 bytes",
+            event.event_id
+        ));
+    }
     match &event.kind {
         None => Err(format!("event {}: kind is required", event.event_id)),
+        Some(Kind::Created(created)) => created_shape(event, created),
         Some(Kind::HandoffOffered(o)) => node("handoff_offered.to_node", &o.to_node),
         Some(Kind::Shared(s)) => node("shared.with_node", &s.with_node),
         Some(Kind::HandoffAccepted(a)) => TicketId::parse(&a.offer_event_id)
@@ -309,6 +334,40 @@ fn shape(event: &TicketEvent) -> Result<(), String> {
             .map_err(|e| format!("handoff_declined.offer_event_id: {e}")),
         Some(_) => Ok(()),
     }
+}
+
+/// A `Created` from a peer: the ticket id minted by its author, the
+/// reference in the author's series, and the fields a desk would refuse.
+fn created_shape(event: &TicketEvent, created: &Created) -> Result<(), String> {
+    let author = &event.author_node;
+    if event.author_seq != 1 || !event.prev_hash.is_empty() {
+        return Err(format!(
+            "event {}: a Created event must be its author's first (author_seq 1, no prev_hash)",
+            event.event_id
+        ));
+    }
+    let seq = created
+        .reference
+        .strip_prefix(author.as_str())
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|rest| rest.split_once('-'))
+        .filter(|(year, seq)| {
+            year.len() == 4
+                && year.bytes().all(|b| b.is_ascii_digit())
+                && !seq.is_empty()
+                && seq.len() <= 12
+                && seq.bytes().all(|b| b.is_ascii_digit())
+        });
+    if seq.is_none() {
+        return Err(format!(
+            "created.reference: `{}` is not in {author}'s series (<node>-<year>-<number>)",
+            created.reference
+        ));
+    }
+    let mut v = urpnet_proto::validate::Violations::new();
+    crate::validate::created_from_peer(&mut v, created);
+    v.into_result()
+        .map_err(|e| format!("event {}: {e}", event.event_id))
 }
 
 #[cfg(test)]
@@ -349,6 +408,8 @@ mod tests {
             author_node: author.into(),
             actor: "op".into(),
             owner_epoch: 0,
+            author_seq: 2,
+            prev_hash: vec![7; 32],
             kind: Some(Kind::Note(Note {
                 public: true,
                 text: "ciao".into(),
@@ -424,6 +485,64 @@ mod tests {
         );
         let garbage = a.sign(PayloadKind::TicketEvent, vec![0xff; 16]);
         assert_eq!(code(envelope(0, &garbage, &list, &clock)), "malformed");
+        // A Created for an id another node minted, or outside its author's
+        // reference series, or not first in its author's chain.
+        let created = |ticket: String, reference: &str, seq: u64| {
+            let mut e = note("c_a515", now);
+            e.ticket_id = ticket;
+            e.author_seq = seq;
+            e.prev_hash = Vec::new();
+            e.kind = Some(Kind::Created(Created {
+                reference: reference.into(),
+                category: "rifiuti".into(),
+                channel: 1,
+                subject: "Cassonetto".into(),
+                location: Some(urpnet_proto::v1::Location {
+                    istat_code: "066032".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }));
+            sign(&a, &e)
+        };
+        let mine = || TicketId::mint(&NodeId::new("c_a515").unwrap()).to_string();
+        let theirs = TicketId::mint(&NodeId::new("c_c426").unwrap()).to_string();
+        assert_eq!(
+            code(envelope(
+                0,
+                &created(mine(), "c_a515-2026-000001", 1),
+                &list,
+                &clock
+            )),
+            "ok"
+        );
+        assert_eq!(
+            code(envelope(
+                0,
+                &created(theirs, "c_a515-2026-000001", 1),
+                &list,
+                &clock
+            )),
+            "not_origin"
+        );
+        for (reference, seq) in [
+            ("c_c426-2026-000001", 1),
+            ("c_a515-26-1", 1),
+            ("c_a515-2026-", 1),
+            ("c_a515-2026-000001", 2),
+        ] {
+            assert_eq!(
+                code(envelope(0, &created(mine(), reference, seq), &list, &clock)),
+                "malformed",
+                "{reference} {seq}"
+            );
+        }
+        let mut unnumbered = note("c_a515", now);
+        unnumbered.author_seq = 0;
+        assert_eq!(
+            code(envelope(0, &sign(&a, &unnumbered), &list, &clock)),
+            "malformed"
+        );
         let big = a.sign(PayloadKind::TicketEvent, vec![0; MAX_EVENT_BYTES + 1]);
         assert_eq!(code(envelope(0, &big, &list, &clock)), "oversized");
     }

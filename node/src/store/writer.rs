@@ -21,6 +21,7 @@ use std::time::Instant;
 use prost::Message as _;
 use sqlx::{AnyPool, Row as _};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use urpnet_proto::v1::ticket_event::Kind;
 use urpnet_proto::v1::{Attachment, CitizenContact, Signed, Ticket, TicketChange, TicketEvent};
 
 use super::TicketColumns;
@@ -1223,7 +1224,7 @@ async fn ingest(
     let references: Vec<&str> = events
         .iter()
         .filter_map(|e| match &e.event.kind {
-            Some(urpnet_proto::v1::ticket_event::Kind::Created(c)) => Some(c.reference.as_str()),
+            Some(Kind::Created(c)) => Some(c.reference.as_str()),
             _ => None,
         })
         .collect();
@@ -1245,13 +1246,48 @@ async fn ingest(
     for ticket_id in order {
         let batch = &by_ticket[ticket_id];
         let held_events = held_by_ticket.remove(ticket_id).unwrap_or_default();
-        let held_ids: HashSet<&str> = held_events.iter().map(|e| e.event_id.as_str()).collect();
+        // Events are keyed by (author, id): another author's event with the
+        // same id is another event.
+        let held_keys: HashMap<(&str, &str), &TicketEvent> = held_events
+            .iter()
+            .map(|e| ((e.author_node.as_str(), e.event_id.as_str()), e))
+            .collect();
+        let mut has_created = held_events
+            .iter()
+            .any(|e| matches!(e.kind, Some(Kind::Created(_))));
         let mut fresh: Vec<&Incoming> = Vec::new();
         let mut seen = HashSet::new();
         for e in batch {
-            if held_ids.contains(e.stored.event_id.as_str()) || !seen.insert(&e.stored.event_id) {
+            let key = (e.stored.author_node.as_str(), e.stored.event_id.as_str());
+            let refuse = |code: &'static str, reason: String| Verdict {
+                index: e.index,
+                id: e.stored.event_id.clone(),
+                code,
+                reason,
+            };
+            if let Some(held) = held_keys.get(&key) {
+                if **held == e.event {
+                    out.duplicates += 1;
+                } else {
+                    out.refused.push(refuse(
+                        "event_rewritten",
+                        format!(
+                            "event {} of {} is already held with other content",
+                            e.stored.event_id, e.stored.author_node
+                        ),
+                    ));
+                }
+            } else if !seen.insert(key) {
                 out.duplicates += 1;
+            } else if matches!(e.event.kind, Some(Kind::Created(_))) && has_created {
+                // One Created per ticket: a second one (byte-identical copies
+                // are duplicates above) is refused, never stored.
+                out.refused.push(refuse(
+                    "second_created",
+                    format!("ticket {ticket_id} was already created"),
+                ));
             } else {
+                has_created |= matches!(e.event.kind, Some(Kind::Created(_)));
                 fresh.push(e);
             }
         }

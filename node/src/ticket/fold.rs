@@ -1,19 +1,36 @@
 //! The ticket fold (DESIGN.md §3): a ticket's state is a deterministic
 //! function of its *set* of events.
 //!
-//! Events are deduplicated by id and ordered by (HLC, author, event id); each
-//! is then applied in turn by [`apply`], which checks the authority rules. An
-//! event that breaks a rule is kept in the log but has no effect, and the
-//! reason is reported in the fold's [`Effect`]s. So any two nodes holding the
-//! same events hold the same state, whatever the order or number of
-//! deliveries — the property tests at the bottom check exactly this.
+//! Events are deduplicated by (author, event id) and ordered by (HLC, author,
+//! event id); each is then applied in turn by [`apply`], which checks the
+//! authority rules. An event that breaks a rule is kept in the log but has no
+//! effect, and the reason is reported in the fold's [`Effect`]s. So any two
+//! nodes holding the same events hold the same state, whatever the order or
+//! number of deliveries — the property tests at the bottom check exactly
+//! this.
+//!
+//! Two rules stop a participant from rewriting the past with stamps of its
+//! choosing (docs/security.md, T1):
+//! - **Bound origin.** A ticket id is minted bound to its origin
+//!   ([`TicketId::mint`]); only a `Created` signed by that node, as its first
+//!   event, creates the ticket.
+//! - **Author chains.** Each author numbers its events on a ticket (1, 2, …)
+//!   and names the hash of its previous one. In fold order an event must
+//!   follow its author's chain head; one stamped before its predecessor (a
+//!   backdated event) or sharing a number with another (a fork) has no effect
+//!   and marks its author an equivocator. When an author forked, the branch
+//!   holding an offer another node answered wins, so an accepted handoff
+//!   cannot be undone by its former owner.
 
 use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 
 use prost::Message as _;
 use prost_types::Timestamp;
+use sha2::{Digest as _, Sha256};
+use urpnet_proto::ids::TicketId;
 use urpnet_proto::v1::ticket_event::Kind;
-use urpnet_proto::v1::{PendingHandoff, Status, Ticket, TicketEvent};
+use urpnet_proto::v1::{ChainHead, PendingHandoff, Status, Ticket, TicketEvent};
 
 use super::lifecycle;
 
@@ -46,16 +63,96 @@ pub fn fold_order(a: &TicketEvent, b: &TicketEvent) -> Ordering {
         .then_with(|| a.encode_to_vec().cmp(&b.encode_to_vec()))
 }
 
+/// The hash an author's next event names as `prev_hash`: SHA-256 of the
+/// event's encoding.
+pub fn event_hash(event: &TicketEvent) -> Vec<u8> {
+    Sha256::digest(event.encode_to_vec()).to_vec()
+}
+
+/// The `(author_seq, prev_hash)` of `author`'s next event on `ticket`.
+pub fn next_in_chain(ticket: &Ticket, author: &str) -> (u64, Vec<u8>) {
+    match ticket.chain_heads.iter().find(|h| h.author == author) {
+        Some(head) => (head.seq + 1, head.hash.clone()),
+        None => (1, Vec::new()),
+    }
+}
+
+/// Events that another node's answer depends on: an offer answered by its
+/// target, and that offer's chain ancestors. Keyed by (author, seq) so a fork
+/// at that number loses to them.
+fn pinned(events: &[TicketEvent]) -> HashMap<(&str, u64), &str> {
+    let mut by_hash: HashMap<(&str, Vec<u8>), &TicketEvent> = HashMap::new();
+    let mut pins = HashMap::new();
+    for answer in events {
+        let offer_id = match &answer.kind {
+            Some(Kind::HandoffAccepted(a)) => &a.offer_event_id,
+            Some(Kind::HandoffDeclined(d)) => &d.offer_event_id,
+            _ => continue,
+        };
+        // The offer's author is whoever offered this ticket to the answerer.
+        let offer = events.iter().find(|o| {
+            o.event_id == *offer_id
+                && matches!(&o.kind, Some(Kind::HandoffOffered(h)) if h.to_node == answer.author_node)
+        });
+        let Some(offer) = offer else { continue };
+        if by_hash.is_empty() {
+            by_hash = events
+                .iter()
+                .map(|e| ((e.author_node.as_str(), event_hash(e)), e))
+                .collect();
+        }
+        let mut at = Some(offer);
+        let mut steps = 0;
+        while let Some(e) = at {
+            let key = (e.author_node.as_str(), e.author_seq);
+            if pins.contains_key(&key) || steps > events.len() {
+                break;
+            }
+            pins.insert(key, e.event_id.as_str());
+            steps += 1;
+            at = (e.author_seq > 1)
+                .then(|| {
+                    by_hash
+                        .get(&(e.author_node.as_str(), e.prev_hash.clone()))
+                        .copied()
+                })
+                .flatten();
+        }
+    }
+    pins
+}
+
 /// Folds a set of events (any order, duplicates allowed) into a ticket.
 pub fn fold(events: impl IntoIterator<Item = TicketEvent>) -> Folded {
     let mut events: Vec<TicketEvent> = events.into_iter().collect();
     events.sort_by(fold_order);
-    events.dedup_by(|later, earlier| later.event_id == earlier.event_id);
+    {
+        // Deduplicate by (author, id): a reused id of another author's is
+        // another event.
+        let mut seen = HashSet::new();
+        events.retain(|e| seen.insert((e.author_node.clone(), e.event_id.clone())));
+    }
+    let pins = pinned(&events);
     let mut ticket = None;
     let mut log = Vec::with_capacity(events.len());
-    for event in events {
-        let effect = apply(&mut ticket, &event);
-        log.push((event, effect));
+    for event in &events {
+        let effect = step(&mut ticket, event, &pins);
+        log.push((event.clone(), effect));
+    }
+    // An event stamped before the predecessor it names is a backdating: its
+    // author is an equivocator.
+    if let Some(t) = ticket.as_mut() {
+        let hashes: HashSet<(&str, Vec<u8>)> = events
+            .iter()
+            .map(|e| (e.author_node.as_str(), event_hash(e)))
+            .collect();
+        for (e, effect) in &log {
+            if matches!(effect, Effect::Ineffective(r) if r.starts_with(BEHIND_CHAIN))
+                && hashes.contains(&(e.author_node.as_str(), e.prev_hash.clone()))
+            {
+                mark_equivocator(t, &e.author_node);
+            }
+        }
     }
     Folded { ticket, log }
 }
@@ -75,20 +172,58 @@ pub fn millis(ts: &Timestamp) -> u64 {
 
 /// Applies one event to the state. The event must sort after every event
 /// already applied (true for a node's own new events, whose HLC stamp is later
-/// than everything it holds); otherwise re-fold the whole set with [`fold`].
+/// than everything it holds) and answer no offer that lost a fork; otherwise
+/// re-fold the whole set with [`fold`].
 pub fn apply(state: &mut Option<Ticket>, event: &TicketEvent) -> Effect {
+    step(state, event, &HashMap::new())
+}
+
+/// The start of the reason given to an event that does not follow its
+/// author's chain head at its place in fold order.
+const BEHIND_CHAIN: &str = "out of chain";
+
+fn step(
+    state: &mut Option<Ticket>,
+    event: &TicketEvent,
+    pins: &HashMap<(&str, u64), &str>,
+) -> Effect {
     let wall_ms = event.hlc.map(|h| h.wall_ms).unwrap_or_default();
     let Some(ticket) = state else {
         return match &event.kind {
             Some(Kind::Created(created)) => {
-                *state = Some(created_ticket(event, created, wall_ms));
+                let bound = TicketId::parse(&event.ticket_id)
+                    .is_ok_and(|id| id.is_bound_to(&event.author_node));
+                if !bound {
+                    return Effect::Ineffective(format!(
+                        "ticket id {} was not minted by {}",
+                        event.ticket_id, event.author_node
+                    ));
+                }
+                if event.author_seq != 1 || !event.prev_hash.is_empty() {
+                    return Effect::Ineffective(
+                        "a Created event must be its author's first (author_seq 1)".into(),
+                    );
+                }
+                let mut ticket = created_ticket(event, created, wall_ms);
+                ticket.chain_heads.push(ChainHead {
+                    author: event.author_node.clone(),
+                    seq: 1,
+                    hash: event_hash(event),
+                });
+                *state = Some(ticket);
                 Effect::Applied
             }
             _ => Effect::Ineffective("the ticket has no Created event before this one".into()),
         };
     };
     ticket.event_count += 1;
-    match check_and_apply(ticket, event) {
+    // An event in its author's chain moves the chain on even when it breaks
+    // an authority rule: the author's next event names it.
+    let result = follow_chain(ticket, event, pins).and_then(|()| {
+        advance_chain(ticket, event);
+        check_and_apply(ticket, event)
+    });
+    match result {
         Ok(()) => {
             ticket.updated_at = Some(timestamp(wall_ms));
             if lifecycle::is_terminal(ticket.status()) && ticket.closed_at.is_none() {
@@ -100,6 +235,68 @@ pub fn apply(state: &mut Option<Ticket>, event: &TicketEvent) -> Effect {
             ticket.ineffective_event_count += 1;
             Effect::Ineffective(reason)
         }
+    }
+}
+
+fn mark_equivocator(ticket: &mut Ticket, node: &str) {
+    if let Err(at) = ticket
+        .equivocators
+        .binary_search_by(|p| p.as_str().cmp(node))
+    {
+        ticket.equivocators.insert(at, node.to_string());
+    }
+}
+
+/// Checks that `event` is its author's next event: one more than the chain
+/// head, naming its hash, and not a fork another node's answer ruled out.
+fn follow_chain(
+    ticket: &mut Ticket,
+    event: &TicketEvent,
+    pins: &HashMap<(&str, u64), &str>,
+) -> Result<(), String> {
+    let (seq, prev) = next_in_chain(ticket, &event.author_node);
+    if event.author_seq < seq {
+        mark_equivocator(ticket, &event.author_node);
+        return Err(format!(
+            "equivocation: {} already signed event {} of this ticket",
+            event.author_node, event.author_seq
+        ));
+    }
+    if event.author_seq > seq || event.prev_hash != prev {
+        // Its predecessor is missing, or stamped after it (the fold's
+        // post-pass tells the two apart).
+        return Err(format!(
+            "{BEHIND_CHAIN}: {}'s event {} does not follow its event {} at this point",
+            event.author_node,
+            event.author_seq,
+            seq - 1
+        ));
+    }
+    if let Some(pinned) = pins.get(&(event.author_node.as_str(), event.author_seq))
+        && *pinned != event.event_id
+    {
+        mark_equivocator(ticket, &event.author_node);
+        return Err(format!(
+            "equivocation: {} signed another event {} ({pinned}) that a peer answered",
+            event.author_node, event.author_seq
+        ));
+    }
+    Ok(())
+}
+
+/// Moves the author's chain head to `event` (kept sorted by author).
+fn advance_chain(ticket: &mut Ticket, event: &TicketEvent) {
+    let head = ChainHead {
+        author: event.author_node.clone(),
+        seq: event.author_seq,
+        hash: event_hash(event),
+    };
+    match ticket
+        .chain_heads
+        .binary_search_by(|h| h.author.as_str().cmp(&event.author_node))
+    {
+        Ok(at) => ticket.chain_heads[at] = head,
+        Err(at) => ticket.chain_heads.insert(at, head),
     }
 }
 
@@ -136,6 +333,7 @@ fn created_ticket(
         event_count: 1,
         ineffective_event_count: 0,
         equivocators: Vec::new(),
+        chain_heads: Vec::new(),
     }
 }
 
@@ -343,12 +541,33 @@ mod tests {
         StatusChanged,
     };
 
-    const TICKET: &str = "01JD0000000000000000000000";
+    /// A ticket id minted by the origin of these tests, c_a662.
+    fn ticket_id() -> &'static str {
+        static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        ID.get_or_init(|| {
+            TicketId::mint(&urpnet_proto::ids::NodeId::new("c_a662").unwrap()).to_string()
+        })
+    }
+
+    /// Numbers each author's events in fold order and links them by hash, as
+    /// honest authors do.
+    fn chained(events: impl IntoIterator<Item = TicketEvent>) -> Vec<TicketEvent> {
+        let mut events: Vec<TicketEvent> = events.into_iter().collect();
+        events.sort_by(fold_order);
+        let mut heads: HashMap<String, (u64, Vec<u8>)> = HashMap::new();
+        for e in &mut events {
+            let head = heads.entry(e.author_node.clone()).or_default();
+            e.author_seq = head.0 + 1;
+            e.prev_hash = head.1.clone();
+            *head = (e.author_seq, event_hash(e));
+        }
+        events
+    }
 
     fn event(n: u64, author: &str, epoch: u64, kind: Kind) -> TicketEvent {
         TicketEvent {
             event_id: format!("01JD{n:022}"),
-            ticket_id: TICKET.into(),
+            ticket_id: ticket_id().into(),
             hlc: Some(Hlc {
                 wall_ms: 1_700_000_000_000 + n,
                 logical: 0,
@@ -356,6 +575,8 @@ mod tests {
             author_node: author.into(),
             actor: "op-1".into(),
             owner_epoch: epoch,
+            author_seq: 0,
+            prev_hash: Vec::new(),
             kind: Some(kind),
         }
     }
@@ -388,7 +609,7 @@ mod tests {
 
     #[test]
     fn an_illegal_transition_is_recorded_and_has_no_effect() {
-        let folded = fold([created(), status(1, "c_a662", 0, Status::Closed)]);
+        let folded = fold(chained([created(), status(1, "c_a662", 0, Status::Closed)]));
         let ticket = folded.ticket.unwrap();
         assert_eq!(ticket.status(), Status::New);
         assert_eq!(ticket.event_count, 2);
@@ -400,11 +621,11 @@ mod tests {
 
     #[test]
     fn only_the_owner_changes_status_and_only_at_its_epoch() {
-        let folded = fold([
+        let folded = fold(chained([
             created(),
             status(1, "c_c426", 0, Status::InProgress),
             status(2, "c_a662", 3, Status::InProgress),
-        ]);
+        ]));
         let ticket = folded.ticket.unwrap();
         assert_eq!(ticket.status(), Status::New);
         assert_eq!(ticket.ineffective_event_count, 2);
@@ -430,7 +651,7 @@ mod tests {
                 offer_event_id: offer_id.clone(),
             }),
         );
-        let folded = fold([created(), offer.clone(), wrong_accept]);
+        let folded = fold(chained([created(), offer.clone(), wrong_accept]));
         assert_eq!(folded.ticket.as_ref().unwrap().owner_node, "c_a662");
 
         let accept = event(
@@ -443,7 +664,7 @@ mod tests {
         );
         let stale = status(4, "c_a662", 0, Status::InProgress);
         let fresh = status(5, "p_ba", 1, Status::InProgress);
-        let folded = fold([created(), offer, accept, stale, fresh]);
+        let folded = fold(chained([created(), offer, accept, stale, fresh]));
         let ticket = folded.ticket.unwrap();
         assert_eq!(ticket.owner_node, "p_ba");
         assert_eq!(ticket.owner_epoch, 1);
@@ -472,7 +693,7 @@ mod tests {
                 reason: String::new(),
             }),
         );
-        let ticket = fold([created(), a.clone(), b]).ticket.unwrap();
+        let ticket = fold(chained([created(), a.clone(), b])).ticket.unwrap();
         assert_eq!(ticket.equivocators, ["c_a662"]);
         assert_eq!(ticket.pending_handoff.unwrap().offer_event_id, a.event_id);
 
@@ -495,7 +716,7 @@ mod tests {
                 reason: String::new(),
             }),
         );
-        let ticket = fold([created(), a, decline, c]).ticket.unwrap();
+        let ticket = fold(chained([created(), a, decline, c])).ticket.unwrap();
         assert!(ticket.equivocators.is_empty());
         assert_eq!(ticket.pending_handoff.unwrap().to_node, "r_puglia");
     }
@@ -511,7 +732,7 @@ mod tests {
             }),
         );
         let after = status(2, "c_a662", 0, Status::InProgress);
-        let ticket = fold([created(), merged, after]).ticket.unwrap();
+        let ticket = fold(chained([created(), merged, after])).ticket.unwrap();
         assert_eq!(ticket.status(), Status::Merged);
         assert!(ticket.closed_at.is_some());
         assert_eq!(ticket.ineffective_event_count, 1);
@@ -571,12 +792,125 @@ mod tests {
     }
 
     fn event_set() -> impl Strategy<Value = Vec<TicketEvent>> {
-        prop::collection::vec(arbitrary_event(), 0..30).prop_map(|mut events| {
-            events.push(created());
-            events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
-            events.dedup_by(|a, b| a.event_id == b.event_id);
-            events
+        (
+            prop::collection::vec(arbitrary_event(), 0..30),
+            // A few events whose author numbers wrongly (forks, gaps).
+            prop::collection::vec((any::<prop::sample::Index>(), 0u64..6), 0..3),
+        )
+            .prop_map(|(mut events, forks)| {
+                events.push(created());
+                events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+                events.dedup_by(|a, b| a.event_id == b.event_id);
+                let mut events = chained(events);
+                for (at, seq) in forks {
+                    let i = at.index(events.len());
+                    if events[i].author_seq > 1 {
+                        events[i].author_seq = seq;
+                    }
+                }
+                events
+            })
+    }
+
+    /// One of the honest history's actors, c_a662 after handing the ticket
+    /// to p_ba, or the bystander c_c426, signing whatever it likes.
+    fn hostile_events(author: &'static str) -> impl Strategy<Value = Vec<TicketEvent>> {
+        let one = (
+            0u64..60,
+            0u8..8,
+            0u64..3,
+            prop::sample::select(vec!["p_ba", "c_c426", "c_a662", "r_puglia"]),
+            0u64..8,
+            any::<bool>(),
+            0u64..60,
+        )
+            .prop_map(move |(n, which, epoch, target, seq, fork, offer_n)| {
+                let kind = match which {
+                    0 => Kind::Created(Created {
+                        reference: format!("{author}-2026-000009"),
+                        category: "rifiuti".into(),
+                        ..Default::default()
+                    }),
+                    1 => Kind::StatusChanged(StatusChanged {
+                        to: Status::Closed as i32,
+                        ..Default::default()
+                    }),
+                    2 => Kind::Merged(Merged {
+                        into_ticket_id: "01JD9999999999999999999999".into(),
+                    }),
+                    3 | 4 => Kind::HandoffOffered(HandoffOffered {
+                        to_node: target.into(),
+                        reason: String::new(),
+                    }),
+                    5 => Kind::HandoffAccepted(HandoffAccepted {
+                        offer_event_id: format!("01JD{offer_n:022}"),
+                    }),
+                    6 => Kind::HandoffDeclined(HandoffDeclined {
+                        offer_event_id: format!("01JD{offer_n:022}"),
+                        reason: String::new(),
+                    }),
+                    _ => Kind::Assigned(Assigned {
+                        office: "altrove".into(),
+                    }),
+                };
+                // Ids from 100 on, stamps anywhere in the history.
+                let mut e = event(100 + n, author, epoch, kind);
+                e.hlc.as_mut().unwrap().wall_ms = 1_700_000_000_000 + n;
+                (e, seq, fork)
+            });
+        prop::collection::vec(one, 1..12).prop_map(|list| {
+            list.into_iter()
+                .map(|(mut e, seq, fork)| {
+                    // Either a number of its own choosing, or an honest-looking
+                    // link to a chain of its own.
+                    e.author_seq = seq;
+                    if fork {
+                        e.prev_hash = vec![seq as u8; 32];
+                    }
+                    e
+                })
+                .collect()
         })
+    }
+
+    /// c_a662 opens the ticket (stamps 0..), offers it to p_ba at 10, p_ba
+    /// accepts at 20 and starts work at 30.
+    fn honest_handoff() -> Vec<TicketEvent> {
+        let note = |n, author| {
+            event(
+                n,
+                author,
+                0,
+                Kind::Note(Note {
+                    public: true,
+                    text: "nota".into(),
+                }),
+            )
+        };
+        let offer = event(
+            10,
+            "c_a662",
+            0,
+            Kind::HandoffOffered(HandoffOffered {
+                to_node: "p_ba".into(),
+                reason: String::new(),
+            }),
+        );
+        let accept = event(
+            20,
+            "p_ba",
+            0,
+            Kind::HandoffAccepted(HandoffAccepted {
+                offer_event_id: offer.event_id.clone(),
+            }),
+        );
+        chained([
+            created(),
+            note(3, "c_a662"),
+            offer,
+            accept,
+            status(30, "p_ba", 1, Status::InProgress),
+        ])
     }
 
     proptest! {
@@ -603,12 +937,115 @@ mod tests {
             last.event_id = "01JZZZZZZZZZZZZZZZZZZZZZZZ".into();
             last.hlc = Some(Hlc { wall_ms: 1_800_000_000_000, logical: 0 });
             let mut state = fold(events.clone()).ticket;
-            let effect = apply(&mut state, &last);
+            if let Some(t) = &state {
+                (last.author_seq, last.prev_hash) = next_in_chain(t, &last.author_node);
+            }
+            // A node answers only the offer pending in its own state (an
+            // answer to another one re-decides a fork: the writer refolds).
+            if let Some(Kind::HandoffAccepted(HandoffAccepted { offer_event_id })
+                | Kind::HandoffDeclined(HandoffDeclined { offer_event_id, .. })) = &last.kind
+            {
+                let pending = state.as_ref().and_then(|t| t.pending_handoff.as_ref());
+                prop_assume!(pending.is_some_and(|p| p.offer_event_id == *offer_event_id));
+            }
+            // Nor does an honest author ever sign two events of one number,
+            // so no answer pins another event at the new event's number.
             let mut all = events;
-            all.push(last);
+            all.push(last.clone());
+            prop_assume!(!pinned(&all).contains_key(&(last.author_node.as_str(), last.author_seq)));
+            let effect = apply(&mut state, &last);
             let refolded = fold(all);
             prop_assert_eq!(state, refolded.ticket);
             prop_assert_eq!(&effect, &refolded.log.last().unwrap().1);
         }
+
+        #[test]
+        fn no_event_a_non_owner_signs_moves_ownership_without_an_accepted_handoff(
+            hostile in prop_oneof![hostile_events("c_a662"), hostile_events("c_c426")],
+            chain_last in any::<bool>(),
+        ) {
+            let honest = honest_handoff();
+            let mut all = honest.clone();
+            let mut hostile = hostile;
+            // Half the time the hostile events continue their author's real
+            // chain (as a member that knows its own history would sign them).
+            if chain_last {
+                let folded = fold(honest.clone()).ticket.unwrap();
+                let author = hostile[0].author_node.clone();
+                let (mut seq, mut prev) = next_in_chain(&folded, &author);
+                for e in hostile.iter_mut().filter(|e| e.author_node == author) {
+                    e.author_seq = seq;
+                    e.prev_hash = prev.clone();
+                    seq += 1;
+                    prev = event_hash(e);
+                }
+            }
+            all.extend(hostile);
+            let ticket = fold(all).ticket.expect("the origin's Created stands");
+            prop_assert_eq!(&ticket.origin_node, "c_a662");
+            prop_assert_eq!(&ticket.owner_node, "p_ba");
+            prop_assert_eq!(ticket.owner_epoch, 1);
+        }
+    }
+
+    #[test]
+    fn a_created_for_a_ticket_id_minted_by_another_node_has_no_effect() {
+        let mut stolen = created();
+        stolen.author_node = "c_c426".into();
+        stolen.hlc.as_mut().unwrap().wall_ms = 1;
+        let folded = fold(chained([created(), stolen]));
+        assert_eq!(folded.ticket.unwrap().origin_node, "c_a662");
+        assert!(
+            matches!(&folded.log[0].1, Effect::Ineffective(r) if r.contains("not minted by c_c426"))
+        );
+    }
+
+    #[test]
+    fn a_former_owner_cannot_backdate_or_fork_its_way_back() {
+        let honest = honest_handoff();
+        let origin_events: Vec<&TicketEvent> = honest
+            .iter()
+            .filter(|e| e.author_node == "c_a662")
+            .collect();
+        let offer = origin_events.last().unwrap();
+        // Backdated: the next in its chain, stamped before the offer.
+        let mut backdated = event(
+            50,
+            "c_a662",
+            0,
+            Kind::HandoffOffered(HandoffOffered {
+                to_node: "c_c426".into(),
+                reason: String::new(),
+            }),
+        );
+        backdated.hlc.as_mut().unwrap().wall_ms = 1_700_000_000_005;
+        backdated.author_seq = offer.author_seq + 1;
+        backdated.prev_hash = event_hash(offer);
+        let folded = fold(honest.iter().cloned().chain([backdated.clone()]));
+        let ticket = folded.ticket.unwrap();
+        assert_eq!(ticket.owner_node, "p_ba");
+        assert_eq!(ticket.equivocators, ["c_a662"]);
+        // A fork: another event with the offer's number and predecessor,
+        // stamped before it, closing the ticket.
+        let mut fork = status(6, "c_a662", 0, Status::Rejected);
+        fork.author_seq = offer.author_seq;
+        fork.prev_hash = offer.prev_hash.clone();
+        let folded = fold(honest.iter().cloned().chain([fork]));
+        let ticket = folded.ticket.unwrap();
+        assert_eq!(ticket.owner_node, "p_ba");
+        assert_eq!(ticket.status(), Status::InProgress);
+        assert_eq!(ticket.equivocators, ["c_a662"]);
+    }
+
+    #[test]
+    fn a_reused_event_id_of_another_author_is_another_event() {
+        let honest = honest_handoff();
+        let mut copy = honest[1].clone();
+        copy.author_node = "c_c426".into();
+        copy.author_seq = 1;
+        copy.prev_hash.clear();
+        let folded = fold(honest.iter().cloned().chain([copy]));
+        assert_eq!(folded.log.len(), honest.len() + 1);
+        assert_eq!(folded.ticket.unwrap().note_count, 1);
     }
 }

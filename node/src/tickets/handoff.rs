@@ -73,7 +73,7 @@ impl TicketDesk {
         let material = tls::TlsFiles::in_dir(&self.config.tls_dir())
             .load()
             .map_err(|e| NodeError::Unavailable(format!("TLS files: {e}")))?;
-        let channel = tls::channel(
+        let channel = tls::channel_to_registry(
             &self.config.registry.endpoint,
             material
                 .client_config()
@@ -200,7 +200,7 @@ impl TicketDesk {
                         )));
                     }
                     Ok(desk.new_event(
-                        &t.id,
+                        t,
                         &actor2,
                         t.owner_epoch,
                         Kind::HandoffOffered(HandoffOffered {
@@ -262,7 +262,7 @@ impl TicketDesk {
                             reason: reason.clone(),
                         }),
                     };
-                    Ok(desk.new_event(&t.id, &actor2, t.owner_epoch, kind))
+                    Ok(desk.new_event(t, &actor2, t.owner_epoch, kind))
                 }),
             )
             .await?;
@@ -305,7 +305,7 @@ impl TicketDesk {
                         )));
                     }
                     Ok(desk.new_event(
-                        &t.id,
+                        t,
                         &actor2,
                         t.owner_epoch,
                         Kind::Shared(Shared {

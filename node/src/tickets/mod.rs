@@ -183,11 +183,25 @@ impl TicketDesk {
         Ok(format!("{prefix}{:06}", seq.1))
     }
 
+    /// A new event of this node's on ticket `t`, next in this node's chain.
     fn new_event(
+        &self,
+        t: &Ticket,
+        actor: &Actor,
+        owner_epoch: u64,
+        kind: Kind,
+    ) -> (StoredEvent, TicketEvent) {
+        let (author_seq, prev_hash) =
+            crate::ticket::fold::next_in_chain(t, self.config.node.id.as_str());
+        self.sign_event(&t.id, actor, owner_epoch, (author_seq, prev_hash), kind)
+    }
+
+    fn sign_event(
         &self,
         ticket_id: &str,
         actor: &Actor,
         owner_epoch: u64,
+        (author_seq, prev_hash): (u64, Vec<u8>),
         kind: Kind,
     ) -> (StoredEvent, TicketEvent) {
         let stamp = self.clock.now();
@@ -198,6 +212,8 @@ impl TicketDesk {
             author_node: self.config.node.id.to_string(),
             actor: actor.id.clone(),
             owner_epoch,
+            author_seq,
+            prev_hash,
             kind: Some(kind),
         };
         let envelope = self
@@ -246,7 +262,7 @@ impl TicketDesk {
         } else {
             req.priority
         };
-        let ticket_id = ulid::Ulid::new().to_string();
+        let ticket_id = urpnet_proto::ids::TicketId::mint(&self.config.node.id).to_string();
         let created = Created {
             reference: self.next_reference(now_ms).await?,
             category: req.category.clone(),
@@ -259,7 +275,13 @@ impl TicketDesk {
             consent: req.consent,
             due_at,
         };
-        let (stored, event) = self.new_event(&ticket_id, actor, 0, Kind::Created(created));
+        let (stored, event) = self.sign_event(
+            &ticket_id,
+            actor,
+            0,
+            (1, Vec::new()),
+            Kind::Created(created),
+        );
         let mut state = None;
         crate::ticket::apply(&mut state, &event);
         let ticket = state.expect("a Created event creates the ticket");
@@ -498,7 +520,7 @@ impl TicketDesk {
                 ticket_id,
                 Box::new(move |t: &Ticket| {
                     Ok(desk.new_event(
-                        &t.id,
+                        t,
                         &actor2,
                         t.owner_epoch,
                         Kind::Note(Note {
@@ -588,7 +610,7 @@ impl TicketDesk {
                             reason: change.reason.clone(),
                         })
                     };
-                    Ok(desk.new_event(&t.id, &actor2, t.owner_epoch, kind))
+                    Ok(desk.new_event(t, &actor2, t.owner_epoch, kind))
                 }),
             )
             .await?;
@@ -632,7 +654,7 @@ impl TicketDesk {
                         )));
                     }
                     Ok(desk.new_event(
-                        &t.id,
+                        t,
                         &actor2,
                         t.owner_epoch,
                         Kind::Assigned(Assigned {

@@ -112,7 +112,7 @@ impl Upstream {
         let material = TlsFiles::in_dir(&dir(&self.data_dir)).load().map_err(|e| {
             anyhow::anyhow!("{e} (run `urpnet-registry upstream init` and install the certificate)")
         })?;
-        let channel = tls::channel(
+        let channel = tls::channel_to_registry(
             &self.config.endpoint,
             material.client_config()?,
             Duration::from_secs(5),
