@@ -184,6 +184,8 @@ const CACHE_TTL: Duration = Duration::from_secs(2);
 pub struct Authenticator {
     store: Store,
     cache: Mutex<HashMap<String, (Instant, Option<Actor>)>>,
+    /// Each token's rate, checked once it is known to be valid.
+    limits: Option<crate::limits::PerIdentity>,
 }
 
 impl Authenticator {
@@ -192,7 +194,14 @@ impl Authenticator {
         Self {
             store,
             cache: Mutex::new(HashMap::new()),
+            limits: None,
         }
+    }
+
+    /// The same, with a rate limit per token (`[desk] rate_per_second`).
+    pub fn with_limits(mut self, limits: crate::limits::PerIdentity) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// The actor of a gRPC request, from its `authorization` header.
@@ -249,6 +258,11 @@ impl Authenticator {
                 actor
             }
         };
-        actor.ok_or_else(|| NodeError::Unauthenticated("unknown or revoked token".into()))
+        let actor =
+            actor.ok_or_else(|| NodeError::Unauthenticated("unknown or revoked token".into()))?;
+        if let Some(limits) = &self.limits {
+            limits.check(&actor.id)?;
+        }
+        Ok(actor)
     }
 }

@@ -96,6 +96,11 @@ pub struct DeskSection {
     /// Largest gRPC message accepted or sent, in bytes. Larger ones are refused
     /// before decoding with OUT_OF_RANGE.
     pub max_message_bytes: usize,
+    /// Requests per second each operator or integration token may make;
+    /// beyond it, RESOURCE_EXHAUSTED with a `retry-after-ms` trailer.
+    pub rate_per_second: u32,
+    /// Requests a token may make at once above its rate.
+    pub rate_burst: u32,
 }
 
 impl Default for DeskSection {
@@ -103,6 +108,8 @@ impl Default for DeskSection {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             max_message_bytes: 16 * 1024 * 1024,
+            rate_per_second: 5_000,
+            rate_burst: 10_000,
         }
     }
 }
@@ -277,6 +284,12 @@ pub struct PeeringSection {
     /// How often shared tickets are compared with each peer (anti-entropy).
     #[serde(with = "urpnet_proto::config::duration")]
     pub anti_entropy_interval: std::time::Duration,
+    /// Calls per second each peer may make on the peering port; beyond it,
+    /// RESOURCE_EXHAUSTED with a `retry-after-ms` trailer (checked before the
+    /// request is decoded).
+    pub rate_per_second: u32,
+    /// Calls a peer may make at once above its rate.
+    pub rate_burst: u32,
 }
 
 impl Default for PeeringSection {
@@ -289,6 +302,8 @@ impl Default for PeeringSection {
             connect_timeout: std::time::Duration::from_secs(3),
             request_timeout: std::time::Duration::from_secs(30),
             anti_entropy_interval: std::time::Duration::from_secs(300),
+            rate_per_second: 200,
+            rate_burst: 400,
         }
     }
 }
@@ -413,6 +428,17 @@ impl NodeConfig {
         }
         if !(1..=1000).contains(&self.peering.batch_size) {
             return Err("key `peering.batch_size`: must be within 1..=1000".into());
+        }
+        if self.desk.rate_per_second == 0 || self.desk.rate_burst == 0 {
+            return Err(
+                "keys `desk.rate_per_second` and `desk.rate_burst`: must be at least 1".into(),
+            );
+        }
+        if self.peering.rate_per_second == 0 || self.peering.rate_burst == 0 {
+            return Err(
+                "keys `peering.rate_per_second` and `peering.rate_burst`: must be at least 1"
+                    .into(),
+            );
         }
         if self.peering.max_message_bytes < 1024 * 1024 {
             return Err("key `peering.max_message_bytes`: must be at least 1048576".into());

@@ -27,6 +27,9 @@ pub enum NodeError {
     /// The node is overloaded or shutting down; retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller is over its rate; retry after the given milliseconds.
+    #[error("{0}")]
+    RateLimited(String, u64),
     /// The database failed.
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
@@ -56,6 +59,7 @@ impl NodeError {
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Self::PermissionDenied(_) => tonic::Code::PermissionDenied,
             Self::Unavailable(_) => tonic::Code::Unavailable,
+            Self::RateLimited(..) => tonic::Code::ResourceExhausted,
             Self::Storage(_) | Self::Sqlite(_) | Self::Internal(_) => tonic::Code::Internal,
         }
     }
@@ -79,7 +83,13 @@ impl From<NodeError> for tonic::Status {
             NodeError::InvalidArgument(v) => format!("invalid request: {v}"),
             other => other.to_string(),
         };
-        tonic::Status::new(code, message)
+        let mut status = tonic::Status::new(code, message);
+        if let NodeError::RateLimited(_, retry_after_ms) = &err
+            && let Ok(v) = retry_after_ms.to_string().parse()
+        {
+            status.metadata_mut().insert("retry-after-ms", v);
+        }
+        status
     }
 }
 

@@ -248,7 +248,13 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let auth = Arc::new(Authenticator::new(store.clone()));
+    let auth = Arc::new(Authenticator::new(store.clone()).with_limits(
+        crate::limits::PerIdentity::new(
+            "desk",
+            config.desk.rate_per_second,
+            config.desk.rate_burst,
+        ),
+    ));
     let faq_service = FaqDeskServer::new(FaqDeskService::new(faq.clone(), auth.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
@@ -284,7 +290,7 @@ pub async fn run(
 
     let incoming =
         tonic::transport::server::TcpIncoming::from(listeners.desk).with_nodelay(Some(true));
-    let served = tonic::transport::Server::builder()
+    let served = telemetry::server_builder()
         .layer(GrpcMetricsLayer::new("node"))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -339,6 +345,7 @@ async fn serve_peering(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) {
+    use tonic::service::interceptor::InterceptedService;
     use urpnet_proto::tls::{self, ReloadableTls, TlsFiles};
     use urpnet_proto::v1::peering_server::PeeringServer;
     let files = TlsFiles::in_dir(&ctx.config.tls_dir());
@@ -361,12 +368,20 @@ async fn serve_peering(
     tokio::spawn(tls.clone().watch(TLS_RELOAD_CHECK, shutdown.clone()));
     let addr = listener.local_addr().ok();
     let max = ctx.config.peering.max_message_bytes;
-    let exchange = FaqExchangeServer::new(FaqExchangeService::new(faq, ctx.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    let service = PeeringServer::new(PeeringService::new(ctx))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    // The gate runs as an interceptor: a stranger's body is never decoded.
+    let gate = crate::peering::PeerGate::new(ctx.clone());
+    let exchange = InterceptedService::new(
+        FaqExchangeServer::new(FaqExchangeService::new(faq, ctx.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        gate.clone(),
+    );
+    let service = InterceptedService::new(
+        PeeringServer::new(PeeringService::new(ctx))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        gate,
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<PeeringServer<PeeringService>>().await;
     health
@@ -381,7 +396,7 @@ async fn serve_peering(
     };
     let incoming = tls::incoming(listener, tls, "peering", shutdown.clone());
     tracing::info!(addr = ?addr, "peering listening (mutual TLS)");
-    let served = tonic::transport::Server::builder()
+    let served = telemetry::server_builder()
         .layer(GrpcMetricsLayer::new("peering"))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -153,13 +153,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let rpc = req
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let rpc = rpc_label(req.uri().path());
         let server = self.server;
         let started = Instant::now();
         let fut = self.inner.call(req);
@@ -178,13 +172,75 @@ where
                     .unwrap_or_else(|| "Ok".to_string()),
                 Err(_) => "TransportError".to_string(),
             };
-            metrics::counter!("urpnet_grpc_requests_total", "server" => server, "rpc" => rpc.clone(), "code" => code)
+            metrics::counter!("urpnet_grpc_requests_total", "server" => server, "rpc" => rpc, "code" => code)
                 .increment(1);
             metrics::histogram!("urpnet_grpc_request_duration_seconds", "server" => server, "rpc" => rpc)
                 .record(started.elapsed().as_secs_f64());
             result
         })
     }
+}
+
+/// The metric label of a request path: the method's name when the path is
+/// one of the methods urpnet, health and reflection define, `unknown`
+/// otherwise — labels never come from what a caller typed, so random paths
+/// cannot grow the number of series (docs/security.md, T3).
+pub fn rpc_label(path: &str) -> &'static str {
+    static KNOWN: OnceLock<std::collections::HashMap<String, &'static str>> = OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        use prost::Message as _;
+        let mut known = std::collections::HashMap::new();
+        for set in [
+            crate::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+                continue;
+            };
+            for file in set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        let path =
+                            format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                        let name: &'static str =
+                            Box::leak(method.name().to_string().into_boxed_str());
+                        known.insert(path, name);
+                    }
+                }
+            }
+        }
+        for version in ["v1", "v1alpha"] {
+            known.insert(
+                format!("/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"),
+                "ServerReflectionInfo",
+            );
+        }
+        known
+    });
+    known.get(path).copied().unwrap_or("unknown")
+}
+
+/// Streams one HTTP/2 connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
+/// Requests one connection may have in service at once (the rest wait).
+pub const CONCURRENCY_PER_CONNECTION: usize = 256;
+/// Longest a unary call may take before the server answers
+/// `DEADLINE_EXCEEDED` (a stream's messages are not bounded by it).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A tonic server with the limits every urpnet port shares
+/// (docs/security.md, T3): bounded streams and in-flight requests per
+/// connection, a request timeout, HTTP/2 keepalive pings that close dead
+/// connections, TCP keepalive, and a cap on header size.
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+        .timeout(REQUEST_TIMEOUT)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
+        .http2_max_header_list_size(Some(16 * 1024))
 }
 
 /// gRPC reflection services (v1 and v1alpha: many clients still speak only
@@ -209,4 +265,29 @@ pub fn reflection_services() -> Result<
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_labels_come_only_from_known_methods() {
+        assert_eq!(rpc_label("/urpnet.v1.Peering/Deliver"), "Deliver");
+        assert_eq!(rpc_label("/urpnet.v1.Desk/CreateTicket"), "CreateTicket");
+        assert_eq!(rpc_label("/grpc.health.v1.Health/Check"), "Check");
+        assert_eq!(
+            rpc_label("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            "ServerReflectionInfo"
+        );
+        for random in [
+            "/urpnet.v1.Peering/Deliver2",
+            "/x/Deliver",
+            "/",
+            "",
+            "/urpnet.v1.Desk/CreateTicket/extra",
+        ] {
+            assert_eq!(rpc_label(random), "unknown", "{random}");
+        }
+    }
 }

@@ -737,6 +737,9 @@ impl AsyncWrite for TlsConnection {
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// TLS handshakes a server runs at once (docs/security.md, T3).
+pub const MAX_HANDSHAKES: usize = 128;
+
 /// Accepts TCP connections on `listener` and yields the ones that complete a
 /// TLS handshake with the configuration current at their arrival, for
 /// `tonic::transport::Server::serve_with_incoming`. Handshakes run in their
@@ -749,8 +752,15 @@ pub fn incoming(
     shutdown: CancellationToken,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsConnection>> {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
+    // Handshakes in progress are bounded: past the bound, connections wait
+    // in the kernel's accept queue instead of each taking a task and memory.
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => return,
+                permit = handshakes.clone().acquire_owned() => permit.expect("never closed"),
+            };
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => return,
                 accepted = listener.accept() => accepted,
@@ -768,6 +778,7 @@ pub fn incoming(
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let cert = stream

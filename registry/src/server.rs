@@ -292,7 +292,7 @@ pub async fn run(
         "registry ready"
     );
     let incoming = tls::incoming(listeners.grpc, tls, "registry", shutdown.clone());
-    let served = tonic::transport::Server::builder()
+    let served = telemetry::server_builder()
         .layer(GrpcMetricsLayer::new("registry"))
         .layer(RateLimitLayer::new(limiter))
         .add_service(health_service)

@@ -161,6 +161,11 @@ async fn start(n: usize) -> anyhow::Result<Federation> {
             format!("Comune di {name}"),
             dir.path().join(&id).join("data"),
         );
+        // Capacity is measured, not the per-caller rate limits.
+        config.desk.rate_per_second = 1_000_000;
+        config.desk.rate_burst = 1_000_000;
+        config.peering.rate_per_second = 1_000_000;
+        config.peering.rate_burst = 1_000_000;
         federation::enrol_node(
             &mut admin,
             &registry.endpoint(),

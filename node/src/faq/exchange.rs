@@ -109,7 +109,7 @@ impl FaqExchange for FaqExchangeService {
         &self,
         request: Request<FaqSyncRequest>,
     ) -> Result<Response<FaqSyncResponse>, Status> {
-        let from = self.peering.gate(&request)?;
+        let from = self.peering.admitted(&request)?;
         tracing::Span::current().record("peer", from.as_str());
         let req = request.into_inner();
         if let Err(v) = check_digest(&req.digest) {
@@ -135,7 +135,7 @@ impl FaqExchange for FaqExchangeService {
         &self,
         request: Request<FaqPushRequest>,
     ) -> Result<Response<FaqPushResponse>, Status> {
-        let from = self.peering.gate(&request)?;
+        let from = self.peering.admitted(&request)?;
         tracing::Span::current().record("peer", from.as_str());
         let req = request.into_inner();
         let mut v = Violations::new();

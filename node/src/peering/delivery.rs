@@ -139,6 +139,10 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// verifies the signatures of the next.
 const MAX_IN_FLIGHT: usize = 2;
 
+/// The smallest batch budget a peer's refusals can halve it to: every single
+/// event (at most 128 KiB) fits.
+const MIN_BATCH_BYTES: usize = 256 * 1024;
+
 type Call = tokio::task::JoinHandle<
     Result<Result<tonic::Response<DeliverResponse>, tonic::Status>, tokio::time::error::Elapsed>,
 >;
@@ -153,6 +157,10 @@ async fn work(
     // Rows up to the cursor were sent in this pass; a pass restarts from 0
     // after a failure or at the end, for rows whose retry time has come.
     let mut cursor = 0i64;
+    // A batch stays below three quarters of the message limit (the peer is
+    // assumed to have ours); halved each time the peer still finds one too
+    // large, so one oversized batch never stalls the peer for good.
+    let mut byte_budget = settings.max_message_bytes / 4 * 3;
     let mut client = None;
     let mut members_version = u64::MAX;
     let mut in_flight: std::collections::VecDeque<(Batch, Call, std::time::Instant)> =
@@ -223,7 +231,7 @@ async fn work(
                     }
                 }
             }
-            let batch = Batch::of(&items);
+            let batch = Batch::of(&items, byte_budget);
             cursor = batch.last_seq;
             let mut c = client.clone().expect("connected above");
             let request = batch.request.clone();
@@ -276,6 +284,16 @@ async fn work(
         settle(&mut acking).await;
         cursor = 0;
         match failure {
+            Some(status)
+                if status.code() == tonic::Code::OutOfRange && byte_budget > MIN_BATCH_BYTES =>
+            {
+                // The peer's message limit is below ours: halve the batches
+                // for this peer and send again at once.
+                byte_budget = (byte_budget / 2).max(MIN_BATCH_BYTES);
+                tracing::warn!(%peer, byte_budget, "peer refused a batch as too large; splitting");
+                metrics::counter!("urpnet_delivery_split_total", "peer" => peer.clone())
+                    .increment(1);
+            }
             Some(status) if status.code() == tonic::Code::ResourceExhausted => {
                 let hint = status
                     .metadata()
@@ -370,7 +388,10 @@ struct Batch {
 }
 
 impl Batch {
-    fn of(items: &[crate::store::OutboxItem]) -> Self {
+    /// A batch of `items` in order, stopping before the encoded request
+    /// would pass `max_bytes` (at least one item always goes).
+    fn of(items: &[crate::store::OutboxItem], max_bytes: usize) -> Self {
+        use prost::Message as _;
         let mut b = Batch {
             request: DeliverRequest::default(),
             event_seqs: Vec::new(),
@@ -378,7 +399,17 @@ impl Batch {
             missing: Vec::new(),
             last_seq: 0,
         };
+        let mut bytes = 0usize;
         for item in items {
+            let size = match &item.payload {
+                OutboxPayload::Event(envelope) => envelope.encoded_len() + 8,
+                OutboxPayload::Contact(_, contact) => contact.encoded_len() + 48,
+                OutboxPayload::Missing => 0,
+            };
+            if bytes + size > max_bytes && b.last_seq != 0 {
+                break;
+            }
+            bytes += size;
             match &item.payload {
                 OutboxPayload::Event(envelope) => {
                     b.request.events.push(envelope.clone());

@@ -226,6 +226,64 @@ impl PeeringContext {
     }
 }
 
+/// The node id of the peer a request's [`PeerGate`] admitted.
+#[derive(Debug, Clone)]
+pub struct Admitted(pub String);
+
+impl PeeringContext {
+    /// The caller's node id: the one [`PeerGate`] admitted, or (for a
+    /// service not behind it) the gate's answer now.
+    ///
+    /// # Errors
+    /// As [`PeeringContext::gate`].
+    pub fn admitted<T>(&self, request: &tonic::Request<T>) -> Result<String, tonic::Status> {
+        match request.extensions().get::<Admitted>() {
+            Some(Admitted(id)) => Ok(id.clone()),
+            None => self.gate(request),
+        }
+    }
+}
+
+/// The peering port's gate and per-peer rate limit as an interceptor, so a
+/// caller without a node certificate, not an active member, quarantined or
+/// over its rate is refused before its request body is read and decoded
+/// (docs/security.md, T3).
+#[derive(Debug, Clone)]
+pub struct PeerGate {
+    ctx: Arc<PeeringContext>,
+    limits: crate::limits::PerIdentity,
+}
+
+impl PeerGate {
+    /// The gate of `ctx`, with `[peering] rate_per_second` and `rate_burst`.
+    pub fn new(ctx: Arc<PeeringContext>) -> Self {
+        let limits = crate::limits::PerIdentity::new(
+            "peering",
+            ctx.config.peering.rate_per_second,
+            ctx.config.peering.rate_burst,
+        );
+        Self { ctx, limits }
+    }
+}
+
+impl tonic::service::Interceptor for PeerGate {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let id = self.ctx.gate(&request)?;
+        if let Err(limited) = self.limits.check(&id) {
+            let remote = tls::peer_of(&request)
+                .map(|i| i.remote.to_string())
+                .unwrap_or_default();
+            service::refused("rate_limited", &remote, &id);
+            return Err(limited.into());
+        }
+        request.extensions_mut().insert(Admitted(id));
+        Ok(request)
+    }
+}
+
 /// This node's TLS client configuration, reloaded when its files change
 /// (a renewed certificate).
 #[derive(Debug)]

@@ -36,7 +36,7 @@ impl PeeringService {
     }
 
     fn gate<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        self.ctx.gate(request)
+        self.ctx.admitted(request)
     }
 }
 
