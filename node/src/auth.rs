@@ -221,6 +221,19 @@ impl Authenticator {
     /// # Errors
     /// `Unauthenticated` for a missing, malformed, unknown or revoked token.
     pub async fn authenticate(&self, authorization: Option<&str>) -> NodeResult<Actor> {
+        let actor = self.resolve(authorization).await?;
+        if let Some(limits) = &self.limits {
+            limits.check(&actor.id)?;
+        }
+        Ok(actor)
+    }
+
+    /// The actor holding `authorization`, without taking from its rate (for
+    /// re-checking a token that holds a stream open).
+    ///
+    /// # Errors
+    /// As [`Authenticator::authenticate`].
+    pub async fn resolve(&self, authorization: Option<&str>) -> NodeResult<Actor> {
         let Some(header) = authorization else {
             return Err(NodeError::Unauthenticated(
                 "missing `authorization: Bearer <token>` (create a token with `urpnet-node operator add`)".into(),
@@ -258,11 +271,6 @@ impl Authenticator {
                 actor
             }
         };
-        let actor =
-            actor.ok_or_else(|| NodeError::Unauthenticated("unknown or revoked token".into()))?;
-        if let Some(limits) = &self.limits {
-            limits.check(&actor.id)?;
-        }
-        Ok(actor)
+        actor.ok_or_else(|| NodeError::Unauthenticated("unknown or revoked token".into()))
     }
 }

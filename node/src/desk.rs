@@ -54,6 +54,10 @@ impl DeskService {
     }
 }
 
+/// How often an open `WatchTickets` stream checks that its token is still
+/// valid when no change arrives.
+const WATCH_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[tonic::async_trait]
 impl Desk for DeskService {
     #[tracing::instrument(skip_all)]
@@ -302,17 +306,41 @@ impl Desk for DeskService {
     ) -> Result<Response<Self::WatchTicketsStream>, Status> {
         let actor = self.actor(&request).await?;
         actor.require(crate::auth::Action::Read)?;
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let changes = self.desk.store().subscribe_changes();
-        let stream = futures::stream::unfold(changes, |mut rx| async move {
-            match rx.recv().await {
-                Ok(change) => Some((Ok((*change).clone()), rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    let status = Status::resource_exhausted(format!(
-                        "the watcher fell {missed} changes behind; watch again and re-read"
-                    ));
-                    Some((Err(status), rx))
+        let recheck = tokio::time::interval(WATCH_RECHECK);
+        let state = (changes, recheck, self.auth.clone(), authorization, false);
+        // The token is checked again on every change and every few seconds:
+        // a revoked token's stream ends with UNAUTHENTICATED.
+        let stream = futures::stream::unfold(state, |mut state| async move {
+            let (rx, recheck, auth, authorization, ended) = &mut state;
+            if *ended {
+                return None;
+            }
+            loop {
+                let next = tokio::select! {
+                    received = rx.recv() => Some(received),
+                    _ = recheck.tick() => None,
+                };
+                if let Err(error) = auth.resolve(authorization.as_deref()).await {
+                    *ended = true;
+                    return Some((Err(Status::from(error)), state));
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+                match next {
+                    None => continue,
+                    Some(Ok(change)) => return Some((Ok((*change).clone()), state)),
+                    Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(missed))) => {
+                        let status = Status::resource_exhausted(format!(
+                            "the watcher fell {missed} changes behind; watch again and re-read"
+                        ));
+                        return Some((Err(status), state));
+                    }
+                    Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return None,
+                }
             }
         });
         Ok(Response::new(Box::pin(stream)))

@@ -53,7 +53,9 @@ impl Members {
 /// A member's ed25519 key, if it publishes a valid one.
 pub fn signing_key(member: &Member) -> Option<ed25519_dalek::VerifyingKey> {
     let bytes = <[u8; 32]>::try_from(member.signing_key.as_slice()).ok()?;
-    ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+        .ok()
+        .filter(|key| !key.is_weak())
 }
 
 /// A member status as a word: "active", "suspended", "revoked".

@@ -75,8 +75,12 @@ impl HybridClock {
         let mut last = self.last.lock().expect("hlc lock poisoned");
         *last = if pt > last.0 {
             (pt, 0)
+        } else if last.1 == u32::MAX {
+            // The logical counter is spent (a peer's stamp can put it
+            // there): move the wall part on instead of repeating a stamp.
+            (last.0 + 1, 0)
         } else {
-            (last.0, last.1.saturating_add(1))
+            (last.0, last.1 + 1)
         };
         Hlc {
             wall_ms: last.0,
@@ -91,6 +95,18 @@ impl HybridClock {
     /// [`ClockSkew`] when the stamp is more than the max offset ahead of the
     /// local physical clock; the clock is not moved then.
     pub fn observe(&self, remote: &Hlc) -> Result<(), ClockSkew> {
+        self.check(remote)?;
+        self.restore(remote);
+        Ok(())
+    }
+
+    /// Checks the clock rule for a received stamp without moving the clock:
+    /// a receiver moves its clock only past records it stores
+    /// ([`HybridClock::restore`]), so a refused record cannot push it.
+    ///
+    /// # Errors
+    /// [`ClockSkew`] when the stamp is more than the max offset ahead.
+    pub fn check(&self, remote: &Hlc) -> Result<(), ClockSkew> {
         let pt = (self.physical)();
         let max_offset_ms = self.max_offset.as_millis() as u64;
         if remote.wall_ms > pt.saturating_add(max_offset_ms) {
@@ -100,7 +116,6 @@ impl HybridClock {
                 max_offset_ms,
             });
         }
-        self.restore(remote);
         Ok(())
     }
 
@@ -122,6 +137,30 @@ mod tests {
     static FAKE_NOW: AtomicU64 = AtomicU64::new(1_000);
     fn fake_now() -> u64 {
         FAKE_NOW.load(AtomicOrdering::SeqCst)
+    }
+
+    #[test]
+    fn a_spent_logical_counter_moves_the_wall_part_on() {
+        fn frozen() -> u64 {
+            5_000
+        }
+        let clock = HybridClock::with_physical(Duration::from_millis(500), frozen);
+        clock.restore(&Hlc {
+            wall_ms: 5_100,
+            logical: u32::MAX,
+        });
+        let a = clock.now();
+        let b = clock.now();
+        assert_eq!((a.wall_ms, a.logical), (5_101, 0));
+        assert_eq!(compare(&a, &b), Ordering::Less);
+        // A stamp checked but not stored does not move the clock.
+        clock
+            .check(&Hlc {
+                wall_ms: 5_400,
+                logical: 3,
+            })
+            .unwrap();
+        assert_eq!(clock.now().wall_ms, 5_101);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::ids::NodeId;
 use crate::v1::{PayloadKind, Signed};
@@ -141,7 +141,13 @@ pub fn verify(
         author: envelope.author.clone(),
     };
     let signature = Signature::from_slice(&envelope.signature).map_err(|_| bad())?;
-    key.verify(&envelope.payload, &signature).map_err(|_| bad())
+    // Strict: no weak keys, no small-order R, so a signature verifies for
+    // exactly one message under one key on every node.
+    if key.is_weak() {
+        return Err(bad());
+    }
+    key.verify_strict(&envelope.payload, &signature)
+        .map_err(|_| bad())
 }
 
 /// Writes a secret file with mode 0600 (on Unix), replacing any old one.

@@ -564,8 +564,13 @@ pub fn check_endpoint(v: &mut Violations, field: &str, endpoint: &str) {
 
 fn check_signing_key(v: &mut Violations, key: &[u8]) {
     match <[u8; 32]>::try_from(key) {
-        Ok(bytes) if ed25519_dalek::VerifyingKey::from_bytes(&bytes).is_ok() => {}
-        Ok(_) => v.add("signing_key", "is not a valid ed25519 public key"),
+        Ok(bytes) => match ed25519_dalek::VerifyingKey::from_bytes(&bytes) {
+            // A small-order ("weak") key lets its holder make one signature
+            // verify for many messages: refused (docs/security.md, T4).
+            Ok(key) if key.is_weak() => v.add("signing_key", "is a weak (small-order) ed25519 key"),
+            Ok(_) => {}
+            Err(_) => v.add("signing_key", "is not a valid ed25519 public key"),
+        },
         Err(_) => v.add("signing_key", "must be an ed25519 public key of 32 bytes"),
     }
 }

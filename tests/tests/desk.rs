@@ -823,7 +823,13 @@ async fn roles_limit_what_a_token_may_do(backend: Backend, test: &str) {
         Code::Unauthenticated
     );
 
-    // Revocation takes effect within the cache time.
+    // Revocation takes effect within the cache time, also on a watch stream
+    // the token holds open (docs/security.md, T4).
+    let mut watch = bot
+        .watch_tickets(urpnet_proto::v1::WatchTicketsRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
     store.revoke_operator("chatbot", now).await.unwrap();
     urpnet_tests::wait_for(
         "revocation to take effect",
@@ -841,6 +847,18 @@ async fn roles_limit_what_a_token_may_do(backend: Backend, test: &str) {
         },
     )
     .await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the watch stream ends after the revocation");
+    let err = ended.expect_err("it ends with an error");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     store.close().await;
     drop(store);
     writer.await.unwrap();

@@ -553,3 +553,47 @@ async fn stamps_of_a_members_choosing_take_no_ticket_over() {
     let after = celano.metrics().await;
     assert!(refused(&after, "not_origin") - refused(&before, "not_origin") >= 1.0);
 }
+
+/// docs/security.md T4: a participant cannot grow a ticket's log without
+/// end; past the per-author limit its events are refused and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_log_is_bounded_per_author() {
+    let fed = TestFederation::start(Backend::Sqlite, "bounded", &[CELANO, ABRUZZO], |_| {})
+        .await
+        .expect("sqlite");
+    let (rogue_tls, rogue) = fed.registry.enrol(ROGUE, Level::Comune, &["066098"]).await;
+    let celano = fed.node(CELANO.id);
+    let celano_dir = celano.config.node.data_dir.clone();
+    wait_for("Celano to know the rogue", Duration::from_secs(20), || {
+        let dir = celano_dir.clone();
+        async move {
+            let m = urpnet_node::registry_link::load_cache(&dir).0?;
+            m.is_active(ROGUE).then_some(())
+        }
+    })
+    .await;
+    let mut client = peering(&rogue_tls, &celano.config.registry.advertise, CELANO.id);
+    let t = ticket_of(&rogue);
+    let mut events = vec![created(&rogue, &t, 60).1, offer(&rogue, &t, CELANO.id).1];
+    let limit = urpnet_node::ticket::MAX_EVENTS_PER_AUTHOR;
+    while events.len() < limit + 50 {
+        events.push(event(&rogue, &t, 0, Kind::Note(Default::default())).1);
+    }
+    let (mut applied, mut full) = (0, 0);
+    for chunk in events.chunks(1000) {
+        let resp = deliver(&mut client, chunk.to_vec()).await.expect("deliver");
+        applied += resp.applied as usize;
+        full += resp
+            .refused
+            .iter()
+            .filter(|v| v.reason.contains("limit of events"))
+            .count();
+    }
+    assert_eq!(applied, limit);
+    assert_eq!(full, 50);
+    let desk = celano.desk().await;
+    let held = get(&desk, &t).await.expect("held");
+    assert_eq!(held.event_count as usize, limit);
+    let metrics = celano.metrics().await;
+    assert!(refused(&metrics, "ticket_full") >= 50.0);
+}

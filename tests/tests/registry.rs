@@ -419,6 +419,15 @@ async fn bad_input_is_refused_and_nothing_is_stored(backend: Backend, test: &str
         ),
         ("signing_key", Box::new(|r| r.signing_key = vec![1, 2, 3])),
         (
+            // The identity point: a weak (small-order) key.
+            "signing_key",
+            Box::new(|r| {
+                let mut weak = vec![0; 32];
+                weak[0] = 1;
+                r.signing_key = weak;
+            }),
+        ),
+        (
             "csr_pem",
             Box::new(|r| {
                 r.csr_pem =

@@ -907,14 +907,18 @@ impl Store {
     /// # Errors
     /// Storage failures.
     pub async fn max_reference_seq(&self, prefix: &str) -> NodeResult<u64> {
+        // The highest *number*: a longer run of digits is a larger number
+        // (the sequence is zero-padded to six digits and may grow past it),
+        // so `c_a662-2026-1000000` follows `…-999999`.
         let row = sqlx::query(
-            "SELECT MAX(reference) FROM tickets WHERE reference >= $1 AND reference < $2",
+            "SELECT reference FROM tickets WHERE reference >= $1 AND reference < $2 \
+             ORDER BY length(reference) DESC, reference DESC LIMIT 1",
         )
         .bind(format!("{prefix}0"))
         .bind(format!("{prefix}:"))
-        .fetch_one(&self.reader)
+        .fetch_optional(&self.reader)
         .await?;
-        let max: Option<String> = row.try_get(0)?;
+        let max: Option<String> = row.map(|r| r.try_get(0)).transpose()?;
         Ok(max
             .and_then(|r| r.strip_prefix(prefix).and_then(|s| s.parse().ok()))
             .unwrap_or(0))

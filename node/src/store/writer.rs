@@ -979,6 +979,20 @@ async fn append(
     };
     let current = Ticket::decode(state.as_slice())
         .map_err(|e| NodeError::Internal(format!("stored ticket state does not decode: {e}")))?;
+    let own = current
+        .chain_heads
+        .iter()
+        .find(|h| h.author == node)
+        .map_or(0, |h| h.seq as usize);
+    if current.event_count as usize >= crate::ticket::MAX_EVENTS_PER_TICKET
+        || own >= crate::ticket::MAX_EVENTS_PER_AUTHOR
+    {
+        return Ok(Err(NodeError::FailedPrecondition(format!(
+            "ticket {ticket_id} holds its limit of events ({} in all, {} per body); open a new ticket",
+            crate::ticket::MAX_EVENTS_PER_TICKET,
+            crate::ticket::MAX_EVENTS_PER_AUTHOR
+        ))));
+    }
     let (stored, event) = match mutation(&current) {
         Ok(made) => made,
         Err(refused) => return Ok(Err(refused)),
@@ -1255,6 +1269,11 @@ async fn ingest(
         let mut has_created = held_events
             .iter()
             .any(|e| matches!(e.kind, Some(Kind::Created(_))));
+        let mut total = held_events.len();
+        let mut by_author: HashMap<&str, usize> = HashMap::new();
+        for e in &held_events {
+            *by_author.entry(e.author_node.as_str()).or_default() += 1;
+        }
         let mut fresh: Vec<&Incoming> = Vec::new();
         let mut seen = HashSet::new();
         for e in batch {
@@ -1279,6 +1298,20 @@ async fn ingest(
                 }
             } else if !seen.insert(key) {
                 out.duplicates += 1;
+            } else if total >= crate::ticket::MAX_EVENTS_PER_TICKET
+                || by_author.get(key.0).copied().unwrap_or(0)
+                    >= crate::ticket::MAX_EVENTS_PER_AUTHOR
+            {
+                // A ticket's log is bounded, so no participant can grow it
+                // (and every fold of it) without end.
+                out.refused.push(refuse(
+                    "ticket_full",
+                    format!(
+                        "ticket {ticket_id} holds its limit of events ({} in all, {} per author)",
+                        crate::ticket::MAX_EVENTS_PER_TICKET,
+                        crate::ticket::MAX_EVENTS_PER_AUTHOR
+                    ),
+                ));
             } else if matches!(e.event.kind, Some(Kind::Created(_))) && has_created {
                 // One Created per ticket: a second one (byte-identical copies
                 // are duplicates above) is refused, never stored.
@@ -1288,6 +1321,8 @@ async fn ingest(
                 ));
             } else {
                 has_created |= matches!(e.event.kind, Some(Kind::Created(_)));
+                total += 1;
+                *by_author.entry(key.0).or_default() += 1;
                 fresh.push(e);
             }
         }

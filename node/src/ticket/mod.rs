@@ -6,3 +6,11 @@ pub mod lifecycle;
 pub mod names;
 
 pub use fold::{Effect, Folded, apply, fold};
+
+/// Most events a ticket's log holds (docs/security.md, T4): beyond it a
+/// peer's events are refused (`ticket_full`) and the desk answers
+/// `FAILED_PRECONDITION`. A busy ticket has tens of events.
+pub const MAX_EVENTS_PER_TICKET: usize = 5_000;
+
+/// Most events one body signs on one ticket.
+pub const MAX_EVENTS_PER_AUTHOR: usize = 2_000;
