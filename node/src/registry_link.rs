@@ -306,20 +306,12 @@ impl RegistryLink {
             .renew_certificate(RenewCertificateRequest { csr_pem })
             .await?
             .into_inner();
-        // The trust root is the one enrolment gave: a renewal answer never
-        // replaces it (a changed CA would let whoever answered pose as the
-        // registry and every peer from then on).
-        if !same_pem(&resp.ca_pem, &material.ca_pem) {
+        let Some(new) = renewed(&material, &resp.ca_pem, resp.certificate_pem, key_pem) else {
             metrics::counter!("urpnet_node_ca_change_refused_total").increment(1);
             tracing::error!(
                 "the registry's renewal answer carries another CA certificate; refused, keeping the current certificate and CA"
             );
             return Ok(false);
-        }
-        let new = TlsMaterial {
-            cert_pem: resp.certificate_pem,
-            key_pem,
-            ca_pem: material.ca_pem.clone(),
         };
         if let Err(error) = new.info().and_then(|_| self.files.save(&new)) {
             tracing::error!(%error, "cannot store the renewed certificate; keeping the old one");
@@ -339,9 +331,61 @@ impl RegistryLink {
     }
 }
 
+/// The TLS material after a renewal: the new certificate and key with the
+/// CA enrolment gave. `None` when the answer carries another CA: the trust
+/// root never changes by a renewal (a changed CA would let whoever answered
+/// pose as the registry and every peer from then on).
+fn renewed(
+    current: &TlsMaterial,
+    answered_ca_pem: &str,
+    cert_pem: String,
+    key_pem: String,
+) -> Option<TlsMaterial> {
+    same_pem(answered_ca_pem, &current.ca_pem).then(|| TlsMaterial {
+        cert_pem,
+        key_pem,
+        ca_pem: current.ca_pem.clone(),
+    })
+}
+
 /// Whether two PEM texts hold the same certificates (line endings and
 /// surrounding blank space aside).
 fn same_pem(a: &str, b: &str) -> bool {
     let norm = |s: &str| -> String { s.split_whitespace().collect() };
     norm(a) == norm(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewal_never_changes_the_trust_root() {
+        let (ca, _) =
+            urpnet_proto::tls::FederationCa::generate("abruzzo", Duration::from_secs(3600))
+                .unwrap();
+        let (other, _) =
+            urpnet_proto::tls::FederationCa::generate("impostor", Duration::from_secs(3600))
+                .unwrap();
+        let current = TlsMaterial {
+            cert_pem: "old cert".into(),
+            key_pem: "old key".into(),
+            ca_pem: ca.cert_pem().to_string(),
+        };
+        // The same CA, however its lines end: accepted, the CA kept.
+        let same = current.ca_pem.replace('\n', "\r\n");
+        let new = renewed(&current, &same, "new cert".into(), "new key".into()).unwrap();
+        assert_eq!(new.cert_pem, "new cert");
+        assert_eq!(new.ca_pem, current.ca_pem);
+        // Another CA: refused.
+        assert!(
+            renewed(
+                &current,
+                other.cert_pem(),
+                "new cert".into(),
+                "new key".into()
+            )
+            .is_none()
+        );
+    }
 }

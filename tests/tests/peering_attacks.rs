@@ -363,21 +363,8 @@ async fn forged_misdirected_oversized_and_replayed_items_are_refused_and_good_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_equivocating_signer_is_quarantined_until_released() {
-    let fed = TestFederation::start(Backend::Sqlite, "equivocation", &[CELANO, ABRUZZO], |_| {})
-        .await
-        .expect("sqlite");
-    let (rogue_tls, rogue) = fed.registry.enrol(ROGUE, Level::Comune, &["066098"]).await;
+    let (fed, rogue, mut client) = rogue_federation("equivocation").await;
     let celano = fed.node(CELANO.id);
-    let celano_dir = celano.config.node.data_dir.clone();
-    wait_for("Celano to know the rogue", Duration::from_secs(20), || {
-        let dir = celano_dir.clone();
-        async move {
-            let m = urpnet_node::registry_link::load_cache(&dir).0?;
-            m.is_active(ROGUE).then_some(())
-        }
-    })
-    .await;
-    let mut client = peering(&rogue_tls, &celano.config.registry.advertise, CELANO.id);
     let mut desk = celano.desk().await;
 
     // The rogue offers its ticket to Celano and, at the same owner epoch,
@@ -434,17 +421,16 @@ async fn an_equivocating_signer_is_quarantined_until_released() {
     assert_eq!(resp.applied, 1);
 }
 
-/// A signer whose events nobody needs to verify (the gate refuses first).
-fn rogue_probe() -> NodeSigner {
-    NodeSigner::generate(NodeId::new(ROGUE).expect("id"))
-}
-
-/// docs/security.md T1: a participant cannot become a ticket's origin by
-/// signing a `Created` stamped before the real one, and a former owner
-/// cannot undo an accepted handoff with events stamped before its offer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stamps_of_a_members_choosing_take_no_ticket_over() {
-    let fed = TestFederation::start(Backend::Sqlite, "takeover", &[CELANO, ABRUZZO], |_| {})
+/// Celano and the region, and the rogue enrolled, known to Celano and
+/// talking to it over mTLS with its real certificate.
+async fn rogue_federation(
+    test: &str,
+) -> (
+    TestFederation,
+    NodeSigner,
+    PeeringClient<tonic::transport::Channel>,
+) {
+    let fed = TestFederation::start(Backend::Sqlite, test, &[CELANO, ABRUZZO], |_| {})
         .await
         .expect("sqlite");
     let (rogue_tls, rogue) = fed.registry.enrol(ROGUE, Level::Comune, &["066098"]).await;
@@ -458,7 +444,22 @@ async fn stamps_of_a_members_choosing_take_no_ticket_over() {
         }
     })
     .await;
-    let mut client = peering(&rogue_tls, &celano.config.registry.advertise, CELANO.id);
+    let client = peering(&rogue_tls, &celano.config.registry.advertise, CELANO.id);
+    (fed, rogue, client)
+}
+
+/// A signer whose events nobody needs to verify (the gate refuses first).
+fn rogue_probe() -> NodeSigner {
+    NodeSigner::generate(NodeId::new(ROGUE).expect("id"))
+}
+
+/// docs/security.md T1: a participant cannot become a ticket's origin by
+/// signing a `Created` stamped before the real one, and a former owner
+/// cannot undo an accepted handoff with events stamped before its offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stamps_of_a_members_choosing_take_no_ticket_over() {
+    let (fed, rogue, mut client) = rogue_federation("takeover").await;
+    let celano = fed.node(CELANO.id);
     let mut desk = celano.desk().await;
     let before = celano.metrics().await;
 
@@ -558,21 +559,8 @@ async fn stamps_of_a_members_choosing_take_no_ticket_over() {
 /// end; past the per-author limit its events are refused and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_log_is_bounded_per_author() {
-    let fed = TestFederation::start(Backend::Sqlite, "bounded", &[CELANO, ABRUZZO], |_| {})
-        .await
-        .expect("sqlite");
-    let (rogue_tls, rogue) = fed.registry.enrol(ROGUE, Level::Comune, &["066098"]).await;
+    let (fed, rogue, mut client) = rogue_federation("bounded").await;
     let celano = fed.node(CELANO.id);
-    let celano_dir = celano.config.node.data_dir.clone();
-    wait_for("Celano to know the rogue", Duration::from_secs(20), || {
-        let dir = celano_dir.clone();
-        async move {
-            let m = urpnet_node::registry_link::load_cache(&dir).0?;
-            m.is_active(ROGUE).then_some(())
-        }
-    })
-    .await;
-    let mut client = peering(&rogue_tls, &celano.config.registry.advertise, CELANO.id);
     let t = ticket_of(&rogue);
     let mut events = vec![created(&rogue, &t, 60).1, offer(&rogue, &t, CELANO.id).1];
     let limit = urpnet_node::ticket::MAX_EVENTS_PER_AUTHOR;
