@@ -122,7 +122,12 @@ pub async fn with_peer(ctx: &PeeringContext, peer: &str) -> anyhow::Result<Repai
             let fetch: Vec<String> = their_set.difference(&mine).map(|s| (*s).clone()).collect();
             if !push.is_empty() {
                 repair.pushed += push.len();
-                ctx.store.enqueue_events(peer, push).await?;
+                // The outbox holds event ids (the key's second half).
+                let ids = push
+                    .iter()
+                    .filter_map(|key| key.split_once('/').map(|(_, id)| id.to_string()))
+                    .collect();
+                ctx.store.enqueue_events(peer, ids).await?;
             }
             if !fetch.is_empty() {
                 repair.fetched +=

@@ -676,8 +676,9 @@ impl Store {
         Ok(out)
     }
 
-    /// The event ids held for each of `ticket_ids`, sorted (tickets with no
-    /// events are absent).
+    /// The event keys (`<author>/<event id>`, since an event is its author's
+    /// id) held for each of `ticket_ids`, sorted (tickets with no events are
+    /// absent).
     ///
     /// # Errors
     /// Storage failures.
@@ -689,7 +690,7 @@ impl Store {
         for chunk in ticket_ids.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT ticket_id, event_id FROM ticket_events WHERE ticket_id IN ({}) ORDER BY ticket_id, event_id",
+                "SELECT ticket_id, author_node, event_id FROM ticket_events WHERE ticket_id IN ({})",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query(&sql);
@@ -697,29 +698,36 @@ impl Store {
                 query = query.bind(id);
             }
             for r in query.fetch_all(&self.reader).await? {
-                out.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
+                let (author, id): (String, String) = (r.try_get(1)?, r.try_get(2)?);
+                out.entry(r.try_get(0)?)
+                    .or_default()
+                    .push(event_key(&author, &id));
             }
+        }
+        for keys in out.values_mut() {
+            keys.sort_unstable();
         }
         Ok(out)
     }
 
-    /// Stored envelopes of one ticket (all, or those with the given ids).
+    /// Stored envelopes of one ticket (all, or those with the given
+    /// `<author>/<event id>` keys).
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn envelopes(&self, ticket_id: &str, ids: &[String]) -> NodeResult<Vec<Signed>> {
+    pub async fn envelopes(&self, ticket_id: &str, keys: &[String]) -> NodeResult<Vec<Signed>> {
         let rows = sqlx::query(
-            "SELECT envelope, event_id FROM ticket_events WHERE ticket_id = $1 \
+            "SELECT envelope, author_node, event_id FROM ticket_events WHERE ticket_id = $1 \
              ORDER BY hlc_wall, hlc_logical, author_node, event_id",
         )
         .bind(ticket_id)
         .fetch_all(&self.reader)
         .await?;
-        let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let wanted: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
         let mut out = Vec::new();
         for r in &rows {
-            let id: String = r.try_get(1)?;
-            if wanted.is_empty() || wanted.contains(id.as_str()) {
+            let (author, id): (String, String) = (r.try_get(1)?, r.try_get(2)?);
+            if wanted.is_empty() || wanted.contains(event_key(&author, &id).as_str()) {
                 out.push(decode_envelope(r)?.0);
             }
         }
@@ -1184,4 +1192,10 @@ impl TicketColumns {
             updated_ms: ms(&ticket.updated_at),
         }
     }
+}
+
+/// An event's key across nodes: `<author>/<event id>` (an id is unique only
+/// within its author's events).
+pub fn event_key(author: &str, event_id: &str) -> String {
+    format!("{author}/{event_id}")
 }

@@ -340,9 +340,11 @@ impl TicketDesk {
 
     async fn offer_view(&self, ticket: Ticket) -> NodeResult<OfferView> {
         let pending = ticket.pending_handoff.clone().unwrap_or_default();
+        // The pending offer was signed by the owner it would replace.
+        let key = crate::store::event_key(&ticket.owner_node, &pending.offer_event_id);
         let events = self
             .store
-            .envelopes(&ticket.id, std::slice::from_ref(&pending.offer_event_id))
+            .envelopes(&ticket.id, std::slice::from_ref(&key))
             .await?;
         let (reason, offered_ms) = events
             .first()
