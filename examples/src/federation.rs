@@ -180,8 +180,11 @@ pub async fn enrol_node(
     config.registry.endpoint = registry_endpoint.to_owned();
     if config.registry.advertise.is_empty() {
         // A free loopback port for the node's Peering service, advertised to
-        // its peers (and written into its certificate's hosts).
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        // its peers (and written into its certificate's hosts). It is bound
+        // only later, at start: taken below the kernel's ephemeral range, so
+        // no `bind(:0)` elsewhere in the process (desks, metrics, proxies,
+        // other tests) can take it meanwhile.
+        let addr = free_port_below_ephemeral()?;
         config.peering.listen = addr;
         config.registry.advertise = format!("https://{addr}");
     }
@@ -306,4 +309,22 @@ impl RunningNode {
         self.task.await??;
         Ok(self.config)
     }
+}
+
+/// A loopback address on a port in 20000..32000, free when checked. Ports
+/// handed out by `bind(127.0.0.1:0)` come from the ephemeral range (32768 and
+/// up on Linux), so a port chosen here stays free until it is bound again,
+/// unless another pick of this function lands on it.
+fn free_port_below_ephemeral() -> std::io::Result<std::net::SocketAddr> {
+    use rand::Rng as _;
+    let mut rng = rand::thread_rng();
+    let mut last = None;
+    for _ in 0..200 {
+        let port = rng.gen_range(20_000..32_000);
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(listener) => return listener.local_addr(),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
 }

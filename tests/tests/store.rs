@@ -105,6 +105,19 @@ async fn a_bad_write_in_a_batch_loses_no_good_one(backend: Backend, test: &str) 
             "{i} was stored"
         );
     }
+    // References continue from the highest number, not the highest string:
+    // past 999,999 a reference has seven digits and sorts before `999999`.
+    for (n, reference) in [(70, "c_a662-2026-999999"), (71, "c_a662-2026-1000000")] {
+        let created = store
+            .create_ticket(new_ticket(&signer, n, reference))
+            .await
+            .unwrap();
+        assert!(matches!(created, CreateOutcome::Created(_)));
+    }
+    assert_eq!(
+        store.max_reference_seq("c_a662-2026-").await.unwrap(),
+        1_000_000
+    );
     store.close().await;
     drop(store);
     writer.await.unwrap();
