@@ -55,30 +55,14 @@ fn next_in_chain(ticket: &str, author: &str, e: &mut TicketEvent) {
     heads[at].3 = urpnet_node::ticket::fold::event_hash(e);
 }
 
-/// An event refused before it is stored, so it takes no place in its
-/// author's chain.
-fn refused_event(
+/// An event as the rogue signs it, at `(author_seq, prev_hash)`.
+fn signed_at(
     signer: &NodeSigner,
     ticket: &str,
     epoch: u64,
     kind: Kind,
+    chain: Option<(u64, Vec<u8>)>,
 ) -> (TicketEvent, Signed) {
-    let e = TicketEvent {
-        event_id: ulid::Ulid::new().to_string(),
-        ticket_id: ticket.into(),
-        hlc: Some(stamp()),
-        author_node: signer.node().to_string(),
-        actor: "op-rogue".into(),
-        owner_epoch: epoch,
-        author_seq: 99,
-        prev_hash: vec![0; 32],
-        kind: Some(kind),
-    };
-    let signed = signer.sign(PayloadKind::TicketEvent, e.encode_to_vec());
-    (e, signed)
-}
-
-fn event(signer: &NodeSigner, ticket: &str, epoch: u64, kind: Kind) -> (TicketEvent, Signed) {
     let mut e = TicketEvent {
         event_id: ulid::Ulid::new().to_string(),
         ticket_id: ticket.into(),
@@ -90,9 +74,28 @@ fn event(signer: &NodeSigner, ticket: &str, epoch: u64, kind: Kind) -> (TicketEv
         prev_hash: Vec::new(),
         kind: Some(kind),
     };
-    next_in_chain(ticket, signer.node().as_str(), &mut e);
+    match chain {
+        Some((seq, prev)) => (e.author_seq, e.prev_hash) = (seq, prev),
+        None => next_in_chain(ticket, signer.node().as_str(), &mut e),
+    }
     let signed = signer.sign(PayloadKind::TicketEvent, e.encode_to_vec());
     (e, signed)
+}
+
+/// An event refused before it is stored, so it takes no place in its
+/// author's chain.
+fn refused_event(
+    signer: &NodeSigner,
+    ticket: &str,
+    epoch: u64,
+    kind: Kind,
+) -> (TicketEvent, Signed) {
+    signed_at(signer, ticket, epoch, kind, Some((99, vec![0; 32])))
+}
+
+/// The rogue's next event on `ticket`, in its chain.
+fn event(signer: &NodeSigner, ticket: &str, epoch: u64, kind: Kind) -> (TicketEvent, Signed) {
+    signed_at(signer, ticket, epoch, kind, None)
 }
 
 /// A ticket id the signer's node minted.
