@@ -185,7 +185,7 @@ pub struct Authenticator {
     store: Store,
     cache: Mutex<HashMap<String, (Instant, Option<Actor>)>>,
     /// Each token's rate, checked once it is known to be valid.
-    limits: Option<crate::limits::PerIdentity>,
+    limits: Option<urpnet_proto::limits::PerIdentity>,
 }
 
 impl Authenticator {
@@ -199,7 +199,7 @@ impl Authenticator {
     }
 
     /// The same, with a rate limit per token (`[desk] rate_per_second`).
-    pub fn with_limits(mut self, limits: crate::limits::PerIdentity) -> Self {
+    pub fn with_limits(mut self, limits: urpnet_proto::limits::PerIdentity) -> Self {
         self.limits = Some(limits);
         self
     }
@@ -223,7 +223,9 @@ impl Authenticator {
     pub async fn authenticate(&self, authorization: Option<&str>) -> NodeResult<Actor> {
         let actor = self.resolve(authorization).await?;
         if let Some(limits) = &self.limits {
-            limits.check(&actor.id)?;
+            limits
+                .check(&actor.id)
+                .map_err(|wait| NodeError::rate_limited(&actor.id, wait))?;
         }
         Ok(actor)
     }

@@ -42,6 +42,15 @@ pub enum NodeError {
 }
 
 impl NodeError {
+    /// `identity` is over its rate for `wait` more.
+    pub fn rate_limited(identity: &str, wait: std::time::Duration) -> Self {
+        let ms = (wait.as_millis() as u64).max(1);
+        Self::RateLimited(
+            format!("rate limit for {identity} exceeded; retry in {ms} ms"),
+            ms,
+        )
+    }
+
     /// One violation as an `INVALID_ARGUMENT` error.
     pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
         let mut v = Violations::new();
@@ -95,3 +104,25 @@ impl From<NodeError> for tonic::Status {
 
 /// Result of node operations.
 pub type NodeResult<T> = Result<T, NodeError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_is_resource_exhausted_with_a_retry_hint() {
+        let status = tonic::Status::from(NodeError::rate_limited(
+            "op-1",
+            std::time::Duration::from_millis(40),
+        ));
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("op-1"));
+        assert_eq!(
+            status
+                .metadata()
+                .get("retry-after-ms")
+                .and_then(|v| v.to_str().ok()),
+            Some("40")
+        );
+    }
+}

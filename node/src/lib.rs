@@ -21,7 +21,6 @@ pub mod desk;
 pub mod duplicates;
 pub mod error;
 pub mod faq;
-pub mod limits;
 pub mod peering;
 pub mod registry_link;
 pub mod server;

@@ -249,7 +249,7 @@ pub async fn run(
         ));
     }
     let auth = Arc::new(Authenticator::new(store.clone()).with_limits(
-        crate::limits::PerIdentity::new(
+        urpnet_proto::limits::PerIdentity::new(
             "desk",
             config.desk.rate_per_second,
             config.desk.rate_burst,

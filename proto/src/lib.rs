@@ -28,6 +28,7 @@ pub mod config;
 pub mod db;
 pub mod hlc;
 pub mod ids;
+pub mod limits;
 pub mod signing;
 pub mod taxonomy;
 pub mod telemetry;

@@ -3,15 +3,13 @@
 //! membership status, role), and the per-identity rate limit applied before
 //! either.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 use urpnet_proto::ids::NodeId;
+use urpnet_proto::limits::PerIdentity;
 use urpnet_proto::taxonomy::to_toml;
 use urpnet_proto::tls::{Identity, PeerInfo};
 use urpnet_proto::v1::registry_admin_server::RegistryAdmin;
@@ -46,21 +44,16 @@ pub enum Guarded {
 /// members, a larger one for coordinators.
 #[derive(Debug, Clone)]
 pub struct Limiter {
-    members: Arc<DefaultKeyedRateLimiter<String>>,
-    coordinators: Arc<DefaultKeyedRateLimiter<String>>,
-}
-
-fn keyed(per_second: u32, burst: u32) -> Arc<DefaultKeyedRateLimiter<String>> {
-    let quota = Quota::per_second(NonZeroU32::new(per_second.max(1)).expect("non-zero"))
-        .allow_burst(NonZeroU32::new(burst.max(1)).expect("non-zero"));
-    Arc::new(RateLimiter::keyed(quota))
+    members: PerIdentity,
+    coordinators: PerIdentity,
 }
 
 /// Limiters from the `[limits]` section.
 pub fn limiter(limits: &crate::config::LimitsSection) -> Limiter {
     Limiter {
-        members: keyed(limits.requests_per_second, limits.burst),
-        coordinators: keyed(
+        members: PerIdentity::new("registry", limits.requests_per_second, limits.burst),
+        coordinators: PerIdentity::new(
+            "registry",
             limits.coordinator_requests_per_second,
             limits.coordinator_burst,
         ),
@@ -139,8 +132,7 @@ where
                 _ => &self.limiter.members,
             };
             let key = identity.uri();
-            if let Err(not_until) = limiter.check_key(&key) {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+            if let Err(wait) = limiter.check(&key) {
                 let remote = peer.map(|p| p.remote.to_string()).unwrap_or_default();
                 return Box::pin(async move {
                     tokio::time::sleep(wait.min(MAX_REFUSAL_DELAY)).await;

@@ -251,13 +251,13 @@ impl PeeringContext {
 #[derive(Debug, Clone)]
 pub struct PeerGate {
     ctx: Arc<PeeringContext>,
-    limits: crate::limits::PerIdentity,
+    limits: urpnet_proto::limits::PerIdentity,
 }
 
 impl PeerGate {
     /// The gate of `ctx`, with `[peering] rate_per_second` and `rate_burst`.
     pub fn new(ctx: Arc<PeeringContext>) -> Self {
-        let limits = crate::limits::PerIdentity::new(
+        let limits = urpnet_proto::limits::PerIdentity::new(
             "peering",
             ctx.config.peering.rate_per_second,
             ctx.config.peering.rate_burst,
@@ -272,12 +272,12 @@ impl tonic::service::Interceptor for PeerGate {
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
         let id = self.ctx.gate(&request)?;
-        if let Err(limited) = self.limits.check(&id) {
+        if let Err(wait) = self.limits.check(&id) {
             let remote = tls::peer_of(&request)
                 .map(|i| i.remote.to_string())
                 .unwrap_or_default();
             service::refused("rate_limited", &remote, &id);
-            return Err(limited.into());
+            return Err(crate::error::NodeError::rate_limited(&id, wait).into());
         }
         request.extensions_mut().insert(Admitted(id));
         Ok(request)

@@ -362,7 +362,7 @@ fn created_shape(event: &TicketEvent, created: &Created) -> Result<(), String> {
             event.event_id
         ));
     }
-    let seq = created
+    let in_series = created
         .reference
         .strip_prefix(author.as_str())
         .and_then(|rest| rest.strip_prefix('-'))
@@ -374,7 +374,7 @@ fn created_shape(event: &TicketEvent, created: &Created) -> Result<(), String> {
                 && seq.len() <= 12
                 && seq.bytes().all(|b| b.is_ascii_digit())
         });
-    if seq.is_none() {
+    if in_series.is_none() {
         return Err(format!(
             "created.reference: `{}` is not in {author}'s series (<node>-<year>-<number>)",
             created.reference

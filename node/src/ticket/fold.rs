@@ -80,8 +80,11 @@ pub fn next_in_chain(ticket: &Ticket, author: &str) -> (u64, Vec<u8>) {
 /// Events that another node's answer depends on: an offer answered by its
 /// target, and that offer's chain ancestors. Keyed by (author, seq) so a fork
 /// at that number loses to them.
-fn pinned(events: &[TicketEvent]) -> HashMap<(&str, u64), &str> {
-    let mut by_hash: HashMap<(&str, Vec<u8>), &TicketEvent> = HashMap::new();
+fn pinned<'a>(
+    events: &'a [TicketEvent],
+    hashes: &'a [Vec<u8>],
+) -> HashMap<(&'a str, u64), &'a str> {
+    let mut by_hash: HashMap<(&str, &[u8]), &TicketEvent> = HashMap::new();
     let mut pins = HashMap::new();
     for answer in events {
         let offer_id = match &answer.kind {
@@ -98,7 +101,8 @@ fn pinned(events: &[TicketEvent]) -> HashMap<(&str, u64), &str> {
         if by_hash.is_empty() {
             by_hash = events
                 .iter()
-                .map(|e| ((e.author_node.as_str(), event_hash(e)), e))
+                .zip(hashes)
+                .map(|(e, h)| ((e.author_node.as_str(), h.as_slice()), e))
                 .collect();
         }
         let mut at = Some(offer);
@@ -113,7 +117,7 @@ fn pinned(events: &[TicketEvent]) -> HashMap<(&str, u64), &str> {
             at = (e.author_seq > 1)
                 .then(|| {
                     by_hash
-                        .get(&(e.author_node.as_str(), e.prev_hash.clone()))
+                        .get(&(e.author_node.as_str(), e.prev_hash.as_slice()))
                         .copied()
                 })
                 .flatten();
@@ -132,24 +136,29 @@ pub fn fold(events: impl IntoIterator<Item = TicketEvent>) -> Folded {
         let mut seen = HashSet::new();
         events.retain(|e| seen.insert((e.author_node.clone(), e.event_id.clone())));
     }
-    let pins = pinned(&events);
+    // Each event's hash once: for chain heads, pins and the backdating check.
+    let hashes: Vec<Vec<u8>> = events.iter().map(event_hash).collect();
+    let pins = pinned(&events, &hashes);
     let mut ticket = None;
     let mut log = Vec::with_capacity(events.len());
-    for event in &events {
-        let effect = step(&mut ticket, event, &pins);
+    for (event, hash) in events.iter().zip(&hashes) {
+        let effect = step(&mut ticket, event, hash, &pins);
         log.push((event.clone(), effect));
     }
     // An event stamped before the predecessor it names is a backdating: its
     // author is an equivocator.
-    if let Some(t) = ticket.as_mut() {
-        let hashes: HashSet<(&str, Vec<u8>)> = events
+    let behind =
+        |effect: &Effect| matches!(effect, Effect::Ineffective(r) if r.starts_with(BEHIND_CHAIN));
+    if let Some(t) = ticket.as_mut()
+        && log.iter().any(|(_, effect)| behind(effect))
+    {
+        let held: HashSet<(&str, &[u8])> = events
             .iter()
-            .map(|e| (e.author_node.as_str(), event_hash(e)))
+            .zip(&hashes)
+            .map(|(e, h)| (e.author_node.as_str(), h.as_slice()))
             .collect();
         for (e, effect) in &log {
-            if matches!(effect, Effect::Ineffective(r) if r.starts_with(BEHIND_CHAIN))
-                && hashes.contains(&(e.author_node.as_str(), e.prev_hash.clone()))
-            {
+            if behind(effect) && held.contains(&(e.author_node.as_str(), e.prev_hash.as_slice())) {
                 mark_equivocator(t, &e.author_node);
             }
         }
@@ -175,16 +184,18 @@ pub fn millis(ts: &Timestamp) -> u64 {
 /// than everything it holds) and answer no offer that lost a fork; otherwise
 /// re-fold the whole set with [`fold`].
 pub fn apply(state: &mut Option<Ticket>, event: &TicketEvent) -> Effect {
-    step(state, event, &HashMap::new())
+    step(state, event, &event_hash(event), &HashMap::new())
 }
 
 /// The start of the reason given to an event that does not follow its
 /// author's chain head at its place in fold order.
 const BEHIND_CHAIN: &str = "out of chain";
 
+/// Applies `event`, whose hash is `hash`, given the fork pins of its set.
 fn step(
     state: &mut Option<Ticket>,
     event: &TicketEvent,
+    hash: &[u8],
     pins: &HashMap<(&str, u64), &str>,
 ) -> Effect {
     let wall_ms = event.hlc.map(|h| h.wall_ms).unwrap_or_default();
@@ -208,7 +219,7 @@ fn step(
                 ticket.chain_heads.push(ChainHead {
                     author: event.author_node.clone(),
                     seq: 1,
-                    hash: event_hash(event),
+                    hash: hash.to_vec(),
                 });
                 *state = Some(ticket);
                 Effect::Applied
@@ -220,7 +231,7 @@ fn step(
     // An event in its author's chain moves the chain on even when it breaks
     // an authority rule: the author's next event names it.
     let result = follow_chain(ticket, event, pins).and_then(|()| {
-        advance_chain(ticket, event);
+        advance_chain(ticket, event, hash);
         check_and_apply(ticket, event)
     });
     match result {
@@ -285,11 +296,11 @@ fn follow_chain(
 }
 
 /// Moves the author's chain head to `event` (kept sorted by author).
-fn advance_chain(ticket: &mut Ticket, event: &TicketEvent) {
+fn advance_chain(ticket: &mut Ticket, event: &TicketEvent, hash: &[u8]) {
     let head = ChainHead {
         author: event.author_node.clone(),
         seq: event.author_seq,
-        hash: event_hash(event),
+        hash: hash.to_vec(),
     };
     match ticket
         .chain_heads
@@ -952,7 +963,8 @@ mod tests {
             // so no answer pins another event at the new event's number.
             let mut all = events;
             all.push(last.clone());
-            prop_assume!(!pinned(&all).contains_key(&(last.author_node.as_str(), last.author_seq)));
+            let hashes: Vec<Vec<u8>> = all.iter().map(event_hash).collect();
+            prop_assume!(!pinned(&all, &hashes).contains_key(&(last.author_node.as_str(), last.author_seq)));
             let effect = apply(&mut state, &last);
             let refolded = fold(all);
             prop_assert_eq!(state, refolded.ticket);

@@ -1,22 +1,22 @@
-//! Per-identity rate limits (docs/security.md, T3): each operator token on
-//! the Desk and each peer on the peering port has its own token bucket, so
-//! one caller in a loop cannot take a node's capacity from the others. The
-//! keys are identities the node already knows (operators, members), so the
-//! limiter's memory is bounded by them, not by what callers send.
+//! Per-identity rate limits, shared by both daemons (docs/security.md, T3):
+//! each identity (an operator token, a peer, a member or a coordinator of
+//! the registry) has its own token bucket, so one caller in a loop cannot
+//! take a server's capacity from the others. The keys are identities the
+//! server already knows, so a limiter's memory is bounded by them, not by
+//! what callers send.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-
-use crate::error::NodeError;
 
 /// A token bucket per identity.
 #[derive(Debug, Clone)]
 pub struct PerIdentity {
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
-    /// Metric label: which port.
+    /// Metric label: which port or service.
     port: &'static str,
 }
 
@@ -31,28 +31,26 @@ impl PerIdentity {
         }
     }
 
-    /// Takes one call from `identity`'s bucket.
+    /// Takes one call from `identity`'s bucket; counted in
+    /// `urpnet_rate_limited_total{port}` when the bucket is empty.
     ///
     /// # Errors
-    /// [`NodeError::RateLimited`] with the wait, when the bucket is empty.
-    pub fn check(&self, identity: &str) -> Result<(), NodeError> {
-        // `check_key` clones the key only when it is new.
+    /// How long until the bucket allows a call (at least 1 ms).
+    pub fn check(&self, identity: &str) -> Result<(), Duration> {
         match self.limiter.check_key(&identity.to_string()) {
             Ok(()) => Ok(()),
             Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let ms = (wait.as_millis() as u64).max(1);
+                let wait = not_until
+                    .wait_time_from(DefaultClock::default().now())
+                    .max(Duration::from_millis(1));
                 metrics::counter!("urpnet_rate_limited_total", "port" => self.port).increment(1);
                 tracing::debug!(
                     port = self.port,
                     identity,
-                    retry_after_ms = ms,
+                    retry_after_ms = wait.as_millis() as u64,
                     "rate limited"
                 );
-                Err(NodeError::RateLimited(
-                    format!("rate limit for {identity} exceeded; retry in {ms} ms"),
-                    ms,
-                ))
+                Err(wait)
             }
         }
     }
@@ -68,17 +66,11 @@ mod tests {
         for _ in 0..3 {
             limits.check("op-1").unwrap();
         }
-        let err = limits.check("op-1").unwrap_err();
-        match &err {
-            NodeError::RateLimited(message, ms) => {
-                assert!(*ms >= 1 && *ms <= 100, "{ms}");
-                assert!(message.contains("op-1"));
-            }
-            other => panic!("{other:?}"),
-        }
-        let status = tonic::Status::from(err);
-        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-        assert!(status.metadata().get("retry-after-ms").is_some());
+        let wait = limits.check("op-1").unwrap_err();
+        assert!(
+            wait >= Duration::from_millis(1) && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
         limits
             .check("op-2")
             .expect("another identity has its own bucket");
