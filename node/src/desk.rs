@@ -16,9 +16,9 @@ use urpnet_proto::v1::{
 };
 
 use crate::auth::{Actor, Authenticator};
-use crate::ticket::Effect;
-use crate::ticket::fold::timestamp;
-use crate::tickets::{OfferView, StatusChange, TicketDesk};
+use crate::casework::{OfferView, StatusChange, TicketDesk};
+use crate::shared_ticket::Effect;
+use crate::shared_ticket::fold::timestamp;
 
 fn offer(view: OfferView) -> Offer {
     Offer {

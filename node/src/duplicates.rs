@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use urpnet_proto::text;
 use urpnet_proto::v1::{DuplicateCandidate, Status, Ticket};
 
-use crate::ticket::fold::millis;
-use crate::ticket::lifecycle;
+use crate::shared_ticket::fold::millis;
+use crate::shared_ticket::lifecycle;
 
 /// Degrees per side of a grid cell: about 1.1 km north-south and 0.8 km
 /// east-west in Italy.
@@ -300,7 +300,7 @@ mod tests {
                     longitude,
                 }),
             }),
-            created_at: Some(crate::ticket::fold::timestamp(created_ms)),
+            created_at: Some(crate::shared_ticket::fold::timestamp(created_ms)),
             ..Default::default()
         }
     }

@@ -1,20 +1,28 @@
 //! urpnet node: one public body's ticket system and its gateway to the
 //! federation.
 //!
-//! Layers, from the wire inwards:
-//! - [`desk`]: the Desk gRPC service, an adapter over [`tickets`];
+//! Layers, from the wire inwards (the map of who owns which tables and who
+//! may call whom is in docs/architecture.md, "The node's modules"):
+//! - [`desk`]: the Desk gRPC service, an adapter over [`casework`];
 //! - [`auth`]: bearer tokens and roles;
-//! - [`tickets`]: the domain operations — validate ([`validate`]), make a
-//!   signed event, store it;
-//! - [`ticket`]: the pure fold of a ticket's events into its state;
+//! - [`casework`]: the desk's operations on tickets — validate
+//!   ([`validate`]), make a signed event, store it;
+//! - [`shared_ticket`]: the shared ticket's rules (the pure fold of its
+//!   events into its state) and its tables;
+//! - [`attachments`]: content-addressed files attached to tickets;
 //! - [`duplicates`]: recent open tickets in memory, for duplicate suggestions;
-//! - [`store`]: SQLite or PostgreSQL, group-committed writes;
+//! - [`peering`]: shared tickets travelling between nodes;
+//! - [`faq`]: the shared FAQ set;
 //! - [`archive`]: anonymised records of closed tickets, replicated to the
 //!   registry;
+//! - [`store`]: what every subsystem's storage shares — SQLite or
+//!   PostgreSQL, migrations, the group-committing writer;
 //! - [`server`]: the daemon's lifecycle; [`config`]: its configuration.
 
 pub mod archive;
+pub mod attachments;
 pub mod auth;
+pub mod casework;
 pub mod cli;
 pub mod config;
 pub mod desk;
@@ -24,10 +32,9 @@ pub mod faq;
 pub mod peering;
 pub mod registry_link;
 pub mod server;
+pub mod shared_ticket;
 pub mod store;
 pub mod taxonomy;
-pub mod ticket;
-pub mod tickets;
 pub mod validate;
 
 pub use config::NodeConfig;

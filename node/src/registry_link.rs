@@ -225,9 +225,7 @@ impl RegistryLink {
             *registered = true;
             tracing::info!(registry = %self.config.registry.endpoint, interval_ms = resp.heartbeat_interval_ms, "registered with the registry");
         }
-        let (open, waiting) = self
-            .store
-            .load_counts(&node_id)
+        let (open, waiting) = crate::shared_ticket::tables::load_counts(&self.store, &node_id)
             .await
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let r = &self.config.registry;

@@ -14,6 +14,7 @@ use urpnet_proto::v1::faq_desk_server::FaqDeskServer;
 use urpnet_proto::v1::faq_exchange_server::FaqExchangeServer;
 
 use crate::auth::Authenticator;
+use crate::casework::TicketDesk;
 use crate::config::NodeConfig;
 use crate::desk::DeskService;
 use crate::error::{NodeError, NodeResult};
@@ -25,7 +26,6 @@ use crate::peering::{PeeringContext, anti_entropy, delivery, equivocation};
 use crate::registry_link::{self, Federation, RegistryLink};
 use crate::store::{Store, StoreOptions};
 use crate::taxonomy::TaxonomyHandle;
-use crate::tickets::TicketDesk;
 
 /// Sockets the node serves on, bound by the caller.
 #[derive(Debug)]
@@ -139,7 +139,11 @@ pub async fn initialise(config: &NodeConfig) -> NodeResult<Option<String>> {
     }
     let (store, writer) = open_store(config).await?;
     let token_path = paths::operator_token(dir);
-    let token = if store.operators().await?.iter().any(|o| o.name == "admin") {
+    let token = if crate::auth::tables::all(&store)
+        .await?
+        .iter()
+        .any(|o| o.name == "admin")
+    {
         None
     } else {
         let now = urpnet_proto::hlc::system_time_ms() as i64;

@@ -7,9 +7,9 @@ use urpnet_proto::v1::{Channel, CitizenContact, CreateTicketRequest, Location, P
 use urpnet_proto::validate::Violations;
 
 use crate::config::AttachmentsSection;
+use crate::shared_ticket::fold::millis;
+use crate::shared_ticket::names;
 use crate::taxonomy::Taxonomy;
-use crate::ticket::fold::millis;
-use crate::ticket::names;
 
 /// Longest subject, in characters.
 pub const SUBJECT_MAX: usize = 200;

@@ -8,7 +8,7 @@ use rand::SeedableRng as _;
 use tonic::Code;
 use urpnet_examples::samples;
 use urpnet_node::cli::Desk;
-use urpnet_node::ticket::fold::{self, millis};
+use urpnet_node::shared_ticket::fold::{self, millis};
 use urpnet_proto::v1::{
     AddNoteRequest, AssignTicketRequest, AttachmentUpload, ChangeStatusRequest, Channel,
     Coordinates, CreateTicketRequest, GetAttachmentRequest, GetHistoryRequest, GetTicketRequest,
@@ -702,7 +702,7 @@ async fn attachments_are_stored_once_by_sha256(backend: Backend, test: &str) {
     assert_eq!(meta.size_bytes, 50_000);
     assert_eq!(meta.sha256.len(), 64);
     assert_eq!(b.attachments[0].sha256, meta.sha256);
-    let path = urpnet_node::store::blob_path(
+    let path = urpnet_node::attachments::blob_path(
         &urpnet_node::server::paths::attachments(&node.config.node.data_dir),
         &meta.sha256,
     );
@@ -830,7 +830,9 @@ async fn roles_limit_what_a_token_may_do(backend: Backend, test: &str) {
         .await
         .expect("watch")
         .into_inner();
-    store.revoke_operator("chatbot", now).await.unwrap();
+    urpnet_node::auth::tables::revoke(&store, "chatbot", now)
+        .await
+        .unwrap();
     urpnet_tests::wait_for(
         "revocation to take effect",
         std::time::Duration::from_secs(10),

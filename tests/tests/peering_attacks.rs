@@ -52,7 +52,7 @@ fn next_in_chain(ticket: &str, author: &str, e: &mut TicketEvent) {
     e.author_seq = heads[at].2 + 1;
     e.prev_hash = heads[at].3.clone();
     heads[at].2 = e.author_seq;
-    heads[at].3 = urpnet_node::ticket::fold::event_hash(e);
+    heads[at].3 = urpnet_node::shared_ticket::fold::event_hash(e);
 }
 
 /// An event as the rogue signs it, at `(author_seq, prev_hash)`.
@@ -566,7 +566,7 @@ async fn a_ticket_log_is_bounded_per_author() {
     let celano = fed.node(CELANO.id);
     let t = ticket_of(&rogue);
     let mut events = vec![created(&rogue, &t, 60).1, offer(&rogue, &t, CELANO.id).1];
-    let limit = urpnet_node::ticket::MAX_EVENTS_PER_AUTHOR;
+    let limit = urpnet_node::shared_ticket::MAX_EVENTS_PER_AUTHOR;
     while events.len() < limit + 50 {
         events.push(event(&rogue, &t, 0, Kind::Note(Default::default())).1);
     }

@@ -2,8 +2,10 @@
 //! takes the good ones down with it.
 
 use prost::Message as _;
-use urpnet_node::store::{CreateOutcome, NewTicket, Store, StoreOptions, StoredEvent};
-use urpnet_node::ticket::apply;
+use urpnet_node::casework::tables::{CreateOutcome, NewTicket};
+use urpnet_node::shared_ticket::apply;
+use urpnet_node::shared_ticket::tables::StoredEvent;
+use urpnet_node::store::{Store, StoreOptions};
 use urpnet_proto::signing::NodeSigner;
 use urpnet_proto::v1::ticket_event::Kind;
 use urpnet_proto::v1::{Created, Hlc, Location, PayloadKind, TicketEvent};
@@ -76,8 +78,12 @@ async fn a_bad_write_in_a_batch_loses_no_good_one(backend: Backend, test: &str) 
             new_ticket(&signer, n, &format!("c_a662-2026-{seq:06}"))
         })
         .collect();
-    let results =
-        futures::future::join_all(tickets.iter().map(|t| store.create_ticket(t.clone()))).await;
+    let results = futures::future::join_all(
+        tickets
+            .iter()
+            .map(|t| urpnet_node::casework::tables::create(&store, t.clone())),
+    )
+    .await;
     let failed: Vec<usize> = results
         .iter()
         .enumerate()
@@ -93,14 +99,20 @@ async fn a_bad_write_in_a_batch_loses_no_good_one(backend: Backend, test: &str) 
     for (i, (t, r)) in tickets.iter().zip(&results).enumerate() {
         if i == failed[0] {
             assert!(
-                store.ticket(&t.ticket.id).await.unwrap().is_none(),
+                urpnet_node::shared_ticket::tables::ticket(&store, &t.ticket.id)
+                    .await
+                    .unwrap()
+                    .is_none(),
                 "the failed write stored nothing"
             );
             continue;
         }
         assert!(matches!(r, Ok(CreateOutcome::Created(_))), "{i}: {r:?}");
         assert_eq!(
-            store.ticket(&t.ticket.id).await.unwrap().as_ref(),
+            urpnet_node::shared_ticket::tables::ticket(&store, &t.ticket.id)
+                .await
+                .unwrap()
+                .as_ref(),
             Some(&t.ticket),
             "{i} was stored"
         );
@@ -108,14 +120,16 @@ async fn a_bad_write_in_a_batch_loses_no_good_one(backend: Backend, test: &str) 
     // References continue from the highest number, not the highest string:
     // past 999,999 a reference has seven digits and sorts before `999999`.
     for (n, reference) in [(70, "c_a662-2026-999999"), (71, "c_a662-2026-1000000")] {
-        let created = store
-            .create_ticket(new_ticket(&signer, n, reference))
-            .await
-            .unwrap();
+        let created =
+            urpnet_node::casework::tables::create(&store, new_ticket(&signer, n, reference))
+                .await
+                .unwrap();
         assert!(matches!(created, CreateOutcome::Created(_)));
     }
     assert_eq!(
-        store.max_reference_seq("c_a662-2026-").await.unwrap(),
+        urpnet_node::shared_ticket::tables::max_reference_seq(&store, "c_a662-2026-")
+            .await
+            .unwrap(),
         1_000_000
     );
     store.close().await;

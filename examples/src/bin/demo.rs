@@ -20,7 +20,7 @@ use rand::seq::SliceRandom as _;
 use urpnet_examples::{federation, samples};
 use urpnet_node::NodeConfig;
 use urpnet_node::cli::{self, output};
-use urpnet_node::ticket::{fold, names};
+use urpnet_node::shared_ticket::{fold, names};
 use urpnet_proto::ids::NodeId;
 use urpnet_proto::territory::Territory;
 use urpnet_proto::v1::faq_desk_client::FaqDeskClient;

@@ -30,7 +30,7 @@ use urpnet_proto::v1::{
 use crate::auth::Role;
 use crate::config::NodeConfig;
 use crate::server::{self, Listeners, paths};
-use crate::ticket::names;
+use crate::shared_ticket::names;
 
 /// urpnet-node: a public body's node in the urpnet federation of
 /// public-relations offices (URP).
@@ -695,7 +695,7 @@ fn parse_since(value: &str) -> anyhow::Result<prost_types::Timestamp> {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    Ok(crate::ticket::fold::timestamp(ms))
+    Ok(crate::shared_ticket::fold::timestamp(ms))
 }
 
 async fn ticket(
@@ -1081,7 +1081,7 @@ async fn operator(
                 }
             }
             OperatorCommand::List => {
-                let operators = store.operators().await?;
+                let operators = crate::auth::tables::all(&store).await?;
                 if json {
                     let list: Vec<_> = operators
                         .iter()
@@ -1092,7 +1092,7 @@ async fn operator(
                     let mut t = comfy_table::Table::new();
                     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
                     t.set_header(["name", "role", "id (recorded in events)", "created", "revoked"]);
-                    let ts = |ms: i64| output::time(Some(&crate::ticket::fold::timestamp(ms as u64)));
+                    let ts = |ms: i64| output::time(Some(&crate::shared_ticket::fold::timestamp(ms as u64)));
                     for o in operators {
                         t.add_row([o.name, o.role, o.id, ts(o.created_ms), o.revoked_ms.map(ts).unwrap_or_default()]);
                     }
@@ -1100,7 +1100,7 @@ async fn operator(
                 }
             }
             OperatorCommand::Revoke { name } => {
-                store.revoke_operator(&name, now).await?;
+                crate::auth::tables::revoke(&store, &name, now).await?;
                 println!("operator {name} revoked");
             }
         }
@@ -1201,7 +1201,7 @@ async fn check(config_path: &Path, env: &BTreeMap<String, String>) -> anyhow::Re
             .1
             .unwrap_or_else(crate::taxonomy::builtin),
     ));
-    let desk = crate::tickets::TicketDesk::new(
+    let desk = crate::casework::TicketDesk::new(
         config,
         store.clone(),
         key,
@@ -1209,7 +1209,9 @@ async fn check(config_path: &Path, env: &BTreeMap<String, String>) -> anyhow::Re
         std::sync::Arc::default(),
     )
     .await?;
-    let total = store.ticket_ids().await?.len();
+    let total = crate::shared_ticket::tables::ticket_ids(&store)
+        .await?
+        .len();
     let differing = desk.verify_materialised().await?;
     drop(desk);
     store.close().await;

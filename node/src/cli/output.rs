@@ -6,8 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use urpnet_proto::v1::ticket_event::Kind;
 use urpnet_proto::v1::{CitizenContact, DuplicateCandidate, HistoryEntry, Status, Ticket};
 
-use crate::ticket::fold::millis;
-use crate::ticket::names;
+use crate::shared_ticket::fold::millis;
+use crate::shared_ticket::names;
 
 use urpnet_proto::cli::table;
 pub use urpnet_proto::cli::to_json;

@@ -16,6 +16,7 @@
 pub mod exchange;
 pub mod sample;
 pub mod service;
+pub mod tables;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -37,13 +38,14 @@ use urpnet_shared_faq::search::{Doc, Results, SearchError, SearchQuery};
 use urpnet_shared_faq::{Applied, FaqIndex, FaqSet, Key, Stamp, model};
 
 use crate::auth::{Action, Actor};
+use crate::casework::TicketDesk;
 use crate::config::NodeConfig;
 use crate::error::{NodeError, NodeResult};
 use crate::peering::verify::Refusal;
 use crate::registry_link::Federation;
-use crate::store::{FaqOverrideRow, FaqRow, Store};
+use crate::store::Store;
 use crate::taxonomy::TaxonomyHandle;
-use crate::tickets::TicketDesk;
+use tables::{FaqOverrideRow, FaqRow};
 
 /// Where the search index lives inside the data directory.
 pub fn index_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
@@ -187,13 +189,13 @@ impl FaqBook {
         let mut state = self.state.lock().await;
         let mut fresh = State::default();
         let mut versions = Vec::new();
-        for bytes in self.store.faq_current().await? {
+        for bytes in crate::faq::tables::current(&self.store).await? {
             let (signed, version) = decode_envelope(&bytes)?;
             fresh.set.apply(Stamp::of(&version, &signed.payload));
             versions.push(version);
         }
         for (owner, entry_id, content, reason, set_by, set_at_ms) in
-            self.store.faq_overrides().await?
+            crate::faq::tables::overrides(&self.store).await?
         {
             let content = FaqContent::decode(content.as_slice())
                 .map_err(|e| NodeError::Internal(format!("stored FAQ local_override: {e}")))?;
@@ -252,10 +254,14 @@ impl FaqBook {
         let mut out = Vec::with_capacity(stamps.len());
         let mut bytes = 0;
         for s in stamps {
-            let Some(raw) = self
-                .store
-                .faq_envelope(&s.key.owner, &s.key.entry_id, s.version as i64, &sha_hex(s))
-                .await?
+            let Some(raw) = crate::faq::tables::envelope(
+                &self.store,
+                &s.key.owner,
+                &s.key.entry_id,
+                s.version as i64,
+                &sha_hex(s),
+            )
+            .await?
             else {
                 continue;
             };
@@ -345,7 +351,7 @@ impl FaqBook {
             }
         }
         if !rows.is_empty() {
-            if let Err(err) = self.store.write_faq(rows, Vec::new()).await {
+            if let Err(err) = crate::faq::tables::write(&self.store, rows, Vec::new()).await {
                 drop(state);
                 tracing::error!(error = %err, "storing FAQ versions failed; reloading the set from the store");
                 self.load().await?;
@@ -405,8 +411,7 @@ impl FaqBook {
         }
         let signed = self.signer.sign(PayloadKind::FaqVersion, payload);
         let stamp = Stamp::of(&record, &signed.payload);
-        self.store
-            .write_faq(vec![row(&stamp, &signed, true)], Vec::new())
+        crate::faq::tables::write(&self.store, vec![row(&stamp, &signed, true)], Vec::new())
             .await?;
         state.set.apply(stamp.clone());
         metrics::gauge!("urpnet_faq_entries").set(state.set.len() as f64);
@@ -565,25 +570,23 @@ impl FaqBook {
             .set
             .get(key)
             .ok_or_else(|| NodeError::NotFound(format!("FAQ entry {key}")))?;
-        let raw = self
-            .store
-            .faq_envelope(
-                &key.owner,
-                &key.entry_id,
-                stamp.version as i64,
-                &sha_hex(stamp),
-            )
-            .await?
-            .ok_or_else(|| {
-                NodeError::Internal(format!("FAQ entry {key}: version missing from the store"))
-            })?;
+        let raw = crate::faq::tables::envelope(
+            &self.store,
+            &key.owner,
+            &key.entry_id,
+            stamp.version as i64,
+            &sha_hex(stamp),
+        )
+        .await?
+        .ok_or_else(|| {
+            NodeError::Internal(format!("FAQ entry {key}: version missing from the store"))
+        })?;
         Ok(decode_envelope(&raw)?.1)
     }
 
     /// Every version of an entry held here, newest first.
     async fn history(&self, key: &Key) -> NodeResult<Vec<FaqVersion>> {
-        self.store
-            .faq_history(&key.owner, &key.entry_id)
+        crate::faq::tables::history(&self.store, &key.owner, &key.entry_id)
             .await?
             .iter()
             .map(|raw| decode_envelope(raw).map(|(_, v)| v))
@@ -774,23 +777,23 @@ impl FaqBook {
             set_by: actor.id.clone(),
             set_at_ms: hlc::system_time_ms(),
         });
-        self.store
-            .write_faq(
-                Vec::new(),
-                vec![FaqOverrideRow {
-                    owner: key.owner.clone(),
-                    entry_id: key.entry_id.clone(),
-                    content: overridden.as_ref().map(|o| {
-                        (
-                            o.content.clone().unwrap_or_default().encode_to_vec(),
-                            o.reason.clone(),
-                            o.set_by.clone(),
-                            o.set_at_ms as i64,
-                        )
-                    }),
-                }],
-            )
-            .await?;
+        crate::faq::tables::write(
+            &self.store,
+            Vec::new(),
+            vec![FaqOverrideRow {
+                owner: key.owner.clone(),
+                entry_id: key.entry_id.clone(),
+                content: overridden.as_ref().map(|o| {
+                    (
+                        o.content.clone().unwrap_or_default().encode_to_vec(),
+                        o.reason.clone(),
+                        o.set_by.clone(),
+                        o.set_at_ms as i64,
+                    )
+                }),
+            }],
+        )
+        .await?;
         match &overridden {
             Some(o) => state.overrides.insert(key.clone(), o.clone()),
             None => state.overrides.remove(&key),

@@ -58,7 +58,7 @@ pub async fn run(ctx: Arc<PeeringContext>, shutdown: CancellationToken) {
 pub async fn round(ctx: &PeeringContext) -> anyhow::Result<Repair> {
     let mut total = Repair::default();
     let members = ctx.federation.members();
-    for peer in ctx.store.sharing_peers().await? {
+    for peer in crate::peering::tables::sharing_peers(&ctx.store).await? {
         if !members.is_active(&peer) || ctx.quarantined(&peer).is_some() {
             continue;
         }
@@ -89,11 +89,12 @@ pub async fn with_peer(ctx: &PeeringContext, peer: &str) -> anyhow::Result<Repai
     let mut repair = Repair::default();
     let mut after = String::new();
     loop {
-        let ids = ctx.store.tickets_shared_with(peer, &after, PAGE).await?;
+        let ids =
+            crate::peering::tables::tickets_shared_with(&ctx.store, peer, &after, PAGE).await?;
         let Some(last) = ids.last().cloned() else {
             break;
         };
-        let held = ctx.store.event_ids(&ids).await?;
+        let held = crate::shared_ticket::tables::event_keys(&ctx.store, &ids).await?;
         let tickets = ids
             .iter()
             .map(|id| {
@@ -127,7 +128,7 @@ pub async fn with_peer(ctx: &PeeringContext, peer: &str) -> anyhow::Result<Repai
                     .iter()
                     .filter_map(|key| key.split_once('/').map(|(_, id)| id.to_string()))
                     .collect();
-                ctx.store.enqueue_events(peer, ids).await?;
+                crate::peering::tables::enqueue_events(&ctx.store, peer, ids).await?;
             }
             if !fetch.is_empty() {
                 repair.fetched +=
@@ -168,7 +169,8 @@ async fn fetch_and_store(
                 Err(refusal) => tracing::warn!(%peer, ?refusal, "fetched event refused"),
             }
         }
-        let outcome = ctx.store.ingest(peer, good, Vec::new()).await?;
+        let outcome =
+            crate::peering::ingest::ingest_delivered(&ctx.store, peer, good, Vec::new()).await?;
         stored += outcome.applied as usize;
     }
     Ok(stored)

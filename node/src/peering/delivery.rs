@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use urpnet_proto::hlc::system_time_ms;
 use urpnet_proto::v1::{DeliverRequest, DeliverResponse, SharedContact};
 
+use super::tables::{OutboxItem, OutboxPayload, Retry};
 use super::{PeeringContext, backoff};
-use crate::store::{OutboxPayload, Retry};
 
 /// What a worker knows about its peer, for `urpnet-node peers`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub async fn run(ctx: Arc<PeeringContext>, shutdown: CancellationToken) {
 
 /// Peers with items in the outbox.
 async fn waiting(ctx: &PeeringContext) -> Vec<String> {
-    match ctx.store.outbox_summary().await {
+    match crate::peering::tables::outbox_summary(&ctx.store).await {
         Ok(rows) => rows.into_iter().map(|r| r.peer).collect(),
         Err(error) => {
             tracing::warn!(%error, "cannot read the outbox");
@@ -207,10 +207,14 @@ async fn work(
                 settle(&mut acking).await;
             }
             let now = system_time_ms() as i64;
-            let items = match ctx
-                .store
-                .outbox_batch(&peer, cursor, now, settings.batch_size)
-                .await
+            let items = match crate::peering::tables::outbox_batch(
+                &ctx.store,
+                &peer,
+                cursor,
+                now,
+                settings.batch_size,
+            )
+            .await
             {
                 Ok(items) => items,
                 Err(error) => {
@@ -342,7 +346,9 @@ async fn finished(
     settle(acking).await;
     let (store, owned_peer) = (ctx.store.clone(), peer.to_string());
     *acking = Some(tokio::spawn(async move {
-        if let Err(error) = store.acknowledge(&owned_peer, delivered, retry).await {
+        if let Err(error) =
+            crate::peering::tables::acknowledge(&store, &owned_peer, delivered, retry).await
+        {
             // The peer has the items; they will be sent again and ignored.
             tracing::warn!(peer = %owned_peer, %error, "cannot record the acknowledgement");
         }
@@ -390,7 +396,7 @@ struct Batch {
 impl Batch {
     /// A batch of `items` in order, stopping before the encoded request
     /// would pass `max_bytes` (at least one item always goes).
-    fn of(items: &[crate::store::OutboxItem], max_bytes: usize) -> Self {
+    fn of(items: &[OutboxItem], max_bytes: usize) -> Self {
         use prost::Message as _;
         let mut b = Batch {
             request: DeliverRequest::default(),
@@ -515,7 +521,7 @@ async fn back_off(worker: &Worker, shutdown: &CancellationToken, delay: Duration
 pub async fn gauges(ctx: Arc<PeeringContext>, shutdown: CancellationToken) {
     let mut known: HashSet<String> = HashSet::new();
     loop {
-        if let Ok(rows) = ctx.store.outbox_summary().await {
+        if let Ok(rows) = crate::peering::tables::outbox_summary(&ctx.store).await {
             let now = system_time_ms() as i64;
             let mut seen = HashSet::new();
             for r in rows {

@@ -14,7 +14,9 @@
 pub mod anti_entropy;
 pub mod delivery;
 pub mod equivocation;
+pub mod ingest;
 pub mod service;
+pub mod tables;
 pub mod verify;
 
 use std::sync::Arc;
@@ -88,7 +90,7 @@ impl PeeringContext {
     /// # Errors
     /// Storage failures.
     pub async fn load_quarantine(&self) -> crate::NodeResult<()> {
-        let list = self.store.quarantined().await?;
+        let list = crate::peering::tables::quarantined(&self.store).await?;
         *self.quarantine.write().expect("quarantine lock") = list.into_iter().collect();
         Ok(())
     }
@@ -112,7 +114,7 @@ impl PeeringContext {
         peer: &str,
         reason: Option<String>,
     ) -> crate::NodeResult<()> {
-        self.store.set_quarantine(peer, reason.clone()).await?;
+        crate::peering::tables::set_quarantine(&self.store, peer, reason.clone()).await?;
         let mut q = self.quarantine.write().expect("quarantine lock");
         match reason {
             Some(reason) => {

@@ -19,9 +19,9 @@ use urpnet_proto::v1::{
 };
 use urpnet_proto::validate::Violations;
 
+use super::ingest::{IncomingContact, Verdict};
 use super::verify::{self, Refusal};
 use super::{MAX_BATCH_CONTACTS, MAX_BATCH_EVENTS, MAX_DIGESTS, PeeringContext};
-use crate::store::{IncomingContact, Verdict};
 
 /// The Peering service of one node.
 #[derive(Debug, Clone)]
@@ -193,7 +193,9 @@ impl Peering for PeeringService {
             .iter()
             .filter_map(|i| i.event.hlc.map(|h| (i.index as u32, h)))
             .collect();
-        let outcome = self.ctx.store.ingest(&from, good, contacts).await?;
+        let outcome =
+            crate::peering::ingest::ingest_delivered(&self.ctx.store, &from, good, contacts)
+                .await?;
         // The clock moves past what was stored, never past what was refused.
         let not_stored: std::collections::HashSet<u32> = outcome
             .retry
@@ -267,14 +269,12 @@ impl Peering for PeeringService {
             .filter(|t| urpnet_proto::ids::TicketId::parse(&t.ticket_id).is_ok())
             .map(|t| t.ticket_id.clone())
             .collect();
-        let shared: BTreeSet<String> = self
-            .ctx
-            .store
-            .tickets_shared_among(&from, &ids)
-            .await?
-            .into_iter()
-            .collect();
-        let held = self.ctx.store.event_ids(&ids).await?;
+        let shared: BTreeSet<String> =
+            crate::peering::tables::tickets_shared_among(&self.ctx.store, &from, &ids)
+                .await?
+                .into_iter()
+                .collect();
+        let held = crate::shared_ticket::tables::event_keys(&self.ctx.store, &ids).await?;
         let mut out = CompareDigestsResponse::default();
         for t in &req.tickets {
             // Event ids of a ticket go only to its participants.
@@ -312,11 +312,12 @@ impl Peering for PeeringService {
             format!("at most {MAX_BATCH_EVENTS}"),
         );
         v.into_result().map_err(crate::error::NodeError::from)?;
-        let shared = self
-            .ctx
-            .store
-            .tickets_shared_among(&from, std::slice::from_ref(&req.ticket_id))
-            .await?;
+        let shared = crate::peering::tables::tickets_shared_among(
+            &self.ctx.store,
+            &from,
+            std::slice::from_ref(&req.ticket_id),
+        )
+        .await?;
         if shared.is_empty() {
             refused("not_participant", "", &from);
             return Err(Status::permission_denied(format!(
@@ -324,11 +325,12 @@ impl Peering for PeeringService {
                 req.ticket_id
             )));
         }
-        let events = self
-            .ctx
-            .store
-            .envelopes(&req.ticket_id, &req.event_ids)
-            .await?;
+        let events = crate::shared_ticket::tables::envelopes(
+            &self.ctx.store,
+            &req.ticket_id,
+            &req.event_ids,
+        )
+        .await?;
         Ok(Response::new(FetchEventsResponse { events }))
     }
 }

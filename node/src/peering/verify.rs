@@ -12,8 +12,9 @@ use urpnet_proto::ids::{NodeId, TicketId};
 use urpnet_proto::v1::ticket_event::Kind;
 use urpnet_proto::v1::{Created, MemberStatus, PayloadKind, Signed, TicketEvent};
 
+use super::ingest::Incoming;
 use crate::registry_link::{Members, signing_key};
-use crate::store::{Incoming, StoredEvent};
+use crate::shared_ticket::tables::StoredEvent;
 
 /// Largest encoded event accepted (a Created with ten attachments' metadata
 /// and a 10,000-character description is well below it).

@@ -23,7 +23,7 @@ use urpnet_proto::validate::Violations;
 use super::{TicketDesk, require_owned};
 use crate::auth::{Action, Actor};
 use crate::error::{NodeError, NodeResult};
-use crate::ticket::{lifecycle, names};
+use crate::shared_ticket::{lifecycle, names};
 use crate::validate;
 
 /// A pending offer as operators see it.
@@ -166,9 +166,7 @@ impl TicketDesk {
         }
         v.into_result()?;
         let (to, decided_by) = if to_node.is_empty() {
-            let ticket = self
-                .store
-                .ticket(ticket_id)
+            let ticket = crate::shared_ticket::tables::ticket(&self.store, ticket_id)
                 .await?
                 .ok_or_else(|| NodeError::NotFound(format!("ticket {ticket_id}")))?;
             let (to, why) = self.choose_target(&ticket, overflow).await?;
@@ -325,7 +323,8 @@ impl TicketDesk {
     /// `PermissionDenied`, storage failures.
     pub async fn offers(&self, actor: &Actor) -> NodeResult<(Vec<OfferView>, Vec<OfferView>)> {
         actor.require(Action::Read)?;
-        let (incoming, outgoing) = self.store.offers(self.config.node.id.as_str()).await?;
+        let (incoming, outgoing) =
+            crate::shared_ticket::tables::offers(&self.store, self.config.node.id.as_str()).await?;
         let views = |tickets: Vec<Ticket>| async move {
             let mut out = Vec::with_capacity(tickets.len());
             for ticket in tickets {
@@ -341,11 +340,14 @@ impl TicketDesk {
     async fn offer_view(&self, ticket: Ticket) -> NodeResult<OfferView> {
         let pending = ticket.pending_handoff.clone().unwrap_or_default();
         // The pending offer was signed by the owner it would replace.
-        let key = crate::store::event_key(&ticket.owner_node, &pending.offer_event_id);
-        let events = self
-            .store
-            .envelopes(&ticket.id, std::slice::from_ref(&key))
-            .await?;
+        let key =
+            crate::shared_ticket::tables::event_key(&ticket.owner_node, &pending.offer_event_id);
+        let events = crate::shared_ticket::tables::envelopes(
+            &self.store,
+            &ticket.id,
+            std::slice::from_ref(&key),
+        )
+        .await?;
         let (reason, offered_ms) = events
             .first()
             .and_then(|e| {
@@ -375,9 +377,12 @@ impl TicketDesk {
     /// `PermissionDenied`, storage failures.
     pub async fn peers(&self, actor: &Actor) -> NodeResult<Vec<PeerDelivery>> {
         actor.require(Action::Read)?;
-        let summary = self.store.outbox_summary().await?;
+        let summary = crate::peering::tables::outbox_summary(&self.store).await?;
         let mut peers: std::collections::BTreeSet<String> =
-            self.store.sharing_peers().await?.into_iter().collect();
+            crate::peering::tables::sharing_peers(&self.store)
+                .await?
+                .into_iter()
+                .collect();
         peers.extend(summary.iter().map(|s| s.peer.clone()));
         let states = self
             .peering

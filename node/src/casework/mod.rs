@@ -10,7 +10,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt as _;
 use urpnet_proto::hlc::{self, HybridClock};
 use urpnet_proto::signing::{self, NodeSigner};
 use urpnet_proto::territory::{Level, Territory};
@@ -24,6 +23,7 @@ use urpnet_proto::v1::{
 use urpnet_proto::validate::Violations;
 
 mod handoff;
+pub mod tables;
 
 pub use handoff::OfferView;
 
@@ -33,11 +33,13 @@ use crate::duplicates::RecentTickets;
 use crate::error::{NodeError, NodeResult};
 use crate::peering::PeeringContext;
 use crate::registry_link::Federation;
-use crate::store::{CreateOutcome, Mutation, NewTicket, Store, StoredEvent, TicketFilter};
+use crate::shared_ticket::fold::{millis, timestamp};
+use crate::shared_ticket::tables::{StoredEvent, TicketFilter};
+use crate::shared_ticket::{Effect, fold, lifecycle, names};
+use crate::store::Store;
 use crate::taxonomy::{Taxonomy, TaxonomyHandle};
-use crate::ticket::fold::{millis, timestamp};
-use crate::ticket::{Effect, fold, lifecycle, names};
 use crate::validate;
+use tables::{CreateOutcome, Mutation, NewTicket};
 use urpnet_proto::v1::registry_client::RegistryClient;
 
 /// What a create returned.
@@ -109,7 +111,7 @@ impl TicketDesk {
         let clock = Arc::new(HybridClock::new(Duration::from_millis(
             config.clock.max_offset_ms,
         )));
-        if let Some((wall, logical)) = store.max_hlc().await? {
+        if let Some((wall, logical)) = crate::shared_ticket::tables::max_hlc(&store).await? {
             clock.restore(&urpnet_proto::v1::Hlc {
                 wall_ms: wall as u64,
                 logical: logical as u32,
@@ -117,7 +119,7 @@ impl TicketDesk {
         }
         let year = year_of(hlc::system_time_ms());
         let prefix = format!("{}-{year}-", config.node.id);
-        let seq = store.max_reference_seq(&prefix).await?;
+        let seq = crate::shared_ticket::tables::max_reference_seq(&store, &prefix).await?;
         let window_ms = u64::from(config.tickets.duplicate_window_days) * 24 * 3600 * 1000;
         let recent = RecentTickets::new(window_ms, config.tickets.duplicate_radius_m);
         let open = [
@@ -128,7 +130,7 @@ impl TicketDesk {
         ]
         .map(|s| s as i32);
         let since = hlc::system_time_ms().saturating_sub(window_ms) as i64;
-        for ticket in store.created_since(since, &open).await? {
+        for ticket in crate::shared_ticket::tables::created_since(&store, since, &open).await? {
             recent.record(&ticket);
         }
         Ok(Self {
@@ -171,7 +173,7 @@ impl TicketDesk {
         let prefix = format!("{}-{year}-", self.config.node.id);
         let stale = self.reference_seq.lock().expect("reference lock").0 != year;
         let restored = if stale {
-            Some(self.store.max_reference_seq(&prefix).await?)
+            Some(crate::shared_ticket::tables::max_reference_seq(&self.store, &prefix).await?)
         } else {
             None
         };
@@ -192,7 +194,7 @@ impl TicketDesk {
         kind: Kind,
     ) -> (StoredEvent, TicketEvent) {
         let (author_seq, prev_hash) =
-            crate::ticket::fold::next_in_chain(t, self.config.node.id.as_str());
+            crate::shared_ticket::fold::next_in_chain(t, self.config.node.id.as_str());
         self.sign_event(&t.id, actor, owner_epoch, (author_seq, prev_hash), kind)
     }
 
@@ -245,7 +247,7 @@ impl TicketDesk {
         let mut attachments = Vec::with_capacity(req.attachments.len());
         for upload in &req.attachments {
             let sha256 = hex::encode(Sha256::digest(&upload.content));
-            self.write_blob(&sha256, &upload.content).await?;
+            crate::attachments::write_content(&self.store, &sha256, &upload.content).await?;
             attachments.push(Attachment {
                 sha256,
                 file_name: upload.file_name.clone(),
@@ -283,23 +285,24 @@ impl TicketDesk {
             Kind::Created(created),
         );
         let mut state = None;
-        crate::ticket::apply(&mut state, &event);
+        crate::shared_ticket::apply(&mut state, &event);
         let ticket = state.expect("a Created event creates the ticket");
         let contact = req
             .citizen
             .clone()
             .filter(|c| *c != CitizenContact::default());
-        let outcome = self
-            .store
-            .create_ticket(NewTicket::new(
+        let outcome = crate::casework::tables::create(
+            &self.store,
+            NewTicket::new(
                 ticket,
                 stored,
                 contact,
                 request_key,
                 fingerprint,
                 attachments,
-            ))
-            .await;
+            ),
+        )
+        .await;
         let outcome = outcome?;
         let ticket = match outcome {
             CreateOutcome::Created(ticket) => *ticket,
@@ -323,9 +326,7 @@ impl TicketDesk {
                 "request_id: was already used for a different request; use a new request_id".into(),
             ));
         }
-        let ticket = self
-            .store
-            .ticket(&ticket_id)
+        let ticket = crate::shared_ticket::tables::ticket(&self.store, &ticket_id)
             .await?
             .ok_or_else(|| NodeError::NotFound(format!("ticket {ticket_id}")))?;
         Ok(Creation {
@@ -333,24 +334,6 @@ impl TicketDesk {
             replayed: true,
             possible_duplicates: Vec::new(),
         })
-    }
-
-    /// Writes attachment content once, durably, under its hash.
-    async fn write_blob(&self, sha256: &str, content: &[u8]) -> NodeResult<()> {
-        let path = self.store.blob_path(sha256);
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Ok(());
-        }
-        let io =
-            |e: std::io::Error| NodeError::Internal(format!("writing attachment {sha256}: {e}"));
-        let dir = path.parent().expect("blob paths have a parent");
-        tokio::fs::create_dir_all(dir).await.map_err(io)?;
-        let tmp = dir.join(format!(".{sha256}.{}", ulid::Ulid::new()));
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-        file.write_all(content).await.map_err(io)?;
-        file.sync_all().await.map_err(io)?;
-        tokio::fs::rename(&tmp, &path).await.map_err(io)?;
-        Ok(())
     }
 
     /// One ticket by id or reference, with the contact when the actor may see it.
@@ -369,13 +352,13 @@ impl TicketDesk {
                 let mut v = Violations::new();
                 validate::ticket_id(&mut v, "ticket_id", ticket_id);
                 v.into_result()?;
-                self.store.ticket(ticket_id).await?
+                crate::shared_ticket::tables::ticket(&self.store, ticket_id).await?
             }
             (true, false) => {
                 let mut v = Violations::new();
                 v.length("reference", reference, 1, 64);
                 v.into_result()?;
-                self.store.ticket_by_reference(reference).await?
+                crate::shared_ticket::tables::ticket_by_reference(&self.store, reference).await?
             }
             _ => {
                 return Err(NodeError::invalid(
@@ -387,7 +370,7 @@ impl TicketDesk {
         let ticket =
             ticket.ok_or_else(|| NodeError::NotFound(format!("ticket {ticket_id}{reference}")))?;
         let contact = if actor.require(Action::ReadContact).is_ok() {
-            self.store.contact(&ticket.id).await?
+            crate::shared_ticket::tables::contact(&self.store, &ticket.id).await?
         } else {
             None
         };
@@ -477,7 +460,7 @@ impl TicketDesk {
             before_id,
             limit: limit + 1,
         };
-        let mut tickets = self.store.list(&filter).await?;
+        let mut tickets = crate::shared_ticket::tables::list(&self.store, &filter).await?;
         let next = if tickets.len() > limit as usize {
             tickets.truncate(limit as usize);
             encode_page_token(&fingerprint, &tickets.last().expect("non-empty page").id)
@@ -488,7 +471,7 @@ impl TicketDesk {
     }
 
     async fn append(&self, ticket_id: &str, mutation: Mutation) -> NodeResult<Ticket> {
-        let ticket = self.store.append_event(ticket_id, mutation).await?;
+        let ticket = crate::casework::tables::append(&self.store, ticket_id, mutation).await?;
         self.recent.record(&ticket);
         Ok(ticket)
     }
@@ -576,7 +559,11 @@ impl TicketDesk {
             );
         }
         v.into_result()?;
-        if to == Status::Merged && self.store.ticket(&change.merged_into).await?.is_none() {
+        if to == Status::Merged
+            && crate::shared_ticket::tables::ticket(&self.store, &change.merged_into)
+                .await?
+                .is_none()
+        {
             return Err(NodeError::invalid(
                 "merged_into",
                 "must name an existing ticket",
@@ -677,7 +664,7 @@ impl TicketDesk {
         let mut v = Violations::new();
         validate::ticket_id(&mut v, "ticket_id", ticket_id);
         v.into_result()?;
-        let events = self.store.events(ticket_id).await?;
+        let events = crate::shared_ticket::tables::events(&self.store, ticket_id).await?;
         if events.is_empty() {
             return Err(NodeError::NotFound(format!("ticket {ticket_id}")));
         }
@@ -721,10 +708,10 @@ impl TicketDesk {
     /// Storage failures.
     pub async fn verify_materialised(&self) -> NodeResult<Vec<String>> {
         let mut differing = Vec::new();
-        for id in self.store.ticket_ids().await? {
-            let events = self.store.events(&id).await?;
+        for id in crate::shared_ticket::tables::ticket_ids(&self.store).await? {
+            let events = crate::shared_ticket::tables::events(&self.store, &id).await?;
             let refolded = fold(events.into_iter().map(|(_, e)| e)).ticket;
-            if refolded != self.store.ticket(&id).await? {
+            if refolded != crate::shared_ticket::tables::ticket(&self.store, &id).await? {
                 differing.push(id);
             }
         }
@@ -751,14 +738,10 @@ impl TicketDesk {
                 "must be 64 lowercase hex digits",
             ));
         }
-        let meta = self
-            .store
-            .attachment(sha256)
+        let meta = crate::attachments::tables::get(&self.store, sha256)
             .await?
             .ok_or_else(|| NodeError::NotFound(format!("attachment {sha256}")))?;
-        let content = tokio::fs::read(self.store.blob_path(sha256))
-            .await
-            .map_err(|e| NodeError::Internal(format!("reading attachment {sha256}: {e}")))?;
+        let content = crate::attachments::read_content(&self.store, sha256).await?;
         Ok((meta, content))
     }
 }

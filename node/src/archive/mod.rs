@@ -17,6 +17,8 @@
 //!   moves only after the registry acknowledged the batch. A crash in between
 //!   re-sends the batch, which the registry counts as duplicates.
 
+pub mod tables;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -224,7 +226,7 @@ impl Archiver {
         if ticket.handoff_count == 0 {
             return Ok(false);
         }
-        Ok(self.store.events(&ticket.id).await?.iter().any(|(_, e)| {
+        Ok(crate::shared_ticket::tables::events(&self.store, &ticket.id).await?.iter().any(|(_, e)| {
             matches!(&e.kind, Some(Kind::HandoffOffered(h)) if h.reason.starts_with("overflow"))
         }))
     }
@@ -235,17 +237,20 @@ impl Archiver {
     /// # Errors
     /// Storage failures.
     pub async fn sweep(&self) -> NodeResult<u64> {
-        let state = self.store.archive_state().await?;
+        let state = crate::archive::tables::state(&self.store).await?;
         let swept = state.get("swept_ms").copied().unwrap_or(0);
         let regions = self.own_regions();
         let me = self.config.node.id.to_string();
         let mut after = ((swept - SWEEP_OVERLAP_MS).max(0), String::new());
         let mut made = 0;
         loop {
-            let page = self
-                .store
-                .closed_since(&me, (after.0, &after.1), SWEEP_PAGE)
-                .await?;
+            let page = crate::shared_ticket::tables::closed_since(
+                &self.store,
+                &me,
+                (after.0, &after.1),
+                SWEEP_PAGE,
+            )
+            .await?;
             let Some((last_ms, last)) = page.last() else {
                 break;
             };
@@ -264,9 +269,7 @@ impl Archiver {
             }
             made += records.len() as u64;
             let cursor = next.0.max(swept);
-            self.store
-                .write_archive(records, vec![("swept_ms", cursor)])
-                .await?;
+            crate::archive::tables::write(&self.store, records, vec![("swept_ms", cursor)]).await?;
             if page.len() < SWEEP_PAGE {
                 break;
             }
@@ -310,13 +313,15 @@ impl Archiver {
         let mut client = self.client().await?;
         let mut sent = 0;
         loop {
-            let state = self.store.archive_state().await?;
+            let state = crate::archive::tables::state(&self.store).await?;
             let cursor = state.get("sent_seq").copied().unwrap_or(0);
             let refused = state.get("refused").copied().unwrap_or(0);
-            let rows = self
-                .store
-                .archive_after(cursor, self.config.archive.batch)
-                .await?;
+            let rows = crate::archive::tables::records_after(
+                &self.store,
+                cursor,
+                self.config.archive.batch,
+            )
+            .await?;
             let Some(&(last, _)) = rows.last() else {
                 break;
             };
@@ -346,16 +351,16 @@ impl Archiver {
                 tracing::warn!(refused = resp.refused.len(), first = %resp.refused[0].detail, "the registry refused archive records");
             }
             let now = system_time_ms() as i64;
-            self.store
-                .write_archive(
-                    Vec::new(),
-                    vec![
-                        ("sent_seq", last),
-                        ("refused", refused + resp.refused.len() as i64),
-                        ("last_push_ms", now),
-                    ],
-                )
-                .await?;
+            crate::archive::tables::write(
+                &self.store,
+                Vec::new(),
+                vec![
+                    ("sent_seq", last),
+                    ("refused", refused + resp.refused.len() as i64),
+                    ("last_push_ms", now),
+                ],
+            )
+            .await?;
             metrics::counter!("urpnet_archive_pushed_total").increment(n);
             sent += n;
         }
@@ -399,9 +404,9 @@ impl Archiver {
     /// # Errors
     /// Storage failures.
     pub async fn status(&self) -> NodeResult<ArchiveStatusResponse> {
-        let state = self.store.archive_state().await?;
+        let state = crate::archive::tables::state(&self.store).await?;
         let cursor = state.get("sent_seq").copied().unwrap_or(0);
-        let (made, pending) = self.store.archive_counts(cursor).await?;
+        let (made, pending) = crate::archive::tables::counts(&self.store, cursor).await?;
         let status = self.status.lock().expect("status lock").clone();
         metrics::gauge!("urpnet_archive_pending").set(pending as f64);
         Ok(ArchiveStatusResponse {

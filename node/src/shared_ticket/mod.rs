@@ -1,9 +1,10 @@
-//! The shared ticket: its lifecycle, the names of its enums, and the fold of
-//! its event log into its state (DESIGN.md §3).
+//! The shared ticket: its lifecycle, the names of its enums, the fold of its
+//! event log into its state (DESIGN.md §3), and its tables.
 
 pub mod fold;
 pub mod lifecycle;
 pub mod names;
+pub mod tables;
 
 pub use fold::{Effect, Folded, apply, fold};
 

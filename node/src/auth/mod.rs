@@ -6,6 +6,8 @@
 //! it causes, so the history is an audit trail that identifies nobody outside
 //! this node.
 
+pub mod tables;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -15,7 +17,8 @@ use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{NodeError, NodeResult};
-use crate::store::{OperatorRecord, Store};
+use crate::store::Store;
+pub use tables::OperatorRecord;
 
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -171,7 +174,7 @@ pub async fn add_operator(
         created_ms: now_ms,
         revoked_ms: None,
     };
-    store.add_operator(&record, &token_hash(&token)).await?;
+    crate::auth::tables::add(store, &record, &token_hash(&token)).await?;
     Ok((record, token))
 }
 
@@ -257,7 +260,7 @@ impl Authenticator {
         let actor = match cached {
             Some(actor) => actor,
             None => {
-                let record = self.store.operator_by_token(&hash).await?;
+                let record = crate::auth::tables::by_token(&self.store, &hash).await?;
                 let actor = record.filter(|r| r.revoked_ms.is_none()).and_then(|r| {
                     Some(Actor {
                         role: r.role.parse().ok()?,
