@@ -250,4 +250,31 @@ pub mod samples {
         Channel::Video,
         Channel::Open311,
     ];
+
+    /// An anonymised archive record as a comune's node makes it: answered
+    /// by phone within three days, no handoff, no overflow, comune to comune.
+    /// Callers change what their case needs with struct update syntax, e.g.
+    /// `ArchiveRecord { outcome: .., ..archive_record(id, c, t, w) }`. The
+    /// tests, the demo and bench-archive all build their records from it.
+    pub fn archive_record(
+        id: Vec<u8>,
+        category: &str,
+        territory: &str,
+        week: u32,
+    ) -> urpnet_proto::v1::ArchiveRecord {
+        use urpnet_proto::v1::{HandlingTime, Level, Outcome};
+        urpnet_proto::v1::ArchiveRecord {
+            id,
+            category: category.into(),
+            channel: Channel::Phone as i32,
+            territory: territory.into(),
+            week,
+            outcome: Outcome::Answered as i32,
+            handling: HandlingTime::Under3d as i32,
+            handoffs: 0,
+            overflow: false,
+            origin_level: Level::Comune as i32,
+            competent_level: Level::Comune as i32,
+        }
+    }
 }

@@ -15,8 +15,8 @@ use urpnet_proto::v1::archive_admin_client::ArchiveAdminClient;
 use urpnet_proto::v1::archive_client::ArchiveClient;
 use urpnet_proto::v1::{
     ArchiveBatch, ArchiveQueryRequest, ArchiveQueryResponse, ArchiveRecord, ArchiveStatsRequest,
-    ArchiveStatsResponse, ChangeStatusRequest, CitizenContact, Coordinates, HandlingTime, Level,
-    Location, Outcome, PayloadKind, PushArchiveRequest, PushArchiveResponse, Status,
+    ArchiveStatsResponse, ChangeStatusRequest, CitizenContact, Coordinates, Location, Outcome,
+    PayloadKind, PushArchiveRequest, PushArchiveResponse, Status,
 };
 use urpnet_registry::config::RegistryConfig;
 
@@ -125,26 +125,17 @@ pub async fn query(
         .map(tonic::Response::into_inner)
 }
 
-/// A well-formed record about Celano in `week`.
+/// A well-formed record about `territory` in `week` (one in four rejected).
 pub fn record(seed: u64, category: &str, territory: &str, week: u32) -> ArchiveRecord {
     let mut id = seed.to_be_bytes().to_vec();
     id.extend_from_slice(&(seed ^ 0x5a5a_5a5a).to_be_bytes());
     ArchiveRecord {
-        id,
-        category: category.into(),
-        channel: urpnet_proto::v1::Channel::Phone as i32,
-        territory: territory.into(),
-        week,
         outcome: if seed.is_multiple_of(4) {
             Outcome::Rejected
         } else {
             Outcome::Answered
         } as i32,
-        handling: HandlingTime::Under3d as i32,
-        handoffs: 0,
-        overflow: false,
-        origin_level: Level::Comune as i32,
-        competent_level: Level::Comune as i32,
+        ..urpnet_examples::samples::archive_record(id, category, territory, week)
     }
 }
 

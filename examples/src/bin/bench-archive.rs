@@ -148,19 +148,17 @@ fn recent_weeks(n: i64) -> Vec<u32> {
 
 /// A random record of region 13 (Abruzzo) in one of the last `weeks` weeks.
 fn random_record(rng: &mut rand::rngs::StdRng, comuni: &[String], weeks: &[u32]) -> ArchiveRecord {
+    let id = rng.r#gen::<[u8; 16]>().to_vec();
+    let category = CATEGORIES[(rng.r#gen::<f64>().powi(2) * CATEGORIES.len() as f64) as usize];
+    let territory = &comuni[(rng.r#gen::<f64>().powi(3) * comuni.len() as f64) as usize];
+    let week = weeks[rng.gen_range(0..weeks.len())];
     ArchiveRecord {
-        id: rng.r#gen::<[u8; 16]>().to_vec(),
-        category: CATEGORIES[(rng.r#gen::<f64>().powi(2) * CATEGORIES.len() as f64) as usize]
-            .into(),
         channel: rng.gen_range(1..=10),
-        territory: comuni[(rng.r#gen::<f64>().powi(3) * comuni.len() as f64) as usize].clone(),
-        week: weeks[rng.gen_range(0..weeks.len())],
         outcome: rng.gen_range(1..=3),
         handling: rng.gen_range(1..=6),
         handoffs: rng.gen_range(0..3),
         overflow: rng.gen_bool(0.05),
-        origin_level: Level::Comune as i32,
-        competent_level: Level::Comune as i32,
+        ..urpnet_examples::samples::archive_record(id, category, territory, week)
     }
 }
 
