@@ -417,12 +417,27 @@ impl TlsFiles {
     ///
     /// # Errors
     /// If a file is missing or unreadable.
+    ///
+    /// Each file is replaced atomically, but not the three together: a
+    /// renewal writes the new key, then the new certificate. A reader in
+    /// between would pair a key with another key's certificate, so the files
+    /// are read again (for up to a second) until the key belongs to the
+    /// certificate; material that does not parse is returned as read, for
+    /// the caller's parse to report.
     pub fn load(&self) -> Result<TlsMaterial, TlsError> {
-        Ok(TlsMaterial {
-            cert_pem: Self::read(&self.cert)?,
-            key_pem: Self::read(&self.key)?,
-            ca_pem: Self::read(&self.ca)?,
-        })
+        let mut attempts = 0;
+        loop {
+            let material = TlsMaterial {
+                cert_pem: Self::read(&self.cert)?,
+                key_pem: Self::read(&self.key)?,
+                ca_pem: Self::read(&self.ca)?,
+            };
+            if attempts >= 100 || !material.key_mismatch() {
+                return Ok(material);
+            }
+            attempts += 1;
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// Latest modification time of the three, to notice replacements.
@@ -526,6 +541,24 @@ impl TlsMaterial {
             )?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
+    }
+
+    /// Whether the key is known not to belong to the certificate (material
+    /// that does not parse is not known to mismatch).
+    fn key_mismatch(&self) -> bool {
+        let (Ok(certs), Ok(key)) = (certs_from_pem(&self.cert_pem), key_from_pem(&self.key_pem))
+        else {
+            return false;
+        };
+        let Ok(key) = provider().key_provider.load_private_key(key) else {
+            return false;
+        };
+        matches!(
+            rustls::sign::CertifiedKey::new(certs, key).keys_match(),
+            Err(rustls::Error::InconsistentKeys(
+                rustls::InconsistentKeys::KeyMismatch
+            ))
+        )
     }
 
     /// A client configuration presenting this certificate and trusting only
@@ -996,4 +1029,65 @@ fn connect(
 /// The peer of a request, from the connection's verified certificate.
 pub fn peer_of<T>(request: &tonic::Request<T>) -> Option<&PeerInfo> {
     request.extensions().get::<PeerInfo>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issue(ca: &FederationCa) -> (String, String) {
+        let (issued, key_pem) = ca
+            .issue(&CertRequest {
+                identity: Identity::Node(crate::ids::NodeId::new("c_c426").unwrap()),
+                hosts: vec!["127.0.0.1".into()],
+                validity: Duration::from_secs(3600),
+                not_before: None,
+            })
+            .unwrap();
+        (issued.certificate_pem, key_pem)
+    }
+
+    #[test]
+    fn a_key_from_another_certificate_is_a_mismatch_and_load_waits_for_the_pair() {
+        let (ca, _) = FederationCa::generate("test", Duration::from_secs(86_400)).unwrap();
+        let (cert_a, key_a) = issue(&ca);
+        let (_, key_b) = issue(&ca);
+        let material = |key: &str| TlsMaterial {
+            cert_pem: cert_a.clone(),
+            key_pem: key.to_string(),
+            ca_pem: ca.cert_pem().to_string(),
+        };
+        assert!(!material(&key_a).key_mismatch());
+        assert!(material(&key_b).key_mismatch());
+        assert!(
+            !material("not a key").key_mismatch(),
+            "unparsable material is left to the caller's parse"
+        );
+
+        // A reader that finds a renewal half written (the new key, the old
+        // certificate) reads again until the pair matches.
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles::in_dir(dir.path());
+        files.save(&material(&key_b)).unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let reader = {
+            let files = files.clone();
+            std::thread::spawn(move || {
+                let loaded = files.load().unwrap();
+                done_tx.send(()).unwrap();
+                loaded
+            })
+        };
+        // The reader is still waiting (it has not answered) when the
+        // matching key lands.
+        assert!(
+            done_rx
+                .recv_timeout(std::time::Duration::from_millis(100))
+                .is_err()
+        );
+        write_atomic(&files.key, key_a.as_bytes(), true).unwrap();
+        let loaded = reader.join().unwrap();
+        assert_eq!(loaded.key_pem, key_a);
+        assert!(!loaded.key_mismatch());
+    }
 }

@@ -10,11 +10,10 @@ use urpnet_examples::federation;
 use urpnet_node::NodeConfig;
 use urpnet_node::cli;
 use urpnet_proto::ids::NodeId;
-use urpnet_proto::v1::{Health, ImportTaxonomyRequest, Level, ListMembersRequest};
-use urpnet_registry::cli as registry_cli;
+use urpnet_proto::v1::{Health, ImportTaxonomyRequest, Level};
 use urpnet_registry::config::RegistryConfig;
 
-use crate::steps::{heading, members_of, wait_until};
+use crate::steps::{heading, members_of, show_members, wait_until};
 use crate::{Args, Demo};
 
 /// The sample taxonomy the registry distributes.
@@ -96,12 +95,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Demo> {
             .then_some(())
     })
     .await?;
-    let members = admin
-        .list_members(ListMembersRequest {})
-        .await?
-        .into_inner()
-        .members;
-    println!("{}", registry_cli::members_table(&members));
+    show_members(&mut admin).await?;
 
     let celano = &nodes[0];
     let desk = cli::connect(

@@ -1,10 +1,10 @@
 //! Celano's queue grows; the registry says where its overflow may go.
 
-use urpnet_proto::v1::{ListMembersRequest, OverflowRequest};
+use urpnet_proto::v1::OverflowRequest;
 use urpnet_registry::cli as registry_cli;
 
 use crate::Demo;
-use crate::steps::{heading, members_of, wait_until};
+use crate::steps::{heading, members_of, show_members, wait_until};
 
 pub(crate) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
     let Demo {
@@ -20,12 +20,7 @@ pub(crate) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
         (celano.load.as_ref()?.queue_waiting > 20).then_some(())
     })
     .await?;
-    let members = admin
-        .list_members(ListMembersRequest {})
-        .await?
-        .into_inner()
-        .members;
-    println!("{}", registry_cli::members_table(&members));
+    show_members(admin).await?;
     let mut as_celano = registry.registry_as(&nodes[0].tls)?;
     let overflow = as_celano
         .overflow(OverflowRequest {

@@ -82,6 +82,21 @@ pub(crate) async fn members_of(
     )
 }
 
+/// Prints the registry's member list (`urpnet-registry members list`).
+pub(crate) async fn show_members(
+    admin: &mut urpnet_proto::v1::registry_admin_client::RegistryAdminClient<
+        tonic::transport::Channel,
+    >,
+) -> anyhow::Result<()> {
+    let members = admin
+        .list_members(ListMembersRequest {})
+        .await?
+        .into_inner()
+        .members;
+    println!("{}", urpnet_registry::cli::members_table(&members));
+    Ok(())
+}
+
 /// Waits for a condition, polling, for at most 30 s.
 pub(crate) async fn wait_until<T, F, Fut>(what: &str, mut condition: F) -> anyhow::Result<T>
 where
