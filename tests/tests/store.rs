@@ -1,5 +1,6 @@
 //! The store's group commit on both backends: one bad write in a batch never
-//! takes the good ones down with it.
+//! takes the good ones down with it, and a subsystem the writer does not know
+//! writes through it like the node's own.
 
 use prost::Message as _;
 use urpnet_node::casework::tables::{CreateOutcome, NewTicket};
@@ -151,6 +152,123 @@ async fn postgres_a_bad_write_in_a_batch_loses_no_good_one() {
     a_bad_write_in_a_batch_loses_no_good_one(
         Backend::Postgres,
         "postgres::a_bad_write_in_a_batch_loses_no_good_one",
+    )
+    .await;
+}
+
+/// A subsystem the node does not have: its own table and its own write
+/// operation, run by the node's writer without the writer knowing it (the
+/// recipe of docs/architecture.md, "Adding a subsystem").
+struct Tally {
+    name: String,
+    amount: i64,
+}
+
+impl urpnet_node::store::Write for Tally {
+    type Output = i64;
+
+    async fn run(
+        &self,
+        tx: &mut urpnet_node::store::Tx<'_>,
+        _: &mut urpnet_node::store::Commit,
+    ) -> urpnet_node::NodeResult<urpnet_node::NodeResult<i64>> {
+        use urpnet_node::store::Value;
+        if self.amount < 0 {
+            // Refused alone: nothing written, the rest of the batch commits.
+            return Ok(Err(urpnet_node::NodeError::invalid(
+                "amount",
+                "must not be negative",
+            )));
+        }
+        tx.texts(
+            "CREATE TABLE IF NOT EXISTS test_tally (name TEXT PRIMARY KEY, total BIGINT NOT NULL)",
+            &[],
+        )
+        .await?;
+        let rows = tx
+            .texts(
+                "INSERT INTO test_tally (name, total) VALUES ($1, $2) ON CONFLICT (name) \
+                 DO UPDATE SET total = test_tally.total + $2 RETURNING CAST(total AS TEXT)",
+                &[&Value::Text(&self.name), &Value::Int(self.amount)],
+            )
+            .await?;
+        Ok(Ok(rows[0][0].parse().expect("a number")))
+    }
+}
+
+async fn a_new_subsystem_writes_through_the_same_writer(backend: Backend, test: &str) {
+    let Some((dir, config)) = node_config("c_a662", backend, test).await else {
+        return;
+    };
+    std::fs::create_dir_all(&config.node.data_dir).unwrap();
+    let (store, writer) = Store::open(&StoreOptions {
+        url: config.database_url(),
+        blob_dir: dir.path().join("blobs"),
+        max_batch: 256,
+        read_connections: 2,
+        node: "c_a662".into(),
+    })
+    .await
+    .unwrap();
+    let signer = NodeSigner::generate(config.node.id.clone());
+    // Tallies, refused tallies and ticket creations race into the same
+    // batches.
+    let tallies = (0..100).map(|n| Tally {
+        name: format!("t{}", n % 10),
+        amount: if n % 25 == 7 { -1 } else { n },
+    });
+    let (tallied, created) = futures::future::join(
+        futures::future::join_all(tallies.map(|t| store.write(t))),
+        futures::future::join_all((0..30).map(|n| {
+            urpnet_node::casework::tables::create(
+                &store,
+                new_ticket(&signer, n, &format!("c_a662-2026-{n:06}")),
+            )
+        })),
+    )
+    .await;
+    for (n, r) in tallied.iter().enumerate() {
+        if n % 25 == 7 {
+            let err = r.as_ref().expect_err("a negative amount is refused");
+            assert!(err.to_string().contains("amount"), "{err}");
+        } else {
+            assert!(r.is_ok(), "{n}: {r:?}");
+        }
+    }
+    assert!(
+        created
+            .iter()
+            .all(|c| matches!(c, Ok(CreateOutcome::Created(_))))
+    );
+    use sqlx::Row as _;
+    for k in 0..10i64 {
+        let expected: i64 = (0..100).filter(|n| n % 10 == k && n % 25 != 7).sum();
+        let row = sqlx::query("SELECT CAST(total AS BIGINT) FROM test_tally WHERE name = $1")
+            .bind(format!("t{k}"))
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(row.get::<i64, _>(0), expected, "t{k}");
+    }
+    store.close().await;
+    drop(store);
+    writer.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_new_subsystem_writes_through_the_same_writer() {
+    a_new_subsystem_writes_through_the_same_writer(
+        Backend::Sqlite,
+        "sqlite::a_new_subsystem_writes_through_the_same_writer",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_new_subsystem_writes_through_the_same_writer() {
+    a_new_subsystem_writes_through_the_same_writer(
+        Backend::Postgres,
+        "postgres::a_new_subsystem_writes_through_the_same_writer",
     )
     .await;
 }
