@@ -234,6 +234,7 @@ pub mod samples {
                 fiscal_code: String::new(),
             }),
             due_at: None,
+            answers: Vec::new(),
         }
     }
 

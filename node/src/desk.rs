@@ -71,6 +71,7 @@ impl Desk for DeskService {
             ticket: Some(created.ticket),
             replayed: created.replayed,
             possible_duplicates: created.possible_duplicates,
+            tracking_key: created.tracking_key,
         }))
     }
 

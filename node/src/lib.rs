@@ -31,10 +31,12 @@ pub mod error;
 pub mod faq;
 pub mod peering;
 pub mod registry_link;
+pub mod secret;
 pub mod server;
 pub mod shared_ticket;
 pub mod store;
 pub mod taxonomy;
+pub mod tracking;
 pub mod validate;
 
 pub use config::NodeConfig;

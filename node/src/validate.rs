@@ -135,6 +135,102 @@ pub fn citizen(v: &mut Violations, c: &CitizenContact) {
     }
 }
 
+/// Most answers to a service's questions in one request.
+pub const MAX_ANSWERS: usize = 20;
+/// Longest answer, in characters.
+pub const ANSWER_MAX: usize = 500;
+
+/// The shape of answers, whatever the taxonomy says: at most
+/// [`MAX_ANSWERS`], codes well-formed and unique, values printable and short.
+fn answer_shapes(v: &mut Violations, field: &str, answers: &[urpnet_proto::v1::ServiceAnswer]) {
+    v.check(
+        answers.len() <= MAX_ANSWERS,
+        field,
+        format!("at most {MAX_ANSWERS}"),
+    );
+    let mut seen = std::collections::HashSet::new();
+    for (i, a) in answers.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let code_ok = !a.code.is_empty()
+            && a.code.len() <= 40
+            && a.code.as_bytes()[0].is_ascii_lowercase()
+            && a
+                .code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        v.check(code_ok, format!("{f}.code"), "must match ^[a-z][a-z0-9_]{0,39}$");
+        v.check(
+            seen.insert(a.code.as_str()),
+            format!("{f}.code"),
+            format!("`{}` is answered twice", a.code),
+        );
+        v.length(&format!("{f}.value"), &a.value, 0, ANSWER_MAX);
+        v.printable(&format!("{f}.value"), &a.value);
+    }
+}
+
+/// Answers checked against the category's citizen questions: required ones
+/// answered, listed values among the keys, numbers numeric, no unknown code.
+fn answers(
+    v: &mut Violations,
+    answers: &[urpnet_proto::v1::ServiceAnswer],
+    category: Option<&urpnet_proto::v1::Category>,
+) {
+    answer_shapes(v, "answers", answers);
+    let questions: &[urpnet_proto::v1::ServiceQuestion] = category
+        .and_then(|c| c.citizen.as_ref())
+        .map(|s| s.questions.as_slice())
+        .unwrap_or_default();
+    for (i, a) in answers.iter().enumerate() {
+        let f = format!("answers[{i}]");
+        let Some(q) = questions.iter().find(|q| q.code == a.code) else {
+            v.add(
+                format!("{f}.code"),
+                format!("`{}` is not a question of this category", a.code),
+            );
+            continue;
+        };
+        match q.datatype.as_str() {
+            "number" => v.check(
+                a.value.trim().parse::<f64>().is_ok_and(f64::is_finite),
+                format!("{f}.value"),
+                "must be a number",
+            ),
+            "datetime" => v.check(
+                a.value.trim().parse::<jiff::Timestamp>().is_ok(),
+                format!("{f}.value"),
+                "must be an ISO 8601 date and time with its offset",
+            ),
+            "singlevaluelist" | "multivaluelist" => {
+                let keys: Vec<&str> = if q.datatype == "singlevaluelist" {
+                    vec![a.value.as_str()]
+                } else {
+                    a.value.split(',').map(str::trim).collect()
+                };
+                let ok = keys
+                    .iter()
+                    .all(|k| q.values.iter().any(|val| val.key == *k));
+                let allowed: Vec<&str> = q.values.iter().map(|val| val.key.as_str()).collect();
+                v.check(
+                    ok,
+                    format!("{f}.value"),
+                    format!("must be one of {}", allowed.join(", ")),
+                );
+            }
+            _ => {}
+        }
+    }
+    for q in questions.iter().filter(|q| q.required) {
+        v.check(
+            answers
+                .iter()
+                .any(|a| a.code == q.code && !a.value.trim().is_empty()),
+            format!("answers.{}", q.code),
+            format!("is required ({})", q.description),
+        );
+    }
+}
+
 /// Checks the fields of a `Created` event a peer sent, with the desk's
 /// limits (the category is checked against the taxonomy by nobody here: a
 /// peer may know a newer version).
@@ -149,6 +245,7 @@ pub fn created_from_peer(v: &mut Violations, c: &urpnet_proto::v1::Created) {
         "must be lowercase letters, digits, '.' and '_'",
     );
     channel(v, "created.channel", c.channel);
+    answer_shapes(v, "created.answers", &c.answers);
     v.length("created.subject", &c.subject, 1, SUBJECT_MAX);
     v.printable("created.subject", &c.subject);
     v.length("created.description", &c.description, 0, TEXT_MAX);
@@ -212,6 +309,7 @@ pub fn create_request(
         );
     }
     category(&mut v, "category", &req.category, taxonomy);
+    answers(&mut v, &req.answers, taxonomy.get(&req.category));
     channel(&mut v, "channel", req.channel);
     v.length("subject", &req.subject, 3, SUBJECT_MAX);
     v.printable("subject", &req.subject);

@@ -91,6 +91,16 @@ pub enum TaxonomyError {
         /// The level's raw wire value.
         level: i32,
     },
+    /// A citizen-facing service definition breaks a rule.
+    #[error("category `{code}`: citizen.{field}: {rule}")]
+    BadCitizenService {
+        /// The category's code.
+        code: String,
+        /// The field, e.g. `question[2].values`.
+        field: String,
+        /// The rule it breaks.
+        rule: String,
+    },
     /// Two categories share a code.
     #[error("category `{code}`: code is defined more than once")]
     DuplicateCode {
@@ -256,6 +266,15 @@ pub fn validate(t: &v1::Taxonomy) -> Result<(), TaxonomyError> {
         if !seen.insert(c.code.as_str()) {
             return Err(TaxonomyError::DuplicateCode { code: code() });
         }
+        if let Some(service) = &c.citizen {
+            validate_citizen_service(service).map_err(|(field, rule)| {
+                TaxonomyError::BadCitizenService {
+                    code: code(),
+                    field,
+                    rule,
+                }
+            })?;
+        }
     }
 
     let mut parents: HashMap<&str, &str> = HashMap::with_capacity(t.categories.len());
@@ -317,6 +336,93 @@ fn check_acyclic(
     Ok(())
 }
 
+/// The datatypes of a service question (Open311 GeoReport v2).
+pub const QUESTION_DATATYPES: &[&str] = &[
+    "string",
+    "number",
+    "datetime",
+    "text",
+    "singlevaluelist",
+    "multivaluelist",
+];
+
+/// Most questions of one service, keywords of one service.
+pub const MAX_QUESTIONS: usize = 20;
+
+fn is_valid_question_code(code: &str) -> bool {
+    let b = code.as_bytes();
+    !b.is_empty()
+        && b.len() <= 40
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+fn is_valid_text(s: &str, max: usize) -> bool {
+    !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
+}
+
+/// Checks a citizen service: `Err((field, rule))`.
+fn validate_citizen_service(s: &v1::CitizenService) -> Result<(), (String, String)> {
+    let bad = |field: &str, rule: &str| Err((field.to_string(), rule.to_string()));
+    if !is_valid_text(&s.description, 1000) {
+        return bad("description", "1 to 1000 characters, not blank, no control characters");
+    }
+    if !s.group.is_empty() && !is_valid_text(&s.group, 120) {
+        return bad("group", "at most 120 characters, not blank, no control characters");
+    }
+    if s.keywords.len() > MAX_QUESTIONS || s.keywords.iter().any(|k| !is_valid_text(k, 40)) {
+        return bad("keywords", "at most 20 words of 1 to 40 characters");
+    }
+    if s.questions.len() > MAX_QUESTIONS {
+        return bad("question", "at most 20 questions");
+    }
+    let mut codes = HashSet::new();
+    for (i, q) in s.questions.iter().enumerate() {
+        let field = |f: &str| format!("question[{}].{f}", i + 1);
+        if !is_valid_question_code(&q.code) {
+            return Err((field("code"), "must match ^[a-z][a-z0-9_]{0,39}$".into()));
+        }
+        if !codes.insert(q.code.as_str()) {
+            return Err((field("code"), format!("`{}` is used twice", q.code)));
+        }
+        if !QUESTION_DATATYPES.contains(&q.datatype.as_str()) {
+            return Err((
+                field("datatype"),
+                format!("must be one of {}", QUESTION_DATATYPES.join(", ")),
+            ));
+        }
+        if !is_valid_text(&q.description, 500) {
+            return Err((
+                field("description"),
+                "1 to 500 characters, not blank, no control characters".into(),
+            ));
+        }
+        let is_list = q.datatype.ends_with("valuelist");
+        if is_list == q.values.is_empty() {
+            return Err((
+                field("values"),
+                "list questions need at least one value; other questions have none".into(),
+            ));
+        }
+        let mut keys = HashSet::new();
+        for v in &q.values {
+            let key_ok = !v.key.is_empty()
+                && v.key.len() <= 40
+                && v.key
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+            if !key_ok || !keys.insert(v.key.as_str()) || !is_valid_text(&v.name, 120) {
+                return Err((
+                    field("values"),
+                    "each key must match ^[a-z0-9_]{1,40}$ and be unique, each name 1 to 120 characters".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The TOML file as written by coordinators.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -339,6 +445,76 @@ struct CategoryEntry {
     parent: Option<String>,
     #[serde(default)]
     competent_body: Option<String>,
+    /// How citizens may file it (an Open311 service); absent: not offered.
+    #[serde(default)]
+    citizen: Option<CitizenEntry>,
+}
+
+/// A `[category.citizen]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CitizenEntry {
+    description: String,
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    keywords: Vec<String>,
+    #[serde(default)]
+    question: Vec<QuestionEntry>,
+}
+
+/// A `[[category.citizen.question]]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuestionEntry {
+    code: String,
+    datatype: String,
+    #[serde(default)]
+    required: bool,
+    description: String,
+    /// Absent: the question's position in the file.
+    #[serde(default)]
+    order: Option<u32>,
+    #[serde(default)]
+    values: Vec<ValueEntry>,
+}
+
+/// One `{ key = "...", name = "..." }` of a list question.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValueEntry {
+    key: String,
+    name: String,
+}
+
+impl CitizenEntry {
+    fn into_proto(self) -> v1::CitizenService {
+        v1::CitizenService {
+            description: self.description,
+            group: self.group,
+            keywords: self.keywords,
+            questions: self
+                .question
+                .into_iter()
+                .enumerate()
+                .map(|(i, q)| v1::ServiceQuestion {
+                    code: q.code,
+                    datatype: q.datatype,
+                    required: q.required,
+                    description: q.description,
+                    order: q.order.unwrap_or(i as u32 + 1),
+                    values: q
+                        .values
+                        .into_iter()
+                        .map(|v| v1::ServiceValue {
+                            key: v.key,
+                            name: v.name,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// 1-based line of a byte offset.
@@ -390,6 +566,7 @@ pub fn parse_toml(text: &str) -> Result<v1::Taxonomy, TaxonomyError> {
             level: level as i32,
             parent,
             competent_body: entry.competent_body.unwrap_or_default(),
+            citizen: entry.citizen.map(CitizenEntry::into_proto),
         });
     }
     let mut taxonomy = v1::Taxonomy {
@@ -432,8 +609,39 @@ pub fn to_toml(t: &v1::Taxonomy) -> String {
         if !c.competent_body.is_empty() {
             let _ = writeln!(out, "competent_body = {}", quote(&c.competent_body));
         }
+        if let Some(service) = &c.citizen {
+            write_citizen(&mut out, service);
+        }
     }
     out
+}
+
+fn write_citizen(out: &mut String, s: &v1::CitizenService) {
+    out.push_str("[category.citizen]\n");
+    let _ = writeln!(out, "description = {}", quote(&s.description));
+    if !s.group.is_empty() {
+        let _ = writeln!(out, "group = {}", quote(&s.group));
+    }
+    if !s.keywords.is_empty() {
+        let words: Vec<String> = s.keywords.iter().map(|k| quote(k)).collect();
+        let _ = writeln!(out, "keywords = [{}]", words.join(", "));
+    }
+    for q in &s.questions {
+        out.push_str("[[category.citizen.question]]\n");
+        let _ = writeln!(out, "code = {}", quote(&q.code));
+        let _ = writeln!(out, "datatype = {}", quote(&q.datatype));
+        let _ = writeln!(out, "required = {}", q.required);
+        let _ = writeln!(out, "description = {}", quote(&q.description));
+        let _ = writeln!(out, "order = {}", q.order);
+        if !q.values.is_empty() {
+            let values: Vec<String> = q
+                .values
+                .iter()
+                .map(|v| format!("{{ key = {}, name = {} }}", quote(&v.key), quote(&v.name)))
+                .collect();
+            let _ = writeln!(out, "values = [{}]", values.join(", "));
+        }
+    }
 }
 
 /// A TOML basic string holding `s`.
@@ -547,7 +755,65 @@ mod tests {
             level: level as i32,
             parent: parent.to_string(),
             competent_body: String::new(),
+            citizen: None,
         }
+    }
+
+    const CITIZEN_SAMPLE: &str = r#"
+version = 3
+
+[[category]]
+code = "strade"
+label = "Strade"
+level = "comune"
+
+[[category]]
+code = "strade.buche"
+label = "Buche e dissesti"
+level = "comune"
+[category.citizen]
+description = "Buche, avvallamenti e tombini rotti sulle strade comunali"
+group = "Strade e marciapiedi"
+keywords = ["buca", "asfalto"]
+[[category.citizen.question]]
+code = "pericolo"
+datatype = "singlevaluelist"
+required = true
+description = "La buca è pericolosa per chi passa?"
+values = [{ key = "si", name = "Sì" }, { key = "no", name = "No" }]
+[[category.citizen.question]]
+code = "larghezza_cm"
+datatype = "number"
+description = "Larghezza approssimativa in centimetri"
+"#;
+
+    #[test]
+    fn citizen_services_parse_write_back_and_name_each_broken_rule() {
+        let t = parse_toml(CITIZEN_SAMPLE).unwrap();
+        let service = t.categories[1].citizen.as_ref().expect("a citizen service");
+        assert_eq!(service.group, "Strade e marciapiedi");
+        assert_eq!(service.questions.len(), 2);
+        assert_eq!(service.questions[0].values.len(), 2);
+        assert!(service.questions[0].required);
+        assert_eq!(service.questions[1].order, 2, "order defaults to the position");
+        assert!(t.categories[0].citizen.is_none(), "absent: not offered");
+        assert_eq!(parse_toml(&to_toml(&t)).unwrap(), t, "round trip");
+
+        let broken = |from: &str, to: &str| {
+            let text = CITIZEN_SAMPLE.replace(from, to);
+            assert_ne!(text, CITIZEN_SAMPLE, "{from}");
+            parse_toml(&text).unwrap_err().to_string()
+        };
+        let e = broken("datatype = \"number\"", "datatype = \"colour\"");
+        assert!(e.contains("question[2].datatype"), "{e}");
+        let e = broken("values = [{ key = \"si\", name = \"Sì\" }, { key = \"no\", name = \"No\" }]", "");
+        assert!(e.contains("question[1].values"), "{e}");
+        let e = broken("code = \"larghezza_cm\"", "code = \"pericolo\"");
+        assert!(e.contains("used twice"), "{e}");
+        let e = broken("description = \"Buche,", "description = \" \" #");
+        assert!(e.contains("citizen.description"), "{e}");
+        let e = broken("group = \"Strade e marciapiedi\"", "colour = \"blu\"");
+        assert!(e.contains("colour"), "unknown fields are refused: {e}");
     }
 
     fn taxonomy(categories: Vec<v1::Category>) -> v1::Taxonomy {
@@ -1013,6 +1279,7 @@ parent = "a"
                 level: level as i32,
                 parent,
                 competent_body,
+                citizen: None,
             }
         }
 

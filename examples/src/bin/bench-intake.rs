@@ -69,6 +69,7 @@ impl Desk for EchoDesk {
             ticket: Some(ticket),
             replayed: false,
             possible_duplicates: vec![],
+            tracking_key: String::new(),
         }))
     }
     async fn get_ticket(

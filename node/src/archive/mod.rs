@@ -65,18 +65,7 @@ pub fn secret_path(data_dir: &std::path::Path) -> PathBuf {
 /// # Errors
 /// I/O failures, or a file that is not 32 bytes.
 pub fn load_secret(data_dir: &std::path::Path) -> NodeResult<[u8; 32]> {
-    let path = secret_path(data_dir);
-    match std::fs::read(&path) {
-        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
-            .map_err(|_| NodeError::Internal(format!("{}: must hold 32 bytes", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret: [u8; 32] = rand::random();
-            urpnet_proto::signing::write_private_file(&path, &secret)
-                .map_err(|e| NodeError::Internal(format!("{}: {e}", path.display())))?;
-            Ok(secret)
-        }
-        Err(e) => Err(NodeError::Internal(format!("{}: {e}", path.display()))),
-    }
+    crate::secret::load_or_make(&secret_path(data_dir))
 }
 
 /// The record id of a ticket: HMAC-SHA256 under the node's secret, 16 bytes.

@@ -51,6 +51,8 @@ pub struct Creation {
     pub replayed: bool,
     /// Possible duplicates.
     pub possible_duplicates: Vec<DuplicateCandidate>,
+    /// The key the citizen follows the ticket with (the same for a replay).
+    pub tracking_key: String,
 }
 
 /// One entry of a ticket's history.
@@ -93,6 +95,8 @@ pub struct TicketDesk {
     peering: std::sync::OnceLock<Arc<PeeringContext>>,
     /// The registry client for Route and Overflow, built on first use.
     registry: tokio::sync::Mutex<Option<RegistryClient<tonic::transport::Channel>>>,
+    /// Makes the citizens' tracking keys.
+    tracking: crate::tracking::TrackingKeys,
 }
 
 impl TicketDesk {
@@ -108,6 +112,7 @@ impl TicketDesk {
         taxonomy: Arc<TaxonomyHandle>,
         federation: Arc<Federation>,
     ) -> NodeResult<Self> {
+        let config_data_dir = config.node.data_dir.clone();
         let clock = Arc::new(HybridClock::new(Duration::from_millis(
             config.clock.max_offset_ms,
         )));
@@ -144,6 +149,7 @@ impl TicketDesk {
             federation,
             peering: std::sync::OnceLock::new(),
             registry: tokio::sync::Mutex::new(None),
+            tracking: crate::tracking::TrackingKeys::load(&config_data_dir)?,
         })
     }
 
@@ -276,6 +282,7 @@ impl TicketDesk {
             priority,
             consent: req.consent,
             due_at,
+            answers: req.answers.clone(),
         };
         let (stored, event) = self.sign_event(
             &ticket_id,
@@ -291,6 +298,7 @@ impl TicketDesk {
             .citizen
             .clone()
             .filter(|c| *c != CitizenContact::default());
+        let tracking_key = self.tracking.key_for(&request_key);
         let outcome = crate::casework::tables::create(
             &self.store,
             NewTicket::new(
@@ -300,13 +308,18 @@ impl TicketDesk {
                 request_key,
                 fingerprint,
                 attachments,
-            ),
+            )
+            .with_tracking_hash(crate::tracking::key_hash(&tracking_key)),
         )
         .await;
         let outcome = outcome?;
         let ticket = match outcome {
             CreateOutcome::Created(ticket) => *ticket,
-            CreateOutcome::Replayed(id) => return self.replay(id, true).await,
+            CreateOutcome::Replayed(id) => {
+                let mut replay = self.replay(id, true).await?;
+                replay.tracking_key = tracking_key;
+                return Ok(replay);
+            }
             CreateOutcome::Conflict => return self.replay(String::new(), false).await,
         };
         metrics::counter!("urpnet_tickets_created_total", "channel" => names::channel_name(ticket.channel())).increment(1);
@@ -317,6 +330,7 @@ impl TicketDesk {
             ticket,
             replayed: false,
             possible_duplicates,
+            tracking_key,
         })
     }
 
@@ -333,6 +347,7 @@ impl TicketDesk {
             ticket,
             replayed: true,
             possible_duplicates: Vec::new(),
+            tracking_key: String::new(),
         })
     }
 

@@ -35,6 +35,8 @@ pub struct NewTicket {
     /// Query columns and encoded state, derived from `ticket` by
     /// [`NewTicket::new`] in the caller's task, not in the single writer.
     columns: TicketColumns,
+    /// sha256 of the citizen's tracking key (empty: none).
+    tracking_hash: String,
 }
 
 impl NewTicket {
@@ -56,7 +58,14 @@ impl NewTicket {
             fingerprint,
             attachments,
             columns,
+            tracking_hash: String::new(),
         }
+    }
+
+    /// With the hash of the ticket's tracking key, stored with it.
+    pub fn with_tracking_hash(mut self, hash: String) -> Self {
+        self.tracking_hash = hash;
+        self
     }
 }
 
@@ -213,6 +222,12 @@ async fn create_all(tx: &mut Tx<'_>, news: &[&NewTicket]) -> NodeResult<Vec<Crea
         .flat_map(|n| n.attachments.iter().map(move |a| (a, n.event.hlc_wall)))
         .collect();
     attachments::tables::insert_in(tx, &files).await?;
+    let keys: Vec<(&str, &str)> = stored
+        .iter()
+        .filter(|n| !n.tracking_hash.is_empty())
+        .map(|n| (n.ticket.id.as_str(), n.tracking_hash.as_str()))
+        .collect();
+    crate::tracking::tables::insert_in(tx, &keys).await?;
 
     Ok(news
         .iter()

@@ -779,6 +779,7 @@ async fn ticket(
                 }),
                 citizen,
                 due_at: None,
+                answers: Vec::new(),
             };
             let mut desk = desk_from(config_path, env, &conn).await?;
             let created = desk

@@ -345,6 +345,7 @@ fn created_ticket(
         ineffective_event_count: 0,
         equivocators: Vec::new(),
         chain_heads: Vec::new(),
+        answers: created.answers.clone(),
     }
 }
 
