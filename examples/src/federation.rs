@@ -221,6 +221,8 @@ pub struct RunningNode {
     pub config: NodeConfig,
     /// Where its Desk listens.
     pub desk_addr: SocketAddr,
+    /// Where its public HTTP side listens, when `public.listen` is set.
+    pub public_addr: Option<SocketAddr>,
     /// The `admin` supervisor token written by `initialise`.
     pub token: String,
     shutdown: CancellationToken,
@@ -248,6 +250,13 @@ pub async fn start_node(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     } else {
         Some(TcpListener::bind(config.peering.listen).await?)
     };
+    // The public side, when configured (port 0: any free port).
+    let public = if config.public.listen.is_empty() {
+        None
+    } else {
+        Some(TcpListener::bind(&config.public.listen).await?)
+    };
+    let public_addr = public.as_ref().and_then(|l| l.local_addr().ok());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server::run(
         config.clone(),
@@ -255,12 +264,14 @@ pub async fn start_node(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
             desk,
             metrics: None,
             peering,
+            public,
         },
         shutdown.clone(),
     ));
     let node = RunningNode {
         config,
         desk_addr,
+        public_addr,
         token,
         shutdown,
         task,

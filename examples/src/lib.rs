@@ -278,4 +278,45 @@ pub mod samples {
             competent_level: Level::Comune as i32,
         }
     }
+
+    /// A street photo as a phone takes it: a JPEG carrying an EXIF block
+    /// with the camera's make (`PhoneCo`) and a GPS position, `width` x
+    /// `height` pixels of a deterministic pattern (sizes the photo's bytes).
+    pub fn photo_with_gps(width: u32, height: u32) -> Vec<u8> {
+        let mut plain = std::io::Cursor::new(Vec::new());
+        let img = image::RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x * 7 + y * 3) as u8, (x ^ y) as u8, (y * 5) as u8])
+        });
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut plain, 92)
+            .encode_image(&img)
+            .expect("an in-memory JPEG");
+        let plain = plain.into_inner();
+        // APP1 "Exif\0\0" + a little-endian TIFF: Make, and a GPS IFD with
+        // GPSLatitudeRef; enough for any reader to find a position.
+        let mut tiff = Vec::new();
+        tiff.extend_from_slice(b"II*\0\x08\0\0\0");
+        tiff.extend_from_slice(&2u16.to_le_bytes());
+        for (tag, kind, count, value) in [(0x010fu16, 2u16, 8u32, 38u32), (0x8825, 4, 1, 46)] {
+            tiff.extend_from_slice(&tag.to_le_bytes());
+            tiff.extend_from_slice(&kind.to_le_bytes());
+            tiff.extend_from_slice(&count.to_le_bytes());
+            tiff.extend_from_slice(&value.to_le_bytes());
+        }
+        tiff.extend_from_slice(&0u32.to_le_bytes());
+        tiff.extend_from_slice(b"PhoneCo\0");
+        tiff.extend_from_slice(&1u16.to_le_bytes());
+        tiff.extend_from_slice(&1u16.to_le_bytes());
+        tiff.extend_from_slice(&2u16.to_le_bytes());
+        tiff.extend_from_slice(&2u32.to_le_bytes());
+        tiff.extend_from_slice(b"N\0\0\0");
+        tiff.extend_from_slice(&0u32.to_le_bytes());
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = plain[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&plain[2..]);
+        out
+    }
 }

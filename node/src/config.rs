@@ -22,6 +22,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("URPNET_DATA_DIR", "node.data_dir"),
     ("URPNET_DESK_LISTEN", "desk.listen"),
     ("URPNET_METRICS_LISTEN", "metrics.listen"),
+    ("URPNET_PUBLIC_LISTEN", "public.listen"),
+    ("URPNET_PUBLIC_BASE_URL", "public.base_url"),
     ("URPNET_STORE_URL", "store.url"),
     ("URPNET_REGISTRY_ENDPOINT", "registry.endpoint"),
     ("URPNET_PEERING_LISTEN", "peering.listen"),
@@ -42,6 +44,9 @@ pub struct NodeConfig {
     /// The operators' gRPC API.
     #[serde(default)]
     pub desk: DeskSection,
+    /// The public HTTP side: Open311, tracking pages.
+    #[serde(default)]
+    pub public: PublicSection,
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSection,
@@ -110,6 +115,74 @@ impl Default for DeskSection {
             max_message_bytes: 16 * 1024 * 1024,
             rate_per_second: 5_000,
             rate_burst: 10_000,
+        }
+    }
+}
+
+/// `[public]`: the citizens' HTTP side (DESIGN.md §11): Open311 GeoReport v2
+/// and the tracking pages, meant to sit behind the body's reverse proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublicSection {
+    /// Address of the public HTTP listener; empty (the default) keeps it off.
+    pub listen: String,
+    /// The URL citizens and apps reach it at (through the reverse proxy),
+    /// used in media and tracking links; empty: `http://<listen>`.
+    pub base_url: String,
+    /// The Open311 `jurisdiction_id` this node answers for; empty: its node
+    /// id. Requests naming another are refused.
+    pub jurisdiction_id: String,
+    /// Largest request body, in bytes (413 beyond it, before it is read
+    /// whole): a photo plus the form.
+    pub max_body_bytes: usize,
+    /// Longest a request may take, headers to answer.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub timeout: std::time::Duration,
+    /// Web origins allowed to call it from a browser (CORS); empty: none,
+    /// `["*"]`: any.
+    pub cors_origins: Vec<String>,
+    /// Requests per second per client (its `api_key`, or its IP address
+    /// without one); 429 with `Retry-After` beyond.
+    pub rate_per_second: u32,
+    /// Requests a client may make at once above its rate.
+    pub rate_burst: u32,
+    /// Trust the `X-Forwarded-For` header's last address as the client's
+    /// (only behind a reverse proxy that sets it).
+    pub trust_forwarded_for: bool,
+    /// The comuni (ISTAT codes) citizens may report about here; empty: the
+    /// comune whose IPA code is this node's id.
+    pub comuni: Vec<String>,
+    /// Where each comune lies, as bounding boxes: a reported point must fall
+    /// in one (the first that holds it gives the comune). Without any, a
+    /// point anywhere in Italy is taken as the only comune served.
+    pub areas: Vec<PublicArea>,
+}
+
+/// `[[public.areas]]`: a comune's extent, for locating reported points (no
+/// online geocoder is ever called).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicArea {
+    /// The comune's ISTAT code (one of `public.comuni`).
+    pub comune: String,
+    /// `[south, west, north, east]` in degrees.
+    pub bbox: [f64; 4],
+}
+
+impl Default for PublicSection {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            base_url: String::new(),
+            jurisdiction_id: String::new(),
+            max_body_bytes: 12 * 1024 * 1024,
+            timeout: std::time::Duration::from_secs(30),
+            cors_origins: Vec::new(),
+            rate_per_second: 20,
+            rate_burst: 40,
+            trust_forwarded_for: false,
+            comuni: Vec::new(),
+            areas: Vec::new(),
         }
     }
 }
@@ -378,6 +451,7 @@ impl NodeConfig {
                 data_dir: data_dir.into(),
             },
             desk: DeskSection::default(),
+            public: PublicSection::default(),
             metrics: MetricsSection::default(),
             store: StoreSection::default(),
             attachments: AttachmentsSection::default(),
@@ -485,10 +559,62 @@ impl NodeConfig {
                 ));
             }
         }
+        if !self.public.listen.is_empty() && self.public.listen.parse::<SocketAddr>().is_err() {
+            return Err(
+                "key `public.listen`: must be an address like 0.0.0.0:8080, or empty".into(),
+            );
+        }
+        let base = &self.public.base_url;
+        if !(base.is_empty() || base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(
+                "key `public.base_url`: must start with http:// or https://, or be empty".into(),
+            );
+        }
+        if self.public.max_body_bytes < 64 * 1024 {
+            return Err("key `public.max_body_bytes`: must be at least 65536".into());
+        }
+        if self.public.rate_per_second == 0 || self.public.rate_burst == 0 {
+            return Err(
+                "keys `public.rate_per_second` and `public.rate_burst`: must be at least 1".into(),
+            );
+        }
+        let italy = urpnet_proto::territory::Territory::italy();
+        for (i, c) in self.public.comuni.iter().enumerate() {
+            if italy.comune(c).is_none() {
+                return Err(format!(
+                    "key `public.comuni[{i}]`: must be a comune's ISTAT code"
+                ));
+            }
+        }
+        for (i, a) in self.public.areas.iter().enumerate() {
+            let [s, w, n, e] = a.bbox;
+            if !self.public_comuni().contains(&a.comune) {
+                return Err(format!(
+                    "key `public.areas[{i}].comune`: must be one of the comuni served (public.comuni)"
+                ));
+            }
+            if !(s < n && w < e && (-90.0..=90.0).contains(&s) && (-90.0..=90.0).contains(&n)) {
+                return Err(format!(
+                    "key `public.areas[{i}].bbox`: must be [south, west, north, east] with south < north and west < east"
+                ));
+            }
+        }
         if self.store.max_batch == 0 {
             return Err("key `store.max_batch`: must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The comuni citizens may report about through the public side:
+    /// `public.comuni`, or the comune whose IPA code is this node's id.
+    pub fn public_comuni(&self) -> Vec<String> {
+        if !self.public.comuni.is_empty() {
+            return self.public.comuni.clone();
+        }
+        urpnet_proto::territory::Territory::italy()
+            .comune_by_ipa(self.node.id.as_str())
+            .map(|c| vec![c.istat_code.clone()])
+            .unwrap_or_default()
     }
 
     /// The commented configuration file `init` writes.

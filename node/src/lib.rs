@@ -4,6 +4,8 @@
 //! Layers, from the wire inwards (the map of who owns which tables and who
 //! may call whom is in docs/architecture.md, "The node's modules"):
 //! - [`desk`]: the Desk gRPC service, an adapter over [`casework`];
+//! - [`public`]: the citizens' HTTP side (Open311, tracking), an adapter
+//!   over [`casework`] too;
 //! - [`auth`]: bearer tokens and roles;
 //! - [`casework`]: the desk's operations on tickets — validate
 //!   ([`validate`]), make a signed event, store it;
@@ -30,6 +32,7 @@ pub mod duplicates;
 pub mod error;
 pub mod faq;
 pub mod peering;
+pub mod public;
 pub mod registry_link;
 pub mod secret;
 pub mod server;

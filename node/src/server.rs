@@ -36,6 +36,8 @@ pub struct Listeners {
     pub metrics: Option<TcpListener>,
     /// The Peering service (mutual TLS), when the node is in a federation.
     pub peering: Option<TcpListener>,
+    /// The public HTTP side (Open311, tracking), when `public.listen` is set.
+    pub public: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -55,10 +57,16 @@ impl Listeners {
         } else {
             Some(TcpListener::bind(config.peering.listen).await?)
         };
+        let public = if config.public.listen.is_empty() {
+            None
+        } else {
+            Some(TcpListener::bind(&config.public.listen).await?)
+        };
         Ok(Self {
             desk,
             metrics,
             peering,
+            public,
         })
     }
 }
@@ -268,6 +276,16 @@ pub async fn run(
     ))
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(max_message);
+    let public_task = listeners.public.map(|listener| {
+        let state = Arc::new(crate::public::PublicState::new(
+            config.clone(),
+            desk.clone(),
+            auth.clone(),
+            federation.clone(),
+            listener.local_addr().ok(),
+        ));
+        tokio::spawn(crate::public::serve(state, listener, shutdown.clone()))
+    });
     let service = DeskServer::new(DeskService::new(desk, auth))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
@@ -318,6 +336,13 @@ pub async fn run(
         && let Err(e) = task.await
     {
         tracing::warn!(error = %e, "registry link panicked");
+    }
+    if let Some(task) = public_task {
+        match task.await {
+            Ok(Ok(())) => tracing::debug!("public HTTP stopped"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "public HTTP failed"),
+            Err(e) => tracing::warn!(error = %e, "public HTTP task panicked"),
+        }
     }
     if let Some(task) = metrics_task {
         match task.await {

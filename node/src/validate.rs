@@ -154,11 +154,14 @@ fn answer_shapes(v: &mut Violations, field: &str, answers: &[urpnet_proto::v1::S
         let code_ok = !a.code.is_empty()
             && a.code.len() <= 40
             && a.code.as_bytes()[0].is_ascii_lowercase()
-            && a
-                .code
+            && a.code
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        v.check(code_ok, format!("{f}.code"), "must match ^[a-z][a-z0-9_]{0,39}$");
+        v.check(
+            code_ok,
+            format!("{f}.code"),
+            "must match ^[a-z][a-z0-9_]{0,39}$",
+        );
         v.check(
             seen.insert(a.code.as_str()),
             format!("{f}.code"),

@@ -31,6 +31,14 @@ impl PerIdentity {
         }
     }
 
+    /// Forgets the buckets that are full again (identities idle long enough
+    /// to have their whole burst back), so a limiter keyed by something
+    /// open-ended, such as client addresses, does not grow without end.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
     /// Takes one call from `identity`'s bucket; counted in
     /// `urpnet_rate_limited_total{port}` when the bucket is empty.
     ///

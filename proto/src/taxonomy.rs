@@ -366,10 +366,16 @@ fn is_valid_text(s: &str, max: usize) -> bool {
 fn validate_citizen_service(s: &v1::CitizenService) -> Result<(), (String, String)> {
     let bad = |field: &str, rule: &str| Err((field.to_string(), rule.to_string()));
     if !is_valid_text(&s.description, 1000) {
-        return bad("description", "1 to 1000 characters, not blank, no control characters");
+        return bad(
+            "description",
+            "1 to 1000 characters, not blank, no control characters",
+        );
     }
     if !s.group.is_empty() && !is_valid_text(&s.group, 120) {
-        return bad("group", "at most 120 characters, not blank, no control characters");
+        return bad(
+            "group",
+            "at most 120 characters, not blank, no control characters",
+        );
     }
     if s.keywords.len() > MAX_QUESTIONS || s.keywords.iter().any(|k| !is_valid_text(k, 40)) {
         return bad("keywords", "at most 20 words of 1 to 40 characters");
@@ -795,7 +801,10 @@ description = "Larghezza approssimativa in centimetri"
         assert_eq!(service.questions.len(), 2);
         assert_eq!(service.questions[0].values.len(), 2);
         assert!(service.questions[0].required);
-        assert_eq!(service.questions[1].order, 2, "order defaults to the position");
+        assert_eq!(
+            service.questions[1].order, 2,
+            "order defaults to the position"
+        );
         assert!(t.categories[0].citizen.is_none(), "absent: not offered");
         assert_eq!(parse_toml(&to_toml(&t)).unwrap(), t, "round trip");
 
@@ -806,7 +815,10 @@ description = "Larghezza approssimativa in centimetri"
         };
         let e = broken("datatype = \"number\"", "datatype = \"colour\"");
         assert!(e.contains("question[2].datatype"), "{e}");
-        let e = broken("values = [{ key = \"si\", name = \"Sì\" }, { key = \"no\", name = \"No\" }]", "");
+        let e = broken(
+            "values = [{ key = \"si\", name = \"Sì\" }, { key = \"no\", name = \"No\" }]",
+            "",
+        );
         assert!(e.contains("question[1].values"), "{e}");
         let e = broken("code = \"larghezza_cm\"", "code = \"pericolo\"");
         assert!(e.contains("used twice"), "{e}");

@@ -126,6 +126,8 @@ pub struct TestNode {
     pub desk_addr: SocketAddr,
     /// Where `/metrics` is served.
     pub metrics_addr: SocketAddr,
+    /// Where the public HTTP side (Open311, tracking) is served.
+    pub public_addr: SocketAddr,
     /// The `admin` supervisor token.
     pub token: String,
     shutdown: CancellationToken,
@@ -171,6 +173,8 @@ impl TestNode {
                     .expect("bind peering"),
             )
         };
+        let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
+        let public_addr = public.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server::run(
             config.clone(),
@@ -178,6 +182,7 @@ impl TestNode {
                 desk,
                 metrics: Some(metrics),
                 peering,
+                public: Some(public),
             },
             shutdown.clone(),
         ));
@@ -185,6 +190,7 @@ impl TestNode {
             config,
             desk_addr,
             metrics_addr,
+            public_addr,
             token,
             shutdown,
             task: Some(task),

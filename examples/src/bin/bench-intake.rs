@@ -290,6 +290,7 @@ async fn start_node(store_url: Option<String>) -> anyhow::Result<NodeUnderTest> 
             desk: listener,
             metrics: None,
             peering: None,
+            public: None,
         },
         shutdown.clone(),
     ));

@@ -474,6 +474,7 @@ impl TicketDesk {
             updated_since_ms: req.updated_since.as_ref().map(|t| millis(t) as i64),
             before_id,
             limit: limit + 1,
+            ..TicketFilter::default()
         };
         let mut tickets = crate::shared_ticket::tables::list(&self.store, &filter).await?;
         let next = if tickets.len() > limit as usize {

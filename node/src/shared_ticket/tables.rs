@@ -358,6 +358,14 @@ pub struct TicketFilter {
     pub updated_since_ms: Option<i64>,
     /// Only ids lower than this (keyset pagination, newest first).
     pub before_id: Option<String>,
+    /// Created at or after this time (ms).
+    pub created_from_ms: Option<i64>,
+    /// Created at or before this time (ms).
+    pub created_to_ms: Option<i64>,
+    /// Only tickets whose origin is this node.
+    pub origin: Option<String>,
+    /// Rows to skip (page-number pagination of the Open311 `page` extension).
+    pub offset: u32,
     /// Page size.
     pub limit: u32,
 }
@@ -480,10 +488,28 @@ pub async fn list(store: &Store, filter: &TicketFilter) -> NodeResult<Vec<Ticket
     if let Some(before) = &filter.before_id {
         sql += &format!(" AND id < {}", param(&mut args, Arg::Text(before.clone())));
     }
+    if let Some(from) = filter.created_from_ms {
+        sql += &format!(" AND created_ms >= {}", param(&mut args, Arg::Int(from)));
+    }
+    if let Some(to) = filter.created_to_ms {
+        sql += &format!(" AND created_ms <= {}", param(&mut args, Arg::Int(to)));
+    }
+    if let Some(origin) = &filter.origin {
+        sql += &format!(
+            " AND origin_node = {}",
+            param(&mut args, Arg::Text(origin.clone()))
+        );
+    }
     sql += &format!(
         " ORDER BY id DESC LIMIT {}",
         param(&mut args, Arg::Int(i64::from(filter.limit)))
     );
+    if filter.offset > 0 {
+        sql += &format!(
+            " OFFSET {}",
+            param(&mut args, Arg::Int(i64::from(filter.offset)))
+        );
+    }
     let rows = bind_args(sqlx::query(&sql), args)
         .fetch_all(store.reader())
         .await?;

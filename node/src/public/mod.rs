@@ -1,0 +1,290 @@
+//! The node's public HTTP side (DESIGN.md §11): Open311 GeoReport v2 for
+//! civic apps ([`open311`]), the citizen's tracking page ([`track`]), and
+//! the photos they sent, meant to sit behind the body's reverse proxy.
+//!
+//! Handlers are adapters over the desk's casework: a report filed here is
+//! the same ticket, with the same validation, idempotency and events, as one
+//! filed through the Desk. Around them, in order: the Prometheus metrics by
+//! route and status, a per-client rate limit (its `api_key`, or its address)
+//! answering 429 with `Retry-After`, CORS, the body limit (413 before the
+//! body is read whole), a timeout, and a last layer that writes the
+//! framework's own refusals (413, 408, 404, 405) in Open311's error format.
+
+pub mod format;
+pub mod open311;
+pub mod photo;
+pub mod track;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use urpnet_proto::limits::PerIdentity;
+
+use crate::auth::Authenticator;
+use crate::casework::TicketDesk;
+use crate::config::NodeConfig;
+use crate::registry_link::Federation;
+use format::Format;
+
+/// What the public handlers share.
+#[derive(Debug)]
+pub struct PublicState {
+    /// The node's configuration.
+    pub config: NodeConfig,
+    /// The desk's casework, which every handler calls.
+    pub desk: Arc<TicketDesk>,
+    /// Resolves `api_key`s (integration tokens).
+    pub auth: Arc<Authenticator>,
+    /// The member list, for the responsible body's name.
+    pub federation: Arc<Federation>,
+    /// A token bucket per client.
+    pub limiter: PerIdentity,
+    /// Where citizens reach this listener (no trailing slash).
+    pub base_url: String,
+    /// The Open311 jurisdiction this node answers for.
+    pub jurisdiction: String,
+}
+
+impl PublicState {
+    /// The state of a node's public side, its links built from `base_url`
+    /// or, without one, from the address it listens on.
+    pub fn new(
+        config: NodeConfig,
+        desk: Arc<TicketDesk>,
+        auth: Arc<Authenticator>,
+        federation: Arc<Federation>,
+        listening: Option<SocketAddr>,
+    ) -> Self {
+        let base_url = if config.public.base_url.is_empty() {
+            listening.map_or_else(String::new, |a| format!("http://{a}"))
+        } else {
+            config.public.base_url.trim_end_matches('/').to_string()
+        };
+        let jurisdiction = if config.public.jurisdiction_id.is_empty() {
+            config.node.id.to_string()
+        } else {
+            config.public.jurisdiction_id.clone()
+        };
+        let limiter = PerIdentity::new(
+            "public",
+            config.public.rate_per_second,
+            config.public.rate_burst,
+        );
+        Self {
+            config,
+            desk,
+            auth,
+            federation,
+            limiter,
+            base_url,
+            jurisdiction,
+        }
+    }
+
+    /// The display name of a body: this node's own, a member's, or its id.
+    pub fn body_name(&self, node: &str) -> String {
+        if node == self.config.node.id.as_str() {
+            return self.config.node.name.clone();
+        }
+        self.federation
+            .members()
+            .by_id
+            .get(node)
+            .map(|m| m.display_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| node.to_string())
+    }
+
+    /// Takes one request from `client`'s bucket.
+    ///
+    /// # Errors
+    /// A 429 answer with `Retry-After` when the bucket is empty.
+    #[allow(clippy::result_large_err)]
+    pub fn charge(&self, client: &str, format: Format) -> Result<(), Response> {
+        self.limiter.check(client).map_err(|wait| {
+            let mut response = format::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "too many requests from this client; retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+                format,
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            response
+        })
+    }
+
+    /// The client's address: the connection's, or the last hop of
+    /// `X-Forwarded-For` when the configuration trusts the proxy.
+    pub fn client_ip(&self, headers: &HeaderMap, peer: SocketAddr) -> String {
+        if self.config.public.trust_forwarded_for
+            && let Some(last) = headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .map(str::trim)
+                .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+        {
+            return last.to_string();
+        }
+        peer.ip().to_string()
+    }
+}
+
+/// The router of the public side.
+pub fn router(state: Arc<PublicState>) -> Router {
+    let max_body = state.config.public.max_body_bytes;
+    let cors = cors_layer(&state.config.public.cors_origins);
+    Router::new()
+        .merge(open311::routes())
+        .merge(track::routes())
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.public.timeout,
+        ))
+        .layer(middleware::from_fn(open311_refusals))
+        .layer(cors)
+        .layer(middleware::from_fn(http_metrics))
+        .with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let layer = CorsLayer::new()
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            "idempotency-key".parse().expect("a header name"),
+        ]);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+        layer.allow_origin(AllowOrigin::list(list))
+    }
+}
+
+async fn not_found(request: Request) -> Response {
+    let format = format_of_path(request.uri().path());
+    format::error(StatusCode::NOT_FOUND, "no such resource", format)
+}
+
+/// The format a path asks for (`.json` or XML).
+pub fn format_of_path(path: &str) -> Format {
+    if path.ends_with(".json") {
+        Format::Json
+    } else {
+        Format::Xml
+    }
+}
+
+/// Writes refusals made by the layers (body too large, timeout, wrong
+/// method) in Open311's error format, so a client parses every error alike.
+async fn open311_refusals(request: Request, next: Next) -> Response {
+    let format = format_of_path(request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    let ours = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            t.starts_with("text/xml")
+                || t.starts_with("application/json")
+                || t.starts_with("text/html")
+        });
+    if ours || status.is_success() || status.is_redirection() {
+        return response;
+    }
+    let description = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "the request body is larger than this node accepts (public.max_body_bytes)"
+        }
+        StatusCode::REQUEST_TIMEOUT => "the request took too long",
+        StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed on this resource",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported content type",
+        _ => status.canonical_reason().unwrap_or("error"),
+    };
+    format::error(status, description, format)
+}
+
+/// Counts requests and their duration by route and status.
+async fn http_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("urpnet_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.clone())
+        .increment(1);
+    metrics::histogram!("urpnet_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    if response.status().is_server_error() {
+        tracing::warn!(status = %status, "public request failed");
+    }
+    response
+}
+
+/// Serves the public side on `listener` until `shutdown`.
+///
+/// # Errors
+/// When the server fails.
+pub async fn serve(
+    state: Arc<PublicState>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, base_url = %state.base_url, "public HTTP listening (Open311, tracking)");
+    // Idle clients' buckets are forgotten, so the limiter's memory follows
+    // the clients of the last minutes, not every address ever seen.
+    let limiter = state.limiter.clone();
+    let forget = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = forget.cancelled() => break,
+                _ = tick.tick() => limiter.forget_idle(),
+            }
+        }
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// The client key of a request without an `api_key` in its body: the
+/// query's `api_key`, or the address.
+pub(crate) fn client_of(
+    state: &PublicState,
+    headers: &HeaderMap,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    api_key: Option<&str>,
+) -> String {
+    match api_key.filter(|k| !k.is_empty()) {
+        Some(key) => format!("key:{}", crate::auth::token_hash(key)),
+        None => format!("ip:{}", state.client_ip(headers, peer)),
+    }
+}
+
+/// `State` for handlers.
+pub(crate) type Shared = State<Arc<PublicState>>;
