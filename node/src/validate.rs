@@ -172,12 +172,15 @@ fn answer_shapes(v: &mut Violations, field: &str, answers: &[urpnet_proto::v1::S
     }
 }
 
-/// Answers checked against the category's citizen questions: required ones
-/// answered, listed values among the keys, numbers numeric, no unknown code.
+/// Answers checked against the category's citizen questions: listed values
+/// among the keys, numbers numeric, no unknown code, and, for a citizen's
+/// own report (`self_service`: Open311), required ones answered. An operator
+/// taking a call files what the caller knows.
 fn answers(
     v: &mut Violations,
     answers: &[urpnet_proto::v1::ServiceAnswer],
     category: Option<&urpnet_proto::v1::Category>,
+    self_service: bool,
 ) {
     answer_shapes(v, "answers", answers);
     let questions: &[urpnet_proto::v1::ServiceQuestion] = category
@@ -223,7 +226,7 @@ fn answers(
             _ => {}
         }
     }
-    for q in questions.iter().filter(|q| q.required) {
+    for q in questions.iter().filter(|q| q.required && self_service) {
         v.check(
             answers
                 .iter()
@@ -312,7 +315,12 @@ pub fn create_request(
         );
     }
     category(&mut v, "category", &req.category, taxonomy);
-    answers(&mut v, &req.answers, taxonomy.get(&req.category));
+    answers(
+        &mut v,
+        &req.answers,
+        taxonomy.get(&req.category),
+        req.channel == urpnet_proto::v1::Channel::Open311 as i32,
+    );
     channel(&mut v, "channel", req.channel);
     v.length("subject", &req.subject, 3, SUBJECT_MAX);
     v.printable("subject", &req.subject);
