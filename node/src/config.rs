@@ -24,6 +24,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("URPNET_METRICS_LISTEN", "metrics.listen"),
     ("URPNET_PUBLIC_LISTEN", "public.listen"),
     ("URPNET_PUBLIC_BASE_URL", "public.base_url"),
+    ("URPNET_NOTIFY_SMTP_URL", "notify.smtp_url"),
     ("URPNET_STORE_URL", "store.url"),
     ("URPNET_REGISTRY_ENDPOINT", "registry.endpoint"),
     ("URPNET_PEERING_LISTEN", "peering.listen"),
@@ -47,6 +48,9 @@ pub struct NodeConfig {
     /// The public HTTP side: Open311, tracking pages.
     #[serde(default)]
     pub public: PublicSection,
+    /// Notices to citizens: e-mail and the body's webhook.
+    #[serde(default)]
+    pub notify: NotifySection,
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSection,
@@ -183,6 +187,54 @@ impl Default for PublicSection {
             trust_forwarded_for: false,
             comuni: Vec::new(),
             areas: Vec::new(),
+        }
+    }
+}
+
+/// `[notify]`: telling citizens who asked to be kept informed (DESIGN.md
+/// §15), from the origin node, which holds their contact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySection {
+    /// The SMTP server: `smtp://host:25` (plain, for a local relay),
+    /// `smtp://user:password@host:587?tls=required` (STARTTLS),
+    /// `smtps://user:password@host:465` (TLS); empty: no e-mail.
+    pub smtp_url: String,
+    /// The sender, e.g. `URP Comune di Celano <urp@comune.celano.aq.it>`.
+    pub from: String,
+    /// The body's webhook receiver (its app, or an SMS/WhatsApp/App IO
+    /// gateway), signed as Standard Webhooks; empty: none.
+    pub webhook_url: String,
+    /// A file holding the webhook secret, `whsec_<base64>` (mode 0600).
+    pub webhook_secret_file: PathBuf,
+    /// How often the queue is checked (it is also checked after every
+    /// change).
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub interval: std::time::Duration,
+    /// Notices sent at once.
+    pub batch: u32,
+    /// Attempts before a notice is given up.
+    pub max_attempts: u32,
+    /// Longest wait between two attempts of a notice.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub max_backoff: std::time::Duration,
+    /// Longest an SMTP exchange or a webhook call may take.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub timeout: std::time::Duration,
+}
+
+impl Default for NotifySection {
+    fn default() -> Self {
+        Self {
+            smtp_url: String::new(),
+            from: String::new(),
+            webhook_url: String::new(),
+            webhook_secret_file: PathBuf::new(),
+            interval: std::time::Duration::from_secs(5),
+            batch: 50,
+            max_attempts: 40,
+            max_backoff: std::time::Duration::from_secs(3600),
+            timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -452,6 +504,7 @@ impl NodeConfig {
             },
             desk: DeskSection::default(),
             public: PublicSection::default(),
+            notify: NotifySection::default(),
             metrics: MetricsSection::default(),
             store: StoreSection::default(),
             attachments: AttachmentsSection::default(),
@@ -598,6 +651,25 @@ impl NodeConfig {
                     "key `public.areas[{i}].bbox`: must be [south, west, north, east] with south < north and west < east"
                 ));
             }
+        }
+        if !self.notify.smtp_url.is_empty() && self.notify.from.is_empty() {
+            return Err("key `notify.from`: is required with notify.smtp_url".into());
+        }
+        if !self.notify.webhook_url.is_empty()
+            && self.notify.webhook_secret_file.as_os_str().is_empty()
+        {
+            return Err(
+                "key `notify.webhook_secret_file`: is required with notify.webhook_url".into(),
+            );
+        }
+        if !(1..=1000).contains(&self.notify.batch) {
+            return Err("key `notify.batch`: must be within 1..=1000".into());
+        }
+        if self.notify.max_attempts == 0 {
+            return Err("key `notify.max_attempts`: must be at least 1".into());
+        }
+        if self.notify.interval < std::time::Duration::from_millis(50) {
+            return Err("key `notify.interval`: must be at least 50ms".into());
         }
         if self.store.max_batch == 0 {
             return Err("key `store.max_batch`: must be at least 1".into());

@@ -31,6 +31,7 @@ pub mod desk;
 pub mod duplicates;
 pub mod error;
 pub mod faq;
+pub mod notify;
 pub mod peering;
 pub mod public;
 pub mod registry_link;

@@ -276,6 +276,14 @@ pub async fn run(
     ))
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(max_message);
+    let public_addr = listeners.public.as_ref().and_then(|l| l.local_addr().ok());
+    let notifier = Arc::new(crate::notify::Notifier::new(
+        config.clone(),
+        desk.clone(),
+        federation.clone(),
+        public_addr,
+    )?);
+    let notify_task = tokio::spawn(notifier.run(shutdown.clone()));
     let public_task = listeners.public.map(|listener| {
         let state = Arc::new(crate::public::PublicState::new(
             config.clone(),
@@ -336,6 +344,9 @@ pub async fn run(
         && let Err(e) = task.await
     {
         tracing::warn!(error = %e, "registry link panicked");
+    }
+    if let Err(e) = notify_task.await {
+        tracing::warn!(error = %e, "notifier panicked");
     }
     if let Some(task) = public_task {
         match task.await {

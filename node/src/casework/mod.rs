@@ -534,6 +534,49 @@ impl TicketDesk {
         Ok(ticket)
     }
 
+    /// Records on the ticket that its citizen was told about the change
+    /// `about` (`<author>/<event id>`), by `channel`: a `CitizenNotified`
+    /// event without personal data, signed by this node (the origin, which
+    /// holds the contact).
+    ///
+    /// # Errors
+    /// `NotFound`, storage failures.
+    pub async fn record_notice(
+        self: &Arc<Self>,
+        ticket_id: &str,
+        channel: urpnet_proto::v1::Channel,
+        summary: String,
+        about: &str,
+    ) -> NodeResult<Ticket> {
+        let actor = Actor {
+            id: "notify".into(),
+            name: "notify".into(),
+            role: crate::auth::Role::Supervisor,
+        };
+        let desk = Arc::clone(self);
+        let summary = format!("{summary} ({about})");
+        self.append(
+            ticket_id,
+            Box::new(move |t: &Ticket| {
+                Ok(desk.new_event(
+                    t,
+                    &actor,
+                    t.owner_epoch,
+                    Kind::CitizenNotified(urpnet_proto::v1::CitizenNotified {
+                        channel: channel as i32,
+                        summary: summary.clone(),
+                    }),
+                ))
+            }),
+        )
+        .await
+    }
+
+    /// The tracking key of the ticket created by `request_key`.
+    pub fn tracking_key_for(&self, request_key: &str) -> String {
+        self.tracking.key_for(request_key)
+    }
+
     /// Changes the status (or merges, for MERGED).
     ///
     /// # Errors

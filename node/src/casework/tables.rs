@@ -109,6 +109,19 @@ pub async fn append(store: &Store, ticket_id: &str, mutation: Mutation) -> NodeR
         .await
 }
 
+/// The request key (`<actor>:<request id>`) that created a ticket here.
+///
+/// # Errors
+/// Storage failures.
+pub async fn request_key_of(store: &Store, ticket_id: &str) -> NodeResult<Option<String>> {
+    use sqlx::Row as _;
+    let row = sqlx::query("SELECT request_key FROM create_requests WHERE ticket_id = $1")
+        .bind(ticket_id)
+        .fetch_optional(store.reader())
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// The writer's operation behind [`create`].
 struct CreateTicket(NewTicket);
 
@@ -286,6 +299,7 @@ impl Write for AppendEvent {
         tx.insert_rows(INSERT_EVENTS, "", &[stored.row(stored.hlc_wall)])
             .await?;
         tickets::update_ticket(tx, &ticket).await?;
+        crate::notify::tables::enqueue_in(tx, commit, &ticket, &[&event]).await?;
         // The new event goes to every other participant; a participant added
         // by it (an offer, a share) also needs everything before it, first.
         for peer in ticket.participants.iter().filter(|p| **p != node) {

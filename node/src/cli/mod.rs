@@ -73,6 +73,9 @@ pub enum Command {
     /// Manage Desk credentials (local: needs the data directory).
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Notices to citizens (local: reads the data directory's database).
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// List the categories this node accepts: the registry's taxonomy as
     /// last received, or the built-in one when the node runs alone.
     Taxonomy,
@@ -388,6 +391,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(&cli.config, &env).await,
         Command::Ticket(cmd) => ticket(&cli.config, &env, *cmd, cli.json).await,
         Command::Operator(cmd) => operator(&cli.config, &env, cmd, cli.json).await,
+        Command::Notify(NotifyCommand::Status) => notify_status(&cli.config, &env, cli.json).await,
         Command::Members => members(&cli.config, &env, cli.json),
         Command::Peers { conn, action } => {
             let mut desk = desk_from(&cli.config, &env, &conn).await?;
@@ -1058,6 +1062,77 @@ async fn ticket(
             }
         }
     }
+    Ok(())
+}
+
+/// `urpnet-node notify ...`.
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// The queue of notices to citizens: pending, sent, given up, the oldest
+    /// waiting and the last error; and which channels are configured.
+    Status,
+}
+
+async fn notify_status(
+    config_path: &Path,
+    env: &BTreeMap<String, String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = NodeConfig::load(config_path, env)?;
+    let (store, writer) = server::open_store(&config).await?;
+    let status = crate::notify::tables::status(&store).await;
+    store.close().await;
+    drop(store);
+    let _ = writer.await;
+    let status = status?;
+    let email = !config.notify.smtp_url.is_empty();
+    let webhook = !config.notify.webhook_url.is_empty();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "pending": status.pending, "sent": status.sent, "failed": status.failed,
+                "oldest_pending_ms": status.oldest_pending_ms, "last_error": status.last_error,
+                "email": email, "webhook": webhook,
+            })
+        );
+        return Ok(());
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header([
+        "pending",
+        "sent",
+        "given up",
+        "oldest pending",
+        "channels",
+        "last error",
+    ]);
+    let channels = [("e-mail", email), ("webhook", webhook)]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ");
+    t.add_row([
+        status.pending.to_string(),
+        status.sent.to_string(),
+        status.failed.to_string(),
+        if status.oldest_pending_ms == 0 {
+            String::new()
+        } else {
+            output::time(Some(&crate::shared_ticket::fold::timestamp(
+                status.oldest_pending_ms as u64,
+            )))
+        },
+        if channels.is_empty() {
+            "none configured".into()
+        } else {
+            channels
+        },
+        status.last_error,
+    ]);
+    println!("{t}");
     Ok(())
 }
 

@@ -288,6 +288,8 @@ async fn ingest(
         let rows: Vec<Vec<Value<'_>>> = fresh.iter().map(|e| e.stored.row(now)).collect();
         tx.insert_rows(INSERT_EVENTS, "", &rows).await?;
         out.applied += fresh.len() as u32;
+        let fresh_events: Vec<&TicketEvent> = fresh.iter().map(|e| &e.event).collect();
+        crate::notify::tables::enqueue_in(tx, commit, &ticket, &fresh_events).await?;
         match &before {
             None => {
                 tickets::insert_ticket(tx, &ticket).await?;
