@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod federation;
+pub mod smtp;
 
 /// `base` (a `postgres://` URL) with its database name replaced by `name`,
 /// keeping host, user and query (`?host=/var/run/postgresql`).

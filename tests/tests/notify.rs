@@ -4,13 +4,12 @@
 //! sends nothing twice once it is back.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::AsyncBufReadExt as _;
+use urpnet_examples::smtp::{SmtpSink, free_port};
 use urpnet_proto::v1::{
     AddNoteRequest, ChangeStatusRequest, CitizenContact, Consent, CreateTicketRequest,
     GetHistoryRequest, Status, ticket_event::Kind,
@@ -18,77 +17,11 @@ use urpnet_proto::v1::{
 use urpnet_tests::shared::request;
 use urpnet_tests::{Backend, TestNode, wait_for};
 
-/// A real SMTP server (Debian's python3-aiosmtpd) writing each message to a
-/// directory.
-struct SmtpSink {
-    child: tokio::process::Child,
-    dir: PathBuf,
-}
-
-impl SmtpSink {
-    async fn start(port: u16, dir: &Path) -> SmtpSink {
-        let python = std::env::var("URPNET_TEST_PYTHON").unwrap_or_else(|_| {
-            if Path::new("/usr/bin/python3").exists() {
-                "/usr/bin/python3".into()
-            } else {
-                "python3".into()
-            }
-        });
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/smtp_sink.py");
-        let mut child = tokio::process::Command::new(&python)
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{python} {}: {e} (install python3-aiosmtpd)",
-                    script.display()
-                )
-            });
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("the SMTP sink to start")
-            .unwrap();
-        assert_eq!(
-            ready.as_deref(),
-            Some("ready"),
-            "the SMTP sink did not start (is python3-aiosmtpd installed?)"
-        );
-        SmtpSink {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// The messages received so far.
-    fn messages(&self) -> Vec<String> {
-        let mut files: Vec<_> = std::fs::read_dir(&self.dir)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
-        files.sort();
-        files
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect()
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A real SMTP server (aiosmtpd) on loopback.
+async fn sink(port: u16, dir: &Path) -> SmtpSink {
+    SmtpSink::start(port, dir)
+        .await
+        .expect("the SMTP sink (python3-aiosmtpd)")
 }
 
 /// A webhook receiver on loopback keeping what it got.
@@ -192,7 +125,7 @@ async fn citizens_who_asked_hear_of_status_changes_and_public_notes_by_email_and
 ) {
     let mail_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let sink = SmtpSink::start(port, mail_dir.path()).await;
+    let sink = sink(port, mail_dir.path()).await;
     let (hook, received) = webhook_receiver().await;
     let Some(node) = node_with_notices(backend, test, port, Some(hook)).await else {
         sink.stop().await;
@@ -417,7 +350,7 @@ async fn an_smtp_server_down_loses_nothing_and_sends_nothing_twice() {
     })
     .await;
     let mail_dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(port, mail_dir.path()).await;
+    let sink = sink(port, mail_dir.path()).await;
     let mails = wait_for(
         "both e-mails once the server is back",
         Duration::from_secs(20),

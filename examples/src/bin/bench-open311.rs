@@ -38,9 +38,29 @@ struct Args {
     /// Seconds of measurement per cell (after one second of warm-up).
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Status changes whose e-mails are measured (0 skips the phase).
+    #[arg(long, default_value_t = 10_000)]
+    notices: usize,
+    /// Status changes per second in the paced run.
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/bench-open311.json")]
     json_out: PathBuf,
+}
+
+/// The notification phase: status changes to e-mails accepted by a real
+/// SMTP server on loopback.
+#[derive(Debug, Serialize)]
+struct NoticeRun {
+    mode: String,
+    changes: usize,
+    changes_per_second: f64,
+    seconds_to_last_email: f64,
+    emails_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
 }
 
 /// One measured cell.
@@ -66,6 +86,7 @@ struct Report {
     seconds_per_cell: u64,
     photo_bytes: usize,
     cells: Vec<Cell>,
+    notices: Vec<NoticeRun>,
 }
 
 /// The JSON the node answers a report with, for the bare handler to send.
@@ -136,6 +157,8 @@ async fn start_bare(shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
 
 struct NodeUnderTest {
     public: SocketAddr,
+    desk: SocketAddr,
+    admin: String,
     api_key: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<urpnet_node::NodeResult<()>>,
@@ -144,7 +167,7 @@ struct NodeUnderTest {
 
 /// A fresh Celano node on SQLite with its public side and an integration
 /// token; limits raised, since this measures capacity, not the limiter.
-async fn start_node() -> anyhow::Result<NodeUnderTest> {
+async fn start_node(smtp_port: Option<u16>) -> anyhow::Result<NodeUnderTest> {
     let dir = tempfile::tempdir()?;
     let mut config = NodeConfig::new(
         NodeId::new("c_c426")?,
@@ -157,7 +180,13 @@ async fn start_node() -> anyhow::Result<NodeUnderTest> {
     config.public.rate_burst = 1_000_000;
     config.desk.rate_per_second = 1_000_000;
     config.desk.rate_burst = 1_000_000;
-    server::initialise(&config)
+    if let Some(port) = smtp_port {
+        config.notify.smtp_url = format!("smtp://127.0.0.1:{port}");
+        config.notify.from = "URP Comune di Celano <urp@comune.celano.example.it>".into();
+        config.notify.interval = Duration::from_millis(200);
+        config.notify.batch = 100;
+    }
+    let admin = server::initialise(&config)
         .await?
         .context("a fresh data dir")?;
     let (store, writer) = server::open_store(&config).await?;
@@ -172,6 +201,7 @@ async fn start_node() -> anyhow::Result<NodeUnderTest> {
     drop(store);
     let _ = writer.await;
     let desk = TcpListener::bind("127.0.0.1:0").await?;
+    let desk_addr = desk.local_addr()?;
     let public = TcpListener::bind("127.0.0.1:0").await?;
     let public_addr = public.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -187,6 +217,8 @@ async fn start_node() -> anyhow::Result<NodeUnderTest> {
     ));
     Ok(NodeUnderTest {
         public: public_addr,
+        desk: desk_addr,
+        admin,
         api_key,
         shutdown,
         task,
@@ -339,7 +371,7 @@ async fn main() -> anyhow::Result<()> {
     for body in bodies {
         for &clients in &args.clients {
             // A fresh node per cell, so cells do not inherit each other's data.
-            let node = start_node().await?;
+            let node = start_node(None).await?;
             bar.set_message(format!("node, {body}, {clients} clients"));
             let ready = Instant::now();
             while reqwest::get(format!("http://{}/open311/v2/services.xml", node.public))
@@ -370,6 +402,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
+    let mut notices = Vec::new();
+    if args.notices > 0 {
+        if urpnet_examples::smtp::available() {
+            notices.push(notice_run(args.notices, args.rate).await?);
+            notices.push(notice_run(args.notices.min(5_000), 0).await?);
+        } else {
+            println!("notification phase skipped: python3-aiosmtpd is not installed");
+        }
+    }
     let bare_rate = |body: &str, clients: usize| {
         cells
             .iter()
@@ -417,6 +458,7 @@ async fn main() -> anyhow::Result<()> {
         seconds_per_cell: args.seconds,
         photo_bytes: photo.len(),
         cells,
+        notices,
     };
     println!("bench-open311 — {} — {}", report.date, report.machine);
     println!("{table}");
@@ -424,10 +466,164 @@ async fn main() -> anyhow::Result<()> {
         "photo: {} bytes, JPEG with EXIF (GPS, device)",
         report.photo_bytes
     );
+    if !report.notices.is_empty() {
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        t.set_header([
+            "status changes",
+            "changes/s",
+            "e-mails/s",
+            "all sent in s",
+            "commit→SMTP p50 ms",
+            "p99 ms",
+            "max ms",
+        ]);
+        for r in &report.notices {
+            t.add_row([
+                format!("{} ({})", r.changes, r.mode),
+                format!("{:.0}", r.changes_per_second),
+                format!("{:.0}", r.emails_per_second),
+                format!("{:.1}", r.seconds_to_last_email),
+                format!("{:.0}", r.p50_ms),
+                format!("{:.0}", r.p99_ms),
+                format!("{:.0}", r.max_ms),
+            ]);
+        }
+        println!("notices to citizens (e-mails accepted by a local aiosmtpd):\n{t}");
+    }
     if let Some(parent) = args.json_out.parent() {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(&args.json_out, serde_json::to_string_pretty(&report)?)?;
     println!("wrote {}", args.json_out.display());
     Ok(())
+}
+
+/// `changes` status changes at `rate` a second (0: as fast as the Desk
+/// takes them, 64 in flight), each on its own ticket whose citizen asked for
+/// updates; the time from each change's commit to its e-mail's acceptance by
+/// a real SMTP server on loopback.
+async fn notice_run(changes: usize, rate: u32) -> anyhow::Result<NoticeRun> {
+    use urpnet_proto::v1::{ChangeStatusRequest, CitizenContact, Consent, Status};
+    let mail_dir = tempfile::tempdir()?;
+    let port = urpnet_examples::smtp::free_port();
+    let sink = urpnet_examples::smtp::SmtpSink::start(port, mail_dir.path()).await?;
+    let node = start_node(Some(port)).await?;
+    let ready = Instant::now();
+    let desk = loop {
+        match urpnet_node::cli::connect(&node.desk.to_string(), &node.admin, 1 << 20).await {
+            Ok(d) => break d,
+            Err(e) => {
+                anyhow::ensure!(
+                    ready.elapsed() < Duration::from_secs(30),
+                    "the node did not start: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // The tickets, 64 at a time.
+    let mut ids = Vec::with_capacity(changes);
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+    let all: Vec<usize> = (0..changes).collect();
+    for chunk in all.chunks(64) {
+        let mut calls = Vec::new();
+        for _ in chunk {
+            let mut req = samples::request(&mut rng, "066032", urpnet_proto::v1::Channel::Phone);
+            req.citizen = Some(CitizenContact {
+                full_name: "Anna Di Censo".into(),
+                email: "anna.dicenso@example.it".into(),
+                ..Default::default()
+            });
+            req.consent = Some(Consent {
+                share_with_competent_body: false,
+                contact_for_updates: true,
+            });
+            let mut d = desk.clone();
+            calls.push(async move { d.create_ticket(req).await });
+        }
+        for r in futures::future::join_all(calls).await {
+            let t = r?.into_inner().ticket.context("ticket")?;
+            ids.push((t.id, t.reference));
+        }
+    }
+    let start = Instant::now();
+    let mut committed: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (id, reference)) in ids.iter().cloned().enumerate() {
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let mut d = desk.clone();
+        tasks.spawn(async move {
+            d.change_status(ChangeStatusRequest {
+                ticket_id: id,
+                status: Status::InProgress as i32,
+                reason: "presa in carico".into(),
+                merged_into: String::new(),
+            })
+            .await
+            .map(|_| (reference, urpnet_proto::hlc::system_time_ms() as f64))
+        });
+        if rate == 0 && tasks.len() >= 64 {
+            let (reference, at) = tasks.join_next().await.context("a change")???;
+            committed.insert(reference, at);
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (reference, at) = done??;
+        committed.insert(reference, at);
+    }
+    let changes_done = start.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while sink.count() < changes {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {changes} e-mails in 10 minutes",
+            sink.count()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut latencies: Vec<u32> = Vec::with_capacity(changes);
+    let mut last_accept = 0f64;
+    let first_commit = committed.values().cloned().fold(f64::MAX, f64::min);
+    for m in sink.messages() {
+        let accepted: f64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Accepted-Ms: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        let reference = m
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: Segnalazione "))
+            .and_then(|v| v.split(':').next())
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        if let Some(c) = committed.get(&reference) {
+            // Microseconds, for bench::percentile_ms.
+            latencies.push(((accepted - c).max(0.0) * 1000.0) as u32);
+            last_accept = last_accept.max(accepted);
+        }
+    }
+    latencies.sort_unstable();
+    node.shutdown.cancel();
+    node.task.await??;
+    sink.stop().await;
+    let all_sent = ((last_accept - first_commit) / 1000.0).max(0.001);
+    Ok(NoticeRun {
+        mode: if rate > 0 {
+            format!("{rate}/s")
+        } else {
+            "burst".into()
+        },
+        changes,
+        changes_per_second: changes as f64 / changes_done.as_secs_f64(),
+        seconds_to_last_email: all_sent,
+        emails_per_second: latencies.len() as f64 / all_sent,
+        p50_ms: bench::percentile_ms(&latencies, 0.50),
+        p99_ms: bench::percentile_ms(&latencies, 0.99),
+        max_ms: latencies.last().map_or(0.0, |l| f64::from(*l) / 1000.0),
+    })
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""A real SMTP server for urpnet's tests and demo (Debian: python3-aiosmtpd).
+"""A real SMTP server for urpnet's tests, demo and benchmarks (Debian:
+python3-aiosmtpd).
 
 Accepts every message on 127.0.0.1:PORT and writes each one, as received
-(headers and body), to DIR/<n>.eml; refuses with 550 any recipient whose
+(headers and body, after X-Envelope-To and X-Accepted-Ms lines), to
+DIR/<n>.eml; refuses with 550 any recipient whose
 address contains "rifiuta" (to test a refused recipient). Prints "ready" on
 stdout once it listens.
 
@@ -11,6 +13,7 @@ stdout once it listens.
 import asyncio
 import os
 import sys
+import time
 
 from aiosmtpd.controller import Controller
 
@@ -32,6 +35,7 @@ class Sink:
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(("X-Envelope-To: %s\r\n" % ",".join(envelope.rcpt_tos)).encode())
+            f.write(("X-Accepted-Ms: %d\r\n" % int(time.time() * 1000)).encode())
             data = envelope.original_content or envelope.content
             f.write(data if isinstance(data, bytes) else data.encode())
         os.rename(tmp, path)
