@@ -235,7 +235,25 @@ pub mod samples {
                 fiscal_code: String::new(),
             }),
             due_at: None,
-            answers: Vec::new(),
+            answers: if channel == Channel::Open311 {
+                answers(category)
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// A citizen's answers to the required questions of the sample
+    /// taxonomy's services (a report through Open311 must give them).
+    pub fn answers(category: &str) -> Vec<urpnet_proto::v1::ServiceAnswer> {
+        let answer = |code: &str, value: &str| urpnet_proto::v1::ServiceAnswer {
+            code: code.into(),
+            value: value.into(),
+        };
+        match category {
+            "strade.buche" => vec![answer("pericolo", "si")],
+            "rifiuti.abbandono" => vec![answer("tipo", "sacchi")],
+            _ => Vec::new(),
         }
     }
 

@@ -22,6 +22,17 @@ const SAMPLE_TAXONOMY: &str = include_str!("../../../taxonomy.toml");
 /// Starts the registry and the offices, and connects to Celano's desk.
 pub(crate) async fn run(args: Args) -> anyhow::Result<Demo> {
     let dir = tempfile::Builder::new().prefix("urpnet-demo-").tempdir()?;
+    // A real SMTP server on loopback for the citizens' e-mails, when this
+    // machine has python3-aiosmtpd (the demo runs without it).
+    let smtp = if urpnet_examples::smtp::available() {
+        let mail = dir.path().join("mail");
+        std::fs::create_dir_all(&mail)?;
+        urpnet_examples::smtp::SmtpSink::start(urpnet_examples::smtp::free_port(), &mail)
+            .await
+            .ok()
+    } else {
+        None
+    };
     heading("A regional federation: the registry for Abruzzo");
     let mut rconfig = RegistryConfig::new("abruzzo", dir.path().join("registry"));
     rconfig.membership.heartbeat_interval = Duration::from_secs(1);
@@ -76,7 +87,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Demo> {
     ];
     let mut nodes = Vec::new();
     for office in &offices {
-        let node = start_office(office, &registry, &mut admin, dir.path()).await?;
+        let node = start_office(
+            office,
+            &registry,
+            &mut admin,
+            dir.path(),
+            smtp.as_ref().map(|s| s.port),
+        )
+        .await?;
         println!(
             "{:<9} {:<20} enrolled as {} for {}; desk on {}",
             office.id,
@@ -113,6 +131,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Demo> {
         desk,
         rng: rand::rngs::StdRng::seed_from_u64(2026),
         tickets: Vec::new(),
+        smtp,
     })
 }
 
@@ -149,6 +168,7 @@ async fn start_office(
         tonic::transport::Channel,
     >,
     base: &std::path::Path,
+    smtp_port: Option<u16>,
 ) -> anyhow::Result<RunningNode> {
     let mut config = NodeConfig::new(
         NodeId::new(office.id)?,
@@ -158,6 +178,14 @@ async fn start_office(
     // FAQs spread and records reach the archive in seconds for the demo
     // (the defaults are every 30 s and every 60 s).
     config.faq.interval = Duration::from_secs(1);
+    // The citizens' side: Open311 and tracking pages on a free port, and
+    // notices by e-mail through the local SMTP server.
+    config.public.listen = "127.0.0.1:0".into();
+    if let Some(port) = smtp_port {
+        config.notify.smtp_url = format!("smtp://127.0.0.1:{port}");
+        config.notify.from = format!("URP {} <urp@{}.example.it>", office.name, office.id);
+        config.notify.interval = Duration::from_millis(200);
+    }
     config.archive.interval = Duration::from_secs(1);
     config.registry.capacity_per_hour = office.capacity;
     config.registry.operators_on_duty = 2;

@@ -21,6 +21,7 @@ mod history;
 mod intake;
 mod join;
 mod lifecycle;
+mod open311;
 mod overflow;
 mod retries;
 mod routing;
@@ -67,6 +68,8 @@ pub(crate) struct Demo {
     rng: rand::rngs::StdRng,
     /// The tickets filed at Celano's desk in the intake chapter.
     tickets: Vec<Ticket>,
+    /// The local SMTP server citizens' e-mails go to, when available.
+    smtp: Option<urpnet_examples::smtp::SmtpSink>,
 }
 
 #[tokio::main]
@@ -84,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
     retries::run(&mut demo).await?;
     bad_input::run(&mut demo, &done).await?;
     history::run(&mut demo, &done).await?;
+    open311::run(&mut demo).await?;
     standing::run(&mut demo).await?;
     archive::run(&mut demo).await?;
     let Demo {
@@ -91,8 +95,12 @@ async fn main() -> anyhow::Result<()> {
         dir,
         registry,
         nodes,
+        smtp,
         ..
     } = demo;
+    if let Some(smtp) = smtp {
+        smtp.stop().await;
+    }
     let config = nodes[0].config.clone();
     if args.keep {
         heading("The federation keeps running; try the CLIs");
@@ -113,12 +121,17 @@ async fn main() -> anyhow::Result<()> {
         println!("{r} archive trends --all");
         println!("{r} archive query --by category,outcome --csv");
         println!("{r} archive plot --category rifiuti --territory 066032 --out chart.svg");
+        if let Some(public) = nodes[0].public_addr {
+            println!("curl http://{public}/open311/v2/services.xml");
+            println!("curl 'http://{public}/open311/v2/requests.json?status=open'");
+        }
         let n = format!("urpnet-node --config {}", config_path.display());
         println!("{n} ticket list");
         println!("{n} ticket history {}", done.reference);
         println!("{n} faq search cambiare medico");
         println!("{n} faq status");
         println!("{n} archive status");
+        println!("{n} notify status");
         println!(
             "(cargo run -p urpnet-registry -- ... and cargo run -p urpnet-node -- ... work too.) Ctrl-C to stop."
         );
