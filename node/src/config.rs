@@ -51,6 +51,9 @@ pub struct NodeConfig {
     /// Notices to citizens: e-mail and the body's webhook.
     #[serde(default)]
     pub notify: NotifySection,
+    /// Citizens' data: how long contacts are kept.
+    #[serde(default)]
+    pub privacy: PrivacySection,
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSection,
@@ -235,6 +238,28 @@ impl Default for NotifySection {
             max_attempts: 40,
             max_backoff: std::time::Duration::from_secs(3600),
             timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[privacy]`: how long citizens' contacts are kept (DESIGN.md §15).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySection {
+    /// How long after a ticket is closed its citizen's contact is kept; then
+    /// it is erased here and at every body that received it.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub contact_retention: std::time::Duration,
+    /// How often the retention purge runs.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub purge_interval: std::time::Duration,
+}
+
+impl Default for PrivacySection {
+    fn default() -> Self {
+        Self {
+            contact_retention: std::time::Duration::from_secs(730 * 86_400),
+            purge_interval: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -505,6 +530,7 @@ impl NodeConfig {
             desk: DeskSection::default(),
             public: PublicSection::default(),
             notify: NotifySection::default(),
+            privacy: PrivacySection::default(),
             metrics: MetricsSection::default(),
             store: StoreSection::default(),
             attachments: AttachmentsSection::default(),

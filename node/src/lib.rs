@@ -33,6 +33,7 @@ pub mod error;
 pub mod faq;
 pub mod notify;
 pub mod peering;
+pub mod privacy;
 pub mod public;
 pub mod registry_link;
 pub mod secret;

@@ -284,6 +284,12 @@ pub async fn run(
         public_addr,
     )?);
     let notify_task = tokio::spawn(notifier.run(shutdown.clone()));
+    let purge_task = tokio::spawn(crate::privacy::run_purge(
+        desk.clone(),
+        config.privacy.contact_retention,
+        config.privacy.purge_interval,
+        shutdown.clone(),
+    ));
     let public_task = listeners.public.map(|listener| {
         let state = Arc::new(crate::public::PublicState::new(
             config.clone(),
@@ -344,6 +350,9 @@ pub async fn run(
         && let Err(e) = task.await
     {
         tracing::warn!(error = %e, "registry link panicked");
+    }
+    if let Err(e) = purge_task.await {
+        tracing::warn!(error = %e, "retention purge panicked");
     }
     if let Err(e) = notify_task.await {
         tracing::warn!(error = %e, "notifier panicked");

@@ -42,7 +42,8 @@ pub struct OfferView {
 }
 
 impl TicketDesk {
-    fn node_id(&self) -> String {
+    /// This node's id.
+    pub fn node_id(&self) -> String {
         self.config.node.id.to_string()
     }
 

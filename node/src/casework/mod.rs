@@ -572,6 +572,52 @@ impl TicketDesk {
         .await
     }
 
+    /// Erases the citizen's contact of a ticket this node is the origin of:
+    /// a `ContactErased` event, stored with the contact's deletion, which
+    /// every other participant applies to its own copy.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` when this node is not the origin, `NotFound`,
+    /// storage failures.
+    pub async fn erase_contact(
+        self: &Arc<Self>,
+        ticket_id: &str,
+        reason: &str,
+    ) -> NodeResult<Ticket> {
+        let actor = Actor {
+            id: "privacy".into(),
+            name: "privacy".into(),
+            role: crate::auth::Role::Supervisor,
+        };
+        let desk = Arc::clone(self);
+        let reason = reason.to_string();
+        self.append(
+            ticket_id,
+            Box::new(move |t: &Ticket| {
+                if t.origin_node != desk.config.node.id.as_str() {
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "ticket {}: only its origin ({}) holds and erases the contact",
+                        t.reference, t.origin_node
+                    )));
+                }
+                Ok(desk.new_event(
+                    t,
+                    &actor,
+                    t.owner_epoch,
+                    Kind::ContactErased(urpnet_proto::v1::ContactErased {
+                        reason: reason.clone(),
+                    }),
+                ))
+            }),
+        )
+        .await
+    }
+
+    /// This body's display name.
+    pub fn node_name(&self) -> String {
+        self.config.node.name.clone()
+    }
+
     /// The tracking key of the ticket created by `request_key`.
     pub fn tracking_key_for(&self, request_key: &str) -> String {
         self.tracking.key_for(request_key)

@@ -300,6 +300,7 @@ impl Write for AppendEvent {
             .await?;
         tickets::update_ticket(tx, &ticket).await?;
         crate::notify::tables::enqueue_in(tx, commit, &ticket, &[&event]).await?;
+        tickets::apply_erasures_in(tx, &[&event]).await?;
         // The new event goes to every other participant; a participant added
         // by it (an offer, a share) also needs everything before it, first.
         for peer in ticket.participants.iter().filter(|p| **p != node) {

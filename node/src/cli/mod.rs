@@ -76,6 +76,10 @@ pub enum Command {
     /// Notices to citizens (local: reads the data directory's database).
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// A citizen's rights: export or erase their data (local: needs the data
+    /// directory; every action is audited without personal data).
+    #[command(subcommand)]
+    Citizen(CitizenCommand),
     /// List the categories this node accepts: the registry's taxonomy as
     /// last received, or the built-in one when the node runs alone.
     Taxonomy,
@@ -392,6 +396,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ticket(cmd) => ticket(&cli.config, &env, *cmd, cli.json).await,
         Command::Operator(cmd) => operator(&cli.config, &env, cmd, cli.json).await,
         Command::Notify(NotifyCommand::Status) => notify_status(&cli.config, &env, cli.json).await,
+        Command::Citizen(cmd) => citizen(&cli.config, &env, cmd, cli.json).await,
         Command::Members => members(&cli.config, &env, cli.json),
         Command::Peers { conn, action } => {
             let mut desk = desk_from(&cli.config, &env, &conn).await?;
@@ -1063,6 +1068,153 @@ async fn ticket(
         }
     }
     Ok(())
+}
+
+/// Who a citizen request is about: at least one of the three.
+#[derive(Debug, Args)]
+pub struct SubjectArgs {
+    /// The citizen's e-mail address.
+    #[arg(long)]
+    email: Option<String>,
+    /// The citizen's phone number, as recorded.
+    #[arg(long)]
+    phone: Option<String>,
+    /// The citizen's fiscal code.
+    #[arg(long)]
+    fiscal_code: Option<String>,
+}
+
+impl From<SubjectArgs> for crate::privacy::Subject {
+    fn from(a: SubjectArgs) -> Self {
+        Self {
+            email: a.email,
+            phone: a.phone,
+            fiscal_code: a.fiscal_code,
+        }
+    }
+}
+
+/// `urpnet-node citizen ...`.
+#[derive(Debug, Subcommand)]
+pub enum CitizenCommand {
+    /// Everything held about a citizen (contacts, their tickets, the public
+    /// answers) as JSON, to hand over on an access request.
+    Export {
+        /// Who the request is about.
+        #[command(flatten)]
+        subject: SubjectArgs,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Who asks (recorded in the audit).
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+    /// Erase a citizen's contact from every ticket filed with it, here and
+    /// at every body it was passed to (they delete their copy when the
+    /// erasure event reaches them). Tickets stay, anonymous.
+    Erase {
+        /// Who the request is about.
+        #[command(flatten)]
+        subject: SubjectArgs,
+        /// Confirm: erasure cannot be undone.
+        #[arg(long)]
+        yes: bool,
+        /// Who asks (recorded in the audit).
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+    /// The latest exports, erasures and purges (no personal data).
+    Audit,
+}
+
+async fn citizen(
+    config_path: &Path,
+    env: &BTreeMap<String, String>,
+    cmd: CitizenCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = NodeConfig::load(config_path, env)?;
+    let key = urpnet_proto::signing::NodeSigner::load(
+        config.node.id.clone(),
+        &paths::signing_key(&config.node.data_dir),
+    )?;
+    let (store, writer) = server::open_store(&config).await?;
+    let taxonomy = std::sync::Arc::new(crate::taxonomy::TaxonomyHandle::new(
+        crate::registry_link::load_cache(&config.node.data_dir)
+            .1
+            .unwrap_or_else(crate::taxonomy::builtin),
+    ));
+    let desk = std::sync::Arc::new(
+        crate::casework::TicketDesk::new(
+            config,
+            store.clone(),
+            key,
+            taxonomy,
+            std::sync::Arc::default(),
+        )
+        .await?,
+    );
+    let result = async {
+        match cmd {
+            CitizenCommand::Export { subject, out, by } => {
+                let data = crate::privacy::export(&desk, &subject.into(), &by).await?;
+                let text = serde_json::to_string_pretty(&data)?;
+                match out {
+                    Some(path) => {
+                        urpnet_proto::signing::write_private_file(&path, text.as_bytes())?;
+                        let n = data["tickets"].as_array().map_or(0, Vec::len);
+                        println!("{n} ticket(s) exported to {}", path.display());
+                    }
+                    None => println!("{text}"),
+                }
+            }
+            CitizenCommand::Erase { subject, yes, by } => {
+                if !yes {
+                    bail!("erasure cannot be undone: add --yes to confirm");
+                }
+                let erased = crate::privacy::erase(&desk, &subject.into(), &by).await?;
+                if json {
+                    println!("{}", serde_json::json!({ "erased": erased }));
+                } else if erased.is_empty() {
+                    println!("no contact matches");
+                } else {
+                    println!(
+                        "contact erased from {} ticket(s): {} (bodies holding a copy delete it when the event reaches them)",
+                        erased.len(),
+                        erased.join(", ")
+                    );
+                }
+            }
+            CitizenCommand::Audit => {
+                let entries = crate::privacy::tables::recent(desk.store(), 50).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&entries)?);
+                } else {
+                    let mut t = comfy_table::Table::new();
+                    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+                    t.set_header(["when", "action", "by", "tickets", "subject (sha256)"]);
+                    for e in entries {
+                        t.add_row([
+                            output::time(Some(&crate::shared_ticket::fold::timestamp(e.at_ms as u64))),
+                            e.action,
+                            e.actor,
+                            e.tickets.to_string(),
+                            e.subject_hash.chars().take(16).collect(),
+                        ]);
+                    }
+                    println!("{t}");
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    drop(desk);
+    store.close().await;
+    drop(store);
+    let _ = writer.await;
+    result
 }
 
 /// `urpnet-node notify ...`.

@@ -224,6 +224,7 @@ pub fn describe(kind: Option<&Kind>) -> (String, String) {
         ),
         Some(Kind::Shared(s)) => ("shared".into(), format!("with {}", s.with_node)),
         Some(Kind::Rescheduled(_)) => ("rescheduled".into(), String::new()),
+        Some(Kind::ContactErased(e)) => ("contact erased".into(), e.reason.clone()),
     }
 }
 

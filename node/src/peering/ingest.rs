@@ -290,6 +290,7 @@ async fn ingest(
         out.applied += fresh.len() as u32;
         let fresh_events: Vec<&TicketEvent> = fresh.iter().map(|e| &e.event).collect();
         crate::notify::tables::enqueue_in(tx, commit, &ticket, &fresh_events).await?;
+        tickets::apply_erasures_in(tx, &fresh_events).await?;
         match &before {
             None => {
                 tickets::insert_ticket(tx, &ticket).await?;
@@ -374,6 +375,16 @@ async fn ingest(
                 "contact_no_consent",
                 format!(
                     "contact for ticket {}: the citizen did not consent to sharing it",
+                    ticket.id
+                ),
+            ));
+            continue;
+        }
+        if ticket.contact_erased {
+            out.contacts_refused.push(refuse(
+                "contact_erased",
+                format!(
+                    "contact for ticket {}: the origin erased it; it is not stored again",
                     ticket.id
                 ),
             ));

@@ -346,6 +346,7 @@ fn created_ticket(
         equivocators: Vec::new(),
         chain_heads: Vec::new(),
         answers: created.answers.clone(),
+        contact_erased: false,
     }
 }
 
@@ -490,6 +491,17 @@ fn check_and_apply(ticket: &mut Ticket, event: &TicketEvent) -> Result<(), Strin
             Ok(())
         }
         Some(Kind::CitizenNotified(_)) => require_participant(ticket, event),
+        Some(Kind::ContactErased(_)) => {
+            // Only the origin holds (and so erases) the contact.
+            if event.author_node != ticket.origin_node {
+                return Err(format!(
+                    "{} is not the origin ({}); only the origin erases the contact",
+                    event.author_node, ticket.origin_node
+                ));
+            }
+            ticket.contact_erased = true;
+            Ok(())
+        }
         Some(Kind::Merged(merged)) => {
             require_owner(ticket, event)?;
             require_open(ticket)?;

@@ -337,7 +337,103 @@ pub async fn put_contact_in(
     Ok(())
 }
 
+/// Deletes the citizen's contact for a ticket, if held.
+///
+/// # Errors
+/// Storage failures.
+pub async fn delete_contact_in(tx: &mut Tx<'_>, ticket_id: &str) -> NodeResult<()> {
+    tx.texts(
+        "DELETE FROM citizen_contacts WHERE ticket_id = $1",
+        &[&Value::Text(ticket_id)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes the contacts of `events`' tickets when one of them is a
+/// `ContactErased` (inside the transaction that stores it).
+///
+/// # Errors
+/// Storage failures.
+pub async fn apply_erasures_in(tx: &mut Tx<'_>, events: &[&TicketEvent]) -> NodeResult<()> {
+    for e in events {
+        if matches!(
+            e.kind,
+            Some(urpnet_proto::v1::ticket_event::Kind::ContactErased(_))
+        ) {
+            delete_contact_in(tx, &e.ticket_id).await?;
+            metrics::counter!("urpnet_contacts_erased_total").increment(1);
+        }
+    }
+    Ok(())
+}
+
 // ---- reads ----
+
+/// The tickets whose contact has this e-mail, phone or fiscal code (exact,
+/// case-insensitive for e-mail and fiscal code), with the contact.
+///
+/// # Errors
+/// Storage failures.
+pub async fn contacts_matching(
+    store: &Store,
+    email: Option<&str>,
+    phone: Option<&str>,
+    fiscal_code: Option<&str>,
+) -> NodeResult<Vec<(String, CitizenContact)>> {
+    let rows = sqlx::query(
+        "SELECT ticket_id, full_name, email, phone, fiscal_code FROM citizen_contacts \
+         WHERE ($1 <> '' AND lower(email) = lower($1)) OR ($2 <> '' AND phone = $2) \
+         OR ($3 <> '' AND upper(fiscal_code) = upper($3)) ORDER BY ticket_id",
+    )
+    .bind(email.unwrap_or_default())
+    .bind(phone.unwrap_or_default())
+    .bind(fiscal_code.unwrap_or_default())
+    .fetch_all(store.reader())
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                CitizenContact {
+                    full_name: r.get(1),
+                    email: r.get(2),
+                    phone: r.get(3),
+                    fiscal_code: r.get(4),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Tickets of `origin` (this node: only the origin erases), closed (closed,
+/// rejected, merged) before `closed_before_ms`, whose contact is still held
+/// (for the retention purge), at most `limit`.
+///
+/// # Errors
+/// Storage failures.
+pub async fn contacts_past_retention(
+    store: &Store,
+    origin: &str,
+    closed_before_ms: i64,
+    limit: u32,
+) -> NodeResult<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT t.id FROM tickets t JOIN citizen_contacts c ON c.ticket_id = t.id \
+         WHERE t.status IN ($1, $2, $3) AND t.updated_ms < $4 AND t.origin_node = $6 \
+         ORDER BY t.updated_ms LIMIT $5",
+    )
+    .bind(Status::Closed as i64)
+    .bind(Status::Rejected as i64)
+    .bind(Status::Merged as i64)
+    .bind(closed_before_ms)
+    .bind(i64::from(limit))
+    .bind(origin)
+    .fetch_all(store.reader())
+    .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
 
 /// Filters of a ticket listing, already validated.
 #[derive(Debug, Clone, Default)]
