@@ -1135,26 +1135,8 @@ async fn citizen(
     json: bool,
 ) -> anyhow::Result<()> {
     let config = NodeConfig::load(config_path, env)?;
-    let key = urpnet_proto::signing::NodeSigner::load(
-        config.node.id.clone(),
-        &paths::signing_key(&config.node.data_dir),
-    )?;
-    let (store, writer) = server::open_store(&config).await?;
-    let taxonomy = std::sync::Arc::new(crate::taxonomy::TaxonomyHandle::new(
-        crate::registry_link::load_cache(&config.node.data_dir)
-            .1
-            .unwrap_or_else(crate::taxonomy::builtin),
-    ));
-    let desk = std::sync::Arc::new(
-        crate::casework::TicketDesk::new(
-            config,
-            store.clone(),
-            key,
-            taxonomy,
-            std::sync::Arc::default(),
-        )
-        .await?,
-    );
+    let (desk, store, writer) = local_desk(config).await?;
+    let desk = std::sync::Arc::new(desk);
     let result = async {
         match cmd {
             CitizenCommand::Export { subject, out, by } => {
@@ -1417,8 +1399,15 @@ fn taxonomy(config_path: &Path, env: &BTreeMap<String, String>, json: bool) {
     println!("taxonomy version {}", taxonomy.version());
 }
 
-async fn check(config_path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
-    let config = NodeConfig::load(config_path, env)?;
+/// The desk's casework over this node's data directory, for the local
+/// commands that work on it (also while the daemon runs).
+async fn local_desk(
+    config: NodeConfig,
+) -> anyhow::Result<(
+    crate::casework::TicketDesk,
+    crate::store::Store,
+    tokio::task::JoinHandle<()>,
+)> {
     let key = urpnet_proto::signing::NodeSigner::load(
         config.node.id.clone(),
         &paths::signing_key(&config.node.data_dir),
@@ -1437,6 +1426,12 @@ async fn check(config_path: &Path, env: &BTreeMap<String, String>) -> anyhow::Re
         std::sync::Arc::default(),
     )
     .await?;
+    Ok((desk, store, writer))
+}
+
+async fn check(config_path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let config = NodeConfig::load(config_path, env)?;
+    let (desk, store, writer) = local_desk(config).await?;
     let total = crate::shared_ticket::tables::ticket_ids(&store)
         .await?
         .len();

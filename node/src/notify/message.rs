@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac as _};
 use lettre::message::{Mailbox, MultiPart};
 use sha2::Sha256;
 use urpnet_proto::v1::ticket_event::Kind;
-use urpnet_proto::v1::{CitizenContact, Status, Ticket, TicketEvent};
+use urpnet_proto::v1::{CitizenContact, Ticket, TicketEvent};
 
 use super::Notifier;
 use super::tables::Notice;
@@ -85,7 +85,10 @@ impl News {
     /// `CitizenNotified` event's summary).
     pub fn summary(&self) -> String {
         match &self.event.kind {
-            Some(Kind::StatusChanged(s)) => format!("stato: {}", status_label(s.to())),
+            Some(Kind::StatusChanged(s)) => format!(
+                "stato: {}",
+                crate::shared_ticket::names::status_label_it(s.to())
+            ),
             Some(Kind::Note(_)) => "nuova nota pubblica".into(),
             _ => "aggiornamento".into(),
         }
@@ -96,7 +99,7 @@ impl News {
             Some(Kind::StatusChanged(s)) => format!(
                 "La sua segnalazione {} è ora: {}",
                 self.ticket.reference,
-                status_label(s.to()).to_lowercase()
+                crate::shared_ticket::names::status_label_it(s.to()).to_lowercase()
             ),
             _ => format!(
                 "Nuovo aggiornamento sulla sua segnalazione {}",
@@ -220,7 +223,7 @@ impl News {
             "data": {
                 "reference": self.ticket.reference,
                 "status": super::super::public::open311::extended_status(&self.ticket),
-                "status_label": status_label(self.ticket.status()),
+                "status_label": crate::shared_ticket::names::status_label_it(self.ticket.status()),
                 "summary": self.summary(),
                 "text": self.detail(),
                 "responsible": self.responsible,
@@ -247,20 +250,6 @@ fn body_name(n: &Notifier, node: &str) -> String {
         .map(|m| m.display_name.clone())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| node.to_string())
-}
-
-/// The status in Italian.
-pub fn status_label(status: Status) -> &'static str {
-    match status {
-        Status::New | Status::Unspecified => "Ricevuta",
-        Status::Assigned => "Assegnata a un ufficio",
-        Status::InProgress => "In lavorazione",
-        Status::WaitingCitizen => "In attesa di sue informazioni",
-        Status::Resolved => "Risolta",
-        Status::Closed => "Chiusa",
-        Status::Rejected => "Non accolta",
-        Status::Merged => "Unita a un'altra segnalazione",
-    }
 }
 
 /// The secret of a `whsec_<base64>` string (Standard Webhooks' format).

@@ -257,16 +257,10 @@ async fn service_definition(
     headers: HeaderMap,
     peer: ConnectInfo<SocketAddr>,
 ) -> Response {
-    let Some((code, fmt)) = Format::split(&code) else {
-        return format::error(
-            StatusCode::NOT_FOUND,
-            "unknown format; use .xml or .json",
-            Format::Xml,
-        );
+    let (code, fmt) = match open(&state, &code, &headers, peer) {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
     };
-    if let Err(refused) = state.charge(&super::client_of(&state, &headers, peer, None), fmt) {
-        return refused;
-    }
     let taxonomy = state.desk.taxonomy();
     let Some((category, service)) = taxonomy
         .get(code)
@@ -314,6 +308,26 @@ async fn service_definition(
         ("attributes", Doc::List("attribute", attributes)),
     ])
     .respond(StatusCode::OK, "service_definition", fmt)
+}
+
+/// The name and format of a `name.{xml,json}` path segment, once the
+/// client's bucket allowed the request.
+#[allow(clippy::result_large_err)]
+fn open<'a>(
+    state: &PublicState,
+    segment: &'a str,
+    headers: &HeaderMap,
+    peer: ConnectInfo<SocketAddr>,
+) -> Result<(&'a str, Format), Response> {
+    let Some((name, fmt)) = Format::split(segment) else {
+        return Err(format::error(
+            StatusCode::NOT_FOUND,
+            "unknown format; use .xml or .json",
+            Format::Xml,
+        ));
+    };
+    state.charge(&super::client_of(state, headers, peer, None), fmt)?;
+    Ok((name, fmt))
 }
 
 /// A POST body: its fields (repeated names kept in order) and a photo.
@@ -951,16 +965,10 @@ async fn one_request(
     headers: HeaderMap,
     peer: ConnectInfo<SocketAddr>,
 ) -> Response {
-    let Some((id, fmt)) = Format::split(&id) else {
-        return format::error(
-            StatusCode::NOT_FOUND,
-            "unknown format; use .xml or .json",
-            Format::Xml,
-        );
+    let (id, fmt) = match open(&state, &id, &headers, peer) {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
     };
-    if let Err(refused) = state.charge(&super::client_of(&state, &headers, peer, None), fmt) {
-        return refused;
-    }
     match tickets::ticket_by_reference(state.desk.store(), id).await {
         Ok(Some(t)) if is_public_report(&state, &t) => Doc::List(
             "request",
@@ -982,16 +990,10 @@ async fn one_token(
     headers: HeaderMap,
     peer: ConnectInfo<SocketAddr>,
 ) -> Response {
-    let Some((token, fmt)) = Format::split(&token) else {
-        return format::error(
-            StatusCode::NOT_FOUND,
-            "unknown format; use .xml or .json",
-            Format::Xml,
-        );
+    let (token, fmt) = match open(&state, &token, &headers, peer) {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
     };
-    if let Err(refused) = state.charge(&super::client_of(&state, &headers, peer, None), fmt) {
-        return refused;
-    }
     let mut v = urpnet_proto::validate::Violations::new();
     crate::validate::ticket_id(&mut v, "token", token);
     if v.into_result().is_err() {

@@ -15,7 +15,7 @@ use axum::extract::{ConnectInfo, Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use urpnet_proto::v1::{Status, Ticket};
+use urpnet_proto::v1::Ticket;
 
 use super::format::{self, Format};
 use super::open311::datetime;
@@ -46,20 +46,6 @@ struct Tracking {
 struct TrackingNote {
     at: String,
     text: String,
-}
-
-/// The status in Italian, for citizens.
-fn label(status: Status) -> &'static str {
-    match status {
-        Status::New | Status::Unspecified => "Ricevuta",
-        Status::Assigned => "Assegnata a un ufficio",
-        Status::InProgress => "In lavorazione",
-        Status::WaitingCitizen => "In attesa di sue informazioni",
-        Status::Resolved => "Risolta",
-        Status::Closed => "Chiusa",
-        Status::Rejected => "Non accolta",
-        Status::Merged => "Unita a un'altra segnalazione",
-    }
 }
 
 async fn track(
@@ -144,7 +130,7 @@ async fn view(state: &PublicState, t: &Ticket) -> Tracking {
     Tracking {
         reference: t.reference.clone(),
         status: super::open311::extended_status(t),
-        status_label: label(t.status()),
+        status_label: crate::shared_ticket::names::status_label_it(t.status()),
         responsible: state.body_name(&t.owner_node),
         category: taxonomy
             .get(&t.category)

@@ -45,6 +45,20 @@ names!(
     priority_names
 );
 
+/// A status as citizens read it, in Italian (tracking page, e-mails).
+pub fn status_label_it(status: Status) -> &'static str {
+    match status {
+        Status::New | Status::Unspecified => "Ricevuta",
+        Status::Assigned => "Assegnata a un ufficio",
+        Status::InProgress => "In lavorazione",
+        Status::WaitingCitizen => "In attesa di sue informazioni",
+        Status::Resolved => "Risolta",
+        Status::Closed => "Chiusa",
+        Status::Rejected => "Non accolta",
+        Status::Merged => "Unita a un'altra segnalazione",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
