@@ -210,6 +210,12 @@ pub struct NotifySection {
     pub webhook_url: String,
     /// A file holding the webhook secret, `whsec_<base64>` (mode 0600).
     pub webhook_secret_file: PathBuf,
+    /// App IO's API base, e.g. `https://api.io.pagopa.it/api/v1`; empty:
+    /// no App IO messages.
+    pub appio_url: String,
+    /// A file holding the body's App IO service key (its API subscription
+    /// key, mode 0600).
+    pub appio_key_file: PathBuf,
     /// How often the queue is checked (it is also checked after every
     /// change).
     #[serde(with = "urpnet_proto::config::duration")]
@@ -233,6 +239,8 @@ impl Default for NotifySection {
             from: String::new(),
             webhook_url: String::new(),
             webhook_secret_file: PathBuf::new(),
+            appio_url: String::new(),
+            appio_key_file: PathBuf::new(),
             interval: std::time::Duration::from_secs(5),
             batch: 50,
             max_attempts: 40,
@@ -687,6 +695,9 @@ impl NodeConfig {
             return Err(
                 "key `notify.webhook_secret_file`: is required with notify.webhook_url".into(),
             );
+        }
+        if !self.notify.appio_url.is_empty() && self.notify.appio_key_file.as_os_str().is_empty() {
+            return Err("key `notify.appio_key_file`: is required with notify.appio_url".into());
         }
         if !(1..=1000).contains(&self.notify.batch) {
             return Err("key `notify.batch`: must be within 1..=1000".into());

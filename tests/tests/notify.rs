@@ -386,3 +386,105 @@ async fn an_smtp_server_down_loses_nothing_and_sends_nothing_twice() {
     sink.stop().await;
     node.stop().await;
 }
+
+/// An App IO stand-in on loopback: `POST /profiles` allows one fiscal code,
+/// `POST /messages` keeps what it got, with the key header.
+async fn app_io_receiver(allowed: &'static str) -> (SocketAddr, Received) {
+    let got: Received = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/profiles",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| async move {
+                axum::Json(serde_json::json!({
+                    "sender_allowed": body["fiscal_code"] == allowed,
+                }))
+            }),
+        )
+        .route(
+            "/api/v1/messages",
+            axum::routing::post({
+                let got = got.clone();
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let got = got.clone();
+                    async move {
+                        got.lock().unwrap().push((headers, body.to_vec()));
+                        (
+                            axum::http::StatusCode::CREATED,
+                            axum::Json(serde_json::json!({"id": "01EM6X4JB9VSZTQ8H16KMQFCEJ"})),
+                        )
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_io_messages_reach_only_citizens_who_allow_them() {
+    const ALLOWED: &str = "DCNNNA80A41C426X";
+    let (io, received) = app_io_receiver(ALLOWED).await;
+    let Some((dir, mut config)) =
+        urpnet_tests::node_config("c_c426", Backend::Sqlite, "sqlite::app_io").await
+    else {
+        return;
+    };
+    let key_file = dir.path().join("appio.key");
+    std::fs::write(&key_file, "io-service-key-0123456789\n").unwrap();
+    config.notify.appio_url = format!("http://{io}/api/v1");
+    config.notify.appio_key_file = key_file;
+    config.notify.interval = Duration::from_millis(100);
+    let node = TestNode::start_with(config, Some(dir)).await;
+    let mut desk = node.desk().await;
+    for fiscal_code in [ALLOWED, "RSSMRA80A01H501U"] {
+        let mut r = citizen_request("Lampione spento", "", true);
+        r.citizen.as_mut().unwrap().fiscal_code = fiscal_code.into();
+        let t = desk
+            .create_ticket(r)
+            .await
+            .unwrap()
+            .into_inner()
+            .ticket
+            .unwrap();
+        change(&mut desk, &t.id, Status::InProgress, "").await;
+    }
+    wait_for("both notices done", Duration::from_secs(20), || {
+        let config = node.config.clone();
+        async move {
+            let (store, writer) = urpnet_node::server::open_store(&config).await.ok()?;
+            let status = urpnet_node::notify::tables::status(&store).await.ok();
+            store.close().await;
+            drop(store);
+            let _ = writer.await;
+            let s = status?;
+            (s.pending == 0 && s.sent == 1).then_some(())
+        }
+    })
+    .await;
+    let messages = received.lock().unwrap().clone();
+    assert_eq!(
+        messages.len(),
+        1,
+        "only the citizen who allows this body's messages"
+    );
+    let (headers, body) = &messages[0];
+    assert_eq!(
+        headers["ocp-apim-subscription-key"],
+        "io-service-key-0123456789"
+    );
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v["fiscal_code"], ALLOWED);
+    let subject = v["content"]["subject"].as_str().unwrap();
+    let markdown = v["content"]["markdown"].as_str().unwrap();
+    assert!((10..=120).contains(&subject.chars().count()), "{subject}");
+    assert!(
+        (80..=10_000).contains(&markdown.chars().count()),
+        "{markdown}"
+    );
+    assert!(subject.contains("In lavorazione"), "{subject}");
+    node.stop().await;
+}

@@ -212,6 +212,37 @@ impl News {
             .map_err(|e| format!("the message cannot be built: {e}"))
     }
 
+    /// App IO's subject (10 to 120 characters) and Markdown body (80 to
+    /// 10,000 characters), as its message API requires.
+    pub fn app_io_content(&self) -> (String, String) {
+        let mut subject: String =
+            format!("Segnalazione {}: {}", self.ticket.reference, self.summary())
+                .chars()
+                .take(120)
+                .collect();
+        while subject.chars().count() < 10 {
+            subject.push('.');
+        }
+        let detail = self.detail();
+        let mut markdown = format!(
+            "**{}**\n\n{}{}\n\nEnte responsabile: {}  \nOggetto: {}\n\n{}",
+            self.headline(),
+            detail,
+            if detail.is_empty() { "" } else { "\n" },
+            self.responsible,
+            self.ticket.subject,
+            if self.tracking_url.is_empty() {
+                String::new()
+            } else {
+                format!("[Segua la segnalazione]({})", self.tracking_url)
+            },
+        );
+        if markdown.chars().count() < 80 {
+            markdown.push_str("\n\nMessaggio inviato perché ha chiesto di essere informato sulla sua segnalazione.");
+        }
+        (subject, markdown.chars().take(10_000).collect())
+    }
+
     /// The webhook's id (one per notice) and JSON body, for the body's own
     /// app or messaging gateway (which may text or message the citizen, so
     /// the contact is included: it stays with the body that holds it).

@@ -28,7 +28,7 @@ use crate::casework::TicketDesk;
 use crate::config::NodeConfig;
 use crate::error::{NodeError, NodeResult};
 use crate::registry_link::Federation;
-use tables::{EMAIL, Notice, WEBHOOK};
+use tables::{APP_IO, EMAIL, Notice, WEBHOOK};
 
 /// How one channel's attempt went.
 #[derive(Debug)]
@@ -49,6 +49,7 @@ pub struct Notifier {
     federation: Arc<Federation>,
     smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
     webhook: Option<(String, Vec<u8>)>,
+    appio: Option<(String, String)>,
     http: reqwest::Client,
     base_url: String,
 }
@@ -98,6 +99,20 @@ impl Notifier {
             })?;
             Some((n.webhook_url.clone(), message::webhook_secret(text.trim())?))
         };
+        let appio = if n.appio_url.is_empty() {
+            None
+        } else {
+            let key = std::fs::read_to_string(&n.appio_key_file).map_err(|e| {
+                NodeError::invalid(
+                    "notify.appio_key_file",
+                    format!("{}: {e}", n.appio_key_file.display()),
+                )
+            })?;
+            Some((
+                n.appio_url.trim_end_matches('/').to_string(),
+                key.trim().to_string(),
+            ))
+        };
         let base_url = if config.public.base_url.is_empty() {
             public_addr.map_or_else(String::new, |a| format!("http://{a}"))
         } else {
@@ -113,6 +128,7 @@ impl Notifier {
             federation,
             smtp,
             webhook,
+            appio,
             http,
             base_url,
         })
@@ -120,7 +136,7 @@ impl Notifier {
 
     /// Whether any channel is configured (otherwise notices wait).
     pub fn has_channels(&self) -> bool {
-        self.smtp.is_some() || self.webhook.is_some()
+        self.smtp.is_some() || self.webhook.is_some() || self.appio.is_some()
     }
 
     /// Sends due notices until `shutdown`: at every interval, and whenever a
@@ -173,16 +189,21 @@ impl Notifier {
         let store = self.desk.store();
         let news = message::News::load(self, &notice).await?;
         let mut errors = Vec::new();
-        for channel in [EMAIL, WEBHOOK] {
+        for channel in [EMAIL, WEBHOOK, APP_IO] {
             if notice.pending_mask & channel == 0 {
                 continue;
             }
             let outcome = match &news {
                 None => Outcome::Permanent("the ticket, its event or the contact is gone".into()),
                 Some(news) if channel == EMAIL => self.email(news).await,
-                Some(news) => self.webhook(news).await,
+                Some(news) if channel == WEBHOOK => self.webhook(news).await,
+                Some(news) => self.app_io(news).await,
             };
-            let name = if channel == EMAIL { "email" } else { "webhook" };
+            let name = match channel {
+                EMAIL => "email",
+                WEBHOOK => "webhook",
+                _ => "app_io",
+            };
             match outcome {
                 Outcome::Sent => {
                     notice.pending_mask &= !channel;
@@ -199,7 +220,7 @@ impl Notifier {
                             .record_notice(
                                 &notice.ticket_id,
                                 channel,
-                                news.summary(),
+                                format!("{name}: {}", news.summary()),
                                 &notice.event_key,
                             )
                             .await
@@ -280,6 +301,67 @@ impl Notifier {
                 Outcome::Permanent(format!("the receiver answered {}", r.status()))
             }
             Ok(r) => Outcome::Transient(format!("the receiver answered {}", r.status())),
+            Err(e) => Outcome::Transient(e.to_string()),
+        }
+    }
+}
+
+impl Notifier {
+    /// An App IO message (its Services API): only for a citizen with a
+    /// fiscal code whose profile allows this body's messages
+    /// (`sender_allowed`); a citizen not on App IO, or who turned the
+    /// service off, is skipped, not retried.
+    async fn app_io(&self, news: &message::News) -> Outcome {
+        let Some((base, key)) = &self.appio else {
+            return Outcome::Skipped;
+        };
+        let fiscal_code = news.contact.fiscal_code.trim().to_uppercase();
+        if fiscal_code.is_empty() {
+            return Outcome::Skipped;
+        }
+        let profile = self
+            .http
+            .post(format!("{base}/profiles"))
+            .header("Ocp-Apim-Subscription-Key", key)
+            .json(&serde_json::json!({ "fiscal_code": fiscal_code }))
+            .send()
+            .await;
+        match profile {
+            Ok(r) if r.status().is_success() => {
+                let allowed = r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["sender_allowed"].as_bool())
+                    .unwrap_or(false);
+                if !allowed {
+                    return Outcome::Skipped;
+                }
+            }
+            Ok(r) if r.status().as_u16() == 404 => return Outcome::Skipped,
+            Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                return Outcome::Permanent(format!("App IO profiles answered {}", r.status()));
+            }
+            Ok(r) => return Outcome::Transient(format!("App IO profiles answered {}", r.status())),
+            Err(e) => return Outcome::Transient(e.to_string()),
+        }
+        let (subject, markdown) = news.app_io_content();
+        let sent = self
+            .http
+            .post(format!("{base}/messages"))
+            .header("Ocp-Apim-Subscription-Key", key)
+            .json(&serde_json::json!({
+                "fiscal_code": fiscal_code,
+                "content": { "subject": subject, "markdown": markdown },
+            }))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => Outcome::Sent,
+            Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                Outcome::Permanent(format!("App IO messages answered {}", r.status()))
+            }
+            Ok(r) => Outcome::Transient(format!("App IO messages answered {}", r.status())),
             Err(e) => Outcome::Transient(e.to_string()),
         }
     }

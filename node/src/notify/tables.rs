@@ -11,9 +11,12 @@ use crate::store::{Commit, Store, Tx, Value, Write};
 pub const EMAIL: i64 = 1;
 /// Channel bit: the body's signed webhook.
 pub const WEBHOOK: i64 = 2;
+/// Channel bit: App IO, the Italian public services app (citizens who gave
+/// a fiscal code).
+pub const APP_IO: i64 = 4;
 /// Every channel a new notice starts with (each is skipped when not
-/// configured or, for e-mail, when the contact has no address).
-pub const ALL: i64 = EMAIL | WEBHOOK;
+/// configured or when the contact gives no address for it).
+pub const ALL: i64 = EMAIL | WEBHOOK | APP_IO;
 
 /// Whether a citizen hears about this event: a status change or a public
 /// note.
