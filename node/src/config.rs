@@ -156,6 +156,11 @@ pub struct PublicSection {
     /// Trust the `X-Forwarded-For` header's last address as the client's
     /// (only behind a reverse proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// Serve HTTPS with this certificate chain (PEM) and `tls_key_file`,
+    /// when no reverse proxy terminates TLS; empty: plain HTTP.
+    pub tls_cert_file: PathBuf,
+    /// The private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: PathBuf,
     /// The comuni (ISTAT codes) citizens may report about here; empty: the
     /// comune whose IPA code is this node's id.
     pub comuni: Vec<String>,
@@ -188,6 +193,8 @@ impl Default for PublicSection {
             rate_per_second: 20,
             rate_burst: 40,
             trust_forwarded_for: false,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
             comuni: Vec::new(),
             areas: Vec::new(),
         }
@@ -655,6 +662,14 @@ impl NodeConfig {
         if !(base.is_empty() || base.starts_with("http://") || base.starts_with("https://")) {
             return Err(
                 "key `public.base_url`: must start with http:// or https://, or be empty".into(),
+            );
+        }
+        if self.public.tls_cert_file.as_os_str().is_empty()
+            != self.public.tls_key_file.as_os_str().is_empty()
+        {
+            return Err(
+                "keys `public.tls_cert_file` and `public.tls_key_file`: give both, or neither"
+                    .into(),
             );
         }
         if self.public.max_body_bytes < 64 * 1024 {

@@ -789,3 +789,52 @@ async fn a_report_at_the_comune_about_a_regional_matter_shows_the_region_once_it
     .await;
     assert_eq!(shown, region_name);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_side_serves_https_with_its_own_certificate() {
+    use urpnet_proto::tls::{CertRequest, FederationCa, Identity};
+    let Some((dir, mut config)) =
+        urpnet_tests::node_config("c_c426", Backend::Sqlite, "sqlite::open311_https").await
+    else {
+        return;
+    };
+    // A certificate for 127.0.0.1 from a CA of the test's own.
+    let (ca, _) =
+        FederationCa::generate("Comune di Celano test CA", Duration::from_secs(86_400)).unwrap();
+    let (issued, key) = ca
+        .issue(&CertRequest {
+            identity: Identity::Node(urpnet_proto::ids::NodeId::new("c_c426").unwrap()),
+            hosts: vec!["127.0.0.1".into()],
+            validity: Duration::from_secs(3600),
+            not_before: None,
+        })
+        .unwrap();
+    let (cert_file, key_file) = (dir.path().join("public.crt"), dir.path().join("public.key"));
+    std::fs::write(&cert_file, &issued.certificate_pem).unwrap();
+    std::fs::write(&key_file, &key).unwrap();
+    config.public.tls_cert_file = cert_file;
+    config.public.tls_key_file = key_file;
+    let node = TestNode::start_with(config, Some(dir)).await;
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://{}/open311/v2/services.json", node.public_addr);
+    let services: Value =
+        urpnet_tests::wait_for("the HTTPS listener", Duration::from_secs(10), || {
+            let (https, url) = (https.clone(), url.clone());
+            async move { https.get(url).send().await.ok()?.json().await.ok() }
+        })
+        .await;
+    assert!(services.as_array().is_some_and(|s| !s.is_empty()));
+    // Plain HTTP on the same port gets no answer a client could take for one.
+    let plain = reqwest::Client::new()
+        .get(format!(
+            "http://{}/open311/v2/services.json",
+            node.public_addr
+        ))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    node.stop().await;
+}

@@ -63,8 +63,13 @@ impl PublicState {
         federation: Arc<Federation>,
         listening: Option<SocketAddr>,
     ) -> Self {
+        let scheme = if config.public.tls_cert_file.as_os_str().is_empty() {
+            "http"
+        } else {
+            "https"
+        };
         let base_url = if config.public.base_url.is_empty() {
-            listening.map_or_else(String::new, |a| format!("http://{a}"))
+            listening.map_or_else(String::new, |a| format!("{scheme}://{a}"))
         } else {
             config.public.base_url.trim_end_matches('/').to_string()
         };
@@ -266,10 +271,146 @@ pub async fn serve(
             }
         }
     });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let tls = if state.config.public.tls_cert_file.as_os_str().is_empty() {
+        None
+    } else {
+        Some(tls_config(&state.config)?)
+    };
+    let app = router(state);
+    match tls {
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        }
+        Some(config) => {
+            let listener = TlsListener::new(listener, config, shutdown.clone())?;
+            // Each connection's router knows its client's address, as the
+            // plain listener's connect info gives it.
+            let make = tower::service_fn(
+                move |incoming: axum::serve::IncomingStream<'_, TlsListener>| {
+                    let client = ConnectInfo(*incoming.remote_addr());
+                    let app = app.clone().layer(axum::Extension(client));
+                    async move { Ok::<_, std::convert::Infallible>(app) }
+                },
+            );
+            axum::serve(listener, make)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    }
+}
+
+/// The server configuration of `[public] tls_cert_file` / `tls_key_file`:
+/// no client certificates, HTTP/1.1.
+fn tls_config(config: &NodeConfig) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| invalid(format!("{}: {e}", path.display())))
+    };
+    let certs = urpnet_proto::tls::certs_from_pem(&read(&config.public.tls_cert_file)?)
+        .map_err(|e| invalid(format!("public.tls_cert_file: {e}")))?;
+    let key = {
+        use rustls::pki_types::pem::PemObject as _;
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(
+            read(&config.public.tls_key_file)?.as_bytes(),
+        )
+        .map_err(|e| invalid(format!("public.tls_key_file: {e}")))?
+    };
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| invalid(format!("public.tls_cert_file and tls_key_file: {e}")))?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(server))
+}
+
+/// Most TLS handshakes in progress at once; the rest wait in the kernel.
+const MAX_HANDSHAKES: usize = 128;
+
+/// Accepts TCP connections and hands axum those that complete a TLS
+/// handshake (each in its own task, with a deadline, so a slow client holds
+/// up nobody).
+struct TlsListener {
+    accepted: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, accepted) = tokio::sync::mpsc::channel(256);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        tokio::spawn(async move {
+            loop {
+                let permit = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    p = handshakes.clone().acquire_owned() => p.expect("never closed"),
+                };
+                let (tcp, remote) = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(pair) => pair,
+                        Err(error) => {
+                            tracing::warn!(%error, "public accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send((stream, remote)).await;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%remote, %error, "public TLS handshake failed");
+                            metrics::counter!("urpnet_tls_refused_total", "server" => "public", "reason" => "handshake").increment(1);
+                        }
+                        Err(_) => {
+                            metrics::counter!("urpnet_tls_refused_total", "server" => "public", "reason" => "handshake_timeout").increment(1);
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self { accepted, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(pair) => pair,
+            // The accept task ended (shutdown): wait for axum to stop.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
 }
 
 /// The client key of a request without an `api_key` in its body: the
