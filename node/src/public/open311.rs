@@ -790,23 +790,9 @@ fn is_public_report(state: &PublicState, t: &Ticket) -> bool {
     t.channel() == Channel::Open311 && t.origin_node == state.config.node.id.as_str()
 }
 
-/// The latest public note and the media URL of a report.
-async fn public_notes(state: &PublicState, t: &Ticket) -> Vec<(u64, String)> {
-    let Ok(events) = tickets::events(state.desk.store(), &t.id).await else {
-        return Vec::new();
-    };
-    events
-        .into_iter()
-        .filter_map(|(_, e)| match e.kind {
-            Some(Kind::Note(n)) if n.public => Some((e.hlc.map_or(0, |h| h.wall_ms), n.text)),
-            _ => None,
-        })
-        .collect()
-}
-
-async fn request_doc(state: &PublicState, t: &Ticket) -> Doc {
+/// The Open311 request of a report, with its latest public note.
+fn request_doc(state: &PublicState, t: &Ticket, latest_note: Option<&String>) -> Doc {
     let taxonomy = state.desk.taxonomy();
-    let notes = public_notes(state, t).await;
     let location = t.location.clone().unwrap_or_default();
     let ms = |ts: &Option<prost_types::Timestamp>| ts.as_ref().map(millis);
     let media = t
@@ -819,7 +805,7 @@ async fn request_doc(state: &PublicState, t: &Ticket) -> Doc {
         ("status", Doc::Text(open_or_closed(t.status()).into())),
         (
             "status_notes",
-            Doc::text_or_null(notes.last().map(|(_, n)| n.clone()).unwrap_or_default()),
+            Doc::text_or_null(latest_note.cloned().unwrap_or_default()),
         ),
         (
             "service_name",
@@ -952,10 +938,15 @@ async fn requests(state: &PublicState, params: &BTreeMap<String, String>, fmt: F
             Err(e) => return node_error(e, fmt),
         }
     }
-    let mut docs = Vec::with_capacity(found.len());
-    for t in &found {
-        docs.push(request_doc(state, t).await);
-    }
+    let ids: Vec<String> = found.iter().map(|t| t.id.clone()).collect();
+    let notes = match tickets::latest_public_notes(state.desk.store(), &ids).await {
+        Ok(n) => n,
+        Err(e) => return node_error(e, fmt),
+    };
+    let docs = found
+        .iter()
+        .map(|t| request_doc(state, t, notes.get(&t.id)))
+        .collect();
     Doc::List("request", docs).respond(StatusCode::OK, "service_requests", fmt)
 }
 
@@ -972,7 +963,14 @@ async fn one_request(
     match tickets::ticket_by_reference(state.desk.store(), id).await {
         Ok(Some(t)) if is_public_report(&state, &t) => Doc::List(
             "request",
-            vec![request_doc(&state, &t).await],
+            vec![request_doc(
+                &state,
+                &t,
+                tickets::latest_public_notes(state.desk.store(), std::slice::from_ref(&t.id))
+                    .await
+                    .unwrap_or_default()
+                    .get(&t.id),
+            )],
         )
         .respond(StatusCode::OK, "service_requests", fmt),
         Ok(_) => format::error(

@@ -825,6 +825,38 @@ pub async fn envelopes(store: &Store, ticket_id: &str, keys: &[String]) -> NodeR
     Ok(out)
 }
 
+/// The latest public note of each of `ticket_ids` that has one, in a few
+/// statements (not one per ticket).
+///
+/// # Errors
+/// Storage failures or an envelope that does not decode.
+pub async fn latest_public_notes(
+    store: &Store,
+    ticket_ids: &[String],
+) -> NodeResult<HashMap<String, String>> {
+    let mut latest = HashMap::new();
+    for chunk in ticket_ids.chunks(MAX_IN) {
+        let sql = format!(
+            "SELECT envelope FROM ticket_events WHERE ticket_id IN ({}) \
+             ORDER BY ticket_id, hlc_wall, hlc_logical, author_node, event_id",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(store.reader()).await? {
+            let (_, event) = decode_envelope(&row)?;
+            if let Some(urpnet_proto::v1::ticket_event::Kind::Note(n)) = event.kind
+                && n.public
+            {
+                latest.insert(event.ticket_id, n.text);
+            }
+        }
+    }
+    Ok(latest)
+}
+
 /// An event's key across nodes: `<author>/<event id>` (an id is unique only
 /// within its author's events).
 pub fn event_key(author: &str, event_id: &str) -> String {
