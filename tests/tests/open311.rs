@@ -664,6 +664,26 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
         "{statuses:?}"
     );
     assert_eq!(retry_after.as_deref(), Some("1"));
+    // Made-up api_keys in the query do not buy fresh buckets: each would
+    // allow its burst; by address, three in a row exhaust it.
+    let mut made_up = Vec::new();
+    for _ in 0..3 {
+        let r = c
+            .http
+            .get(format!(
+                "{}/open311/v2/services.xml?api_key=urpnet_madeup{}",
+                c.base,
+                ulid::Ulid::new()
+            ))
+            .send()
+            .await
+            .unwrap();
+        made_up.push(r.status());
+    }
+    assert!(
+        made_up.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{made_up:?}"
+    );
     // The bucket fills again.
     urpnet_tests::wait_for("the bucket to refill", Duration::from_secs(5), || {
         let (http, url) = (
