@@ -21,6 +21,7 @@
 //!   by every daemon.
 
 pub mod archive;
+pub mod calendar;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
