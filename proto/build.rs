@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "urpnet/v1/peering.proto",
     "urpnet/v1/faq.proto",
     "urpnet/v1/archive.proto",
+    "urpnet/v1/charter.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -22,6 +22,7 @@
 
 pub mod archive;
 pub mod calendar;
+pub mod charter;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
