@@ -741,6 +741,21 @@ impl NodeConfig {
             .unwrap_or_default()
     }
 
+    /// Where citizens reach the public side (no trailing slash):
+    /// `public.base_url`, or the address it listens on (`https` when it
+    /// terminates TLS itself); empty when neither is known.
+    pub fn public_base_url(&self, listening: Option<SocketAddr>) -> String {
+        if !self.public.base_url.is_empty() {
+            return self.public.base_url.trim_end_matches('/').to_string();
+        }
+        let scheme = if self.public.tls_cert_file.as_os_str().is_empty() {
+            "http"
+        } else {
+            "https"
+        };
+        listening.map_or_else(String::new, |a| format!("{scheme}://{a}"))
+    }
+
     /// The commented configuration file `init` writes.
     pub fn template(id: &NodeId, name: &str, data_dir: &Path) -> String {
         TEMPLATE

@@ -76,6 +76,20 @@ pub struct Federation {
 }
 
 impl Federation {
+    /// The display name of a body: `own` for this node (`own_id`), a
+    /// member's name as the registry publishes it, or else its id.
+    pub fn body_name(&self, node: &str, own_id: &str, own: &str) -> String {
+        if node == own_id {
+            return own.to_string();
+        }
+        self.members()
+            .by_id
+            .get(node)
+            .map(|m| m.display_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| node.to_string())
+    }
+
     /// The current member list.
     pub fn members(&self) -> Arc<Members> {
         self.members.read().expect("members lock").clone()

@@ -25,6 +25,18 @@ pub fn rome() -> TimeZone {
     TimeZone::get("Europe/Rome").unwrap_or(TimeZone::UTC)
 }
 
+/// An instant (ms since the Unix epoch) as ISO 8601 in Italian civil time,
+/// with its offset: `2026-12-04T10:00:00+01:00` (empty if out of range).
+pub fn iso_rome(ms: u64) -> String {
+    Timestamp::from_millisecond(ms as i64)
+        .map(|ts| {
+            ts.to_zoned(rome())
+                .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 /// A range of civil time within one day, `start` inclusive, `end` exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Hours {

@@ -235,6 +235,31 @@ impl TestNode {
         http_get(self.metrics_addr, "/metrics").await
     }
 
+    /// A new Desk credential on this node (through its data directory, as
+    /// `urpnet-node operator add` does); its token.
+    pub async fn add_operator(&self, name: &str, role: urpnet_node::auth::Role) -> String {
+        let (store, writer) = server::open_store(&self.config).await.expect("store");
+        let now = urpnet_proto::hlc::system_time_ms() as i64;
+        let (_, token) = urpnet_node::auth::add_operator(&store, name, role, now)
+            .await
+            .expect("a new operator");
+        store.close().await;
+        drop(store);
+        writer.await.expect("writer");
+        token
+    }
+
+    /// The queue of notices to citizens, as `urpnet-node notify status`
+    /// reads it (`None` while the store cannot be opened).
+    pub async fn notify_status(&self) -> Option<urpnet_node::notify::tables::QueueStatus> {
+        let (store, writer) = server::open_store(&self.config).await.ok()?;
+        let status = urpnet_node::notify::tables::status(&store).await.ok();
+        store.close().await;
+        drop(store);
+        let _ = writer.await;
+        status
+    }
+
     /// Stops the node and waits until every part has ended.
     pub async fn stop(self) {
         self.stop_keep_dir().await;

@@ -190,13 +190,9 @@ async fn citizens_who_asked_hear_of_status_changes_and_public_notes_by_email_and
     .await;
     // Only once the queue is empty does "nothing more" mean something.
     wait_for("the queue to empty", Duration::from_secs(20), || {
-        let config = node.config.clone();
+        let node = &node;
         async move {
-            let (store, writer) = urpnet_node::server::open_store(&config).await.ok()?;
-            let status = urpnet_node::notify::tables::status(&store).await.ok();
-            store.close().await;
-            drop(store);
-            let _ = writer.await;
+            let status = node.notify_status().await;
             let s = status?;
             (s.pending == 0).then_some(s)
         }
@@ -266,11 +262,7 @@ async fn citizens_who_asked_hear_of_status_changes_and_public_notes_by_email_and
     }
 
     // The queue says what was given up.
-    let (store, writer) = urpnet_node::server::open_store(&node.config).await.unwrap();
-    let status = urpnet_node::notify::tables::status(&store).await.unwrap();
-    store.close().await;
-    drop(store);
-    writer.await.unwrap();
+    let status = node.notify_status().await.unwrap();
     assert_eq!(status.pending, 0);
     assert!(status.sent >= 3, "{status:?}");
     assert!(
@@ -361,13 +353,9 @@ async fn an_smtp_server_down_loses_nothing_and_sends_nothing_twice() {
     )
     .await;
     wait_for("the queue to empty", Duration::from_secs(20), || {
-        let config = node.config.clone();
+        let node = &node;
         async move {
-            let (store, writer) = urpnet_node::server::open_store(&config).await.ok()?;
-            let status = urpnet_node::notify::tables::status(&store).await.ok();
-            store.close().await;
-            drop(store);
-            let _ = writer.await;
+            let status = node.notify_status().await;
             (status?.pending == 0).then_some(())
         }
     })
@@ -453,13 +441,9 @@ async fn app_io_messages_reach_only_citizens_who_allow_them() {
         change(&mut desk, &t.id, Status::InProgress, "").await;
     }
     wait_for("both notices done", Duration::from_secs(20), || {
-        let config = node.config.clone();
+        let node = &node;
         async move {
-            let (store, writer) = urpnet_node::server::open_store(&config).await.ok()?;
-            let status = urpnet_node::notify::tables::status(&store).await.ok();
-            store.close().await;
-            drop(store);
-            let _ = writer.await;
+            let status = node.notify_status().await;
             let s = status?;
             (s.pending == 0 && s.sent == 1).then_some(())
         }

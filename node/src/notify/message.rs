@@ -40,7 +40,6 @@ impl News {
     /// Storage failures.
     pub(super) async fn load(n: &Notifier, notice: &Notice) -> NodeResult<Option<News>> {
         let store = n.desk.store();
-        let tables = crate::shared_ticket::tables::events;
         let Some(ticket) = crate::shared_ticket::tables::ticket(store, &notice.ticket_id).await?
         else {
             return Ok(None);
@@ -49,7 +48,7 @@ impl News {
         else {
             return Ok(None);
         };
-        let event = tables(store, &notice.ticket_id)
+        let event = crate::shared_ticket::tables::events(store, &notice.ticket_id)
             .await?
             .into_iter()
             .map(|(_, e)| e)
@@ -69,7 +68,11 @@ impl News {
             ),
             _ => String::new(),
         };
-        let responsible = body_name(n, &ticket.owner_node);
+        let responsible = n.federation.body_name(
+            &ticket.owner_node,
+            n.config.node.id.as_str(),
+            &n.config.node.name,
+        );
         Ok(Some(News {
             ticket,
             event,
@@ -250,10 +253,10 @@ impl News {
         let id = format!("msg_{}_{}", self.event.author_node, self.event.event_id);
         let body = serde_json::json!({
             "type": "ticket.updated",
-            "timestamp": super::super::public::open311::datetime(self.event.hlc.map_or(0, |h| h.wall_ms)),
+            "timestamp": urpnet_proto::calendar::iso_rome(self.event.hlc.map_or(0, |h| h.wall_ms)),
             "data": {
                 "reference": self.ticket.reference,
-                "status": super::super::public::open311::extended_status(&self.ticket),
+                "status": crate::shared_ticket::names::fixmystreet_status(&self.ticket),
                 "status_label": crate::shared_ticket::names::status_label_it(self.ticket.status()),
                 "summary": self.summary(),
                 "text": self.detail(),
@@ -268,19 +271,6 @@ impl News {
         });
         (id, serde_json::to_vec(&body).unwrap_or_default())
     }
-}
-
-fn body_name(n: &Notifier, node: &str) -> String {
-    if node == n.config.node.id.as_str() {
-        return n.config.node.name.clone();
-    }
-    n.federation
-        .members()
-        .by_id
-        .get(node)
-        .map(|m| m.display_name.clone())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| node.to_string())
 }
 
 /// The secret of a `whsec_<base64>` string (Standard Webhooks' format).

@@ -113,16 +113,7 @@ impl Notifier {
                 key.trim().to_string(),
             ))
         };
-        let scheme = if config.public.tls_cert_file.as_os_str().is_empty() {
-            "http"
-        } else {
-            "https"
-        };
-        let base_url = if config.public.base_url.is_empty() {
-            public_addr.map_or_else(String::new, |a| format!("{scheme}://{a}"))
-        } else {
-            config.public.base_url.trim_end_matches('/').to_string()
-        };
+        let base_url = config.public_base_url(public_addr);
         let http = reqwest::Client::builder()
             .timeout(n.timeout)
             .build()

@@ -93,7 +93,7 @@ pub async fn export(
             .iter()
             .filter_map(|(_, e)| match &e.kind {
                 Some(Kind::Note(n)) if n.public => Some(serde_json::json!({
-                    "at": crate::public::open311::datetime(e.hlc.map_or(0, |h| h.wall_ms)),
+                    "at": urpnet_proto::calendar::iso_rome(e.hlc.map_or(0, |h| h.wall_ms)),
                     "text": n.text,
                 })),
                 _ => None,
@@ -110,7 +110,7 @@ pub async fn export(
             "comune": location.istat_code,
             "status": crate::shared_ticket::names::status_name(t.status()),
             "responsible_body": t.owner_node,
-            "opened": t.created_at.as_ref().map(|ts| crate::public::open311::datetime(crate::shared_ticket::fold::millis(ts))),
+            "opened": t.created_at.as_ref().map(|ts| urpnet_proto::calendar::iso_rome(crate::shared_ticket::fold::millis(ts))),
             "consent": {
                 "share_with_competent_body": t.consent.is_some_and(|c| c.share_with_competent_body),
                 "contact_for_updates": t.consent.is_some_and(|c| c.contact_for_updates),
@@ -136,7 +136,7 @@ pub async fn export(
     tracing::info!(tickets = tickets.len(), actor, "citizen data exported");
     Ok(serde_json::json!({
         "exported_by": desk.node_name(),
-        "exported_at": crate::public::open311::datetime(urpnet_proto::hlc::system_time_ms()),
+        "exported_at": urpnet_proto::calendar::iso_rome(urpnet_proto::hlc::system_time_ms()),
         "tickets": tickets,
     }))
 }

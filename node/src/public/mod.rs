@@ -63,16 +63,7 @@ impl PublicState {
         federation: Arc<Federation>,
         listening: Option<SocketAddr>,
     ) -> Self {
-        let scheme = if config.public.tls_cert_file.as_os_str().is_empty() {
-            "http"
-        } else {
-            "https"
-        };
-        let base_url = if config.public.base_url.is_empty() {
-            listening.map_or_else(String::new, |a| format!("{scheme}://{a}"))
-        } else {
-            config.public.base_url.trim_end_matches('/').to_string()
-        };
+        let base_url = config.public_base_url(listening);
         let jurisdiction = if config.public.jurisdiction_id.is_empty() {
             config.node.id.to_string()
         } else {
@@ -96,16 +87,8 @@ impl PublicState {
 
     /// The display name of a body: this node's own, a member's, or its id.
     pub fn body_name(&self, node: &str) -> String {
-        if node == self.config.node.id.as_str() {
-            return self.config.node.name.clone();
-        }
         self.federation
-            .members()
-            .by_id
-            .get(node)
-            .map(|m| m.display_name.clone())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| node.to_string())
+            .body_name(node, self.config.node.id.as_str(), &self.config.node.name)
     }
 
     /// Takes one request from `client`'s bucket.

@@ -39,6 +39,7 @@ use crate::auth::Actor;
 use crate::casework::StatusChange;
 use crate::error::NodeError;
 use crate::shared_ticket::fold::millis;
+use crate::shared_ticket::names;
 use crate::shared_ticket::tables::{self as tickets, TicketFilter};
 
 /// Most results of one `requests` GET (the spec's usual cap).
@@ -718,27 +719,6 @@ fn open_or_closed(status: Status) -> &'static str {
     }
 }
 
-/// FixMyStreet's extended status of a ticket.
-pub fn extended_status(t: &Ticket) -> &'static str {
-    if t.pending_handoff.is_some() {
-        return "INTERNAL_REFERRAL";
-    }
-    extended_of(t.status())
-}
-
-fn extended_of(status: Status) -> &'static str {
-    match status {
-        Status::New | Status::Unspecified => "OPEN",
-        Status::Assigned => "ACTION_SCHEDULED",
-        Status::InProgress => "IN_PROGRESS",
-        Status::WaitingCitizen => "INVESTIGATING",
-        Status::Resolved => "FIXED",
-        Status::Closed => "CLOSED",
-        Status::Rejected => "NO_FURTHER_ACTION",
-        Status::Merged => "DUPLICATE",
-    }
-}
-
 /// Our lifecycle's target for a FixMyStreet status (`None`: no change).
 fn status_of_extended(s: &str) -> Result<Option<Status>, String> {
     Ok(match s.to_ascii_uppercase().replace(' ', "_").as_str() {
@@ -761,15 +741,6 @@ fn status_of_extended(s: &str) -> Result<Option<Status>, String> {
             ));
         }
     })
-}
-
-/// An instant as ISO 8601 with the Italian civil offset.
-pub fn datetime(ms: u64) -> String {
-    let Ok(ts) = jiff::Timestamp::from_millisecond(ms as i64) else {
-        return String::new();
-    };
-    let tz = jiff::tz::TimeZone::get("Europe/Rome").unwrap_or(jiff::tz::TimeZone::UTC);
-    ts.to_zoned(tz).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
 }
 
 fn parse_date(params: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>, String> {
@@ -821,15 +792,27 @@ fn request_doc(state: &PublicState, t: &Ticket, latest_note: Option<&String>) ->
         ("service_notice", Doc::Null),
         (
             "requested_datetime",
-            Doc::text_or_null(ms(&t.created_at).map(datetime).unwrap_or_default()),
+            Doc::text_or_null(
+                ms(&t.created_at)
+                    .map(urpnet_proto::calendar::iso_rome)
+                    .unwrap_or_default(),
+            ),
         ),
         (
             "updated_datetime",
-            Doc::text_or_null(ms(&t.updated_at).map(datetime).unwrap_or_default()),
+            Doc::text_or_null(
+                ms(&t.updated_at)
+                    .map(urpnet_proto::calendar::iso_rome)
+                    .unwrap_or_default(),
+            ),
         ),
         (
             "expected_datetime",
-            Doc::text_or_null(ms(&t.due_at).map(datetime).unwrap_or_default()),
+            Doc::text_or_null(
+                ms(&t.due_at)
+                    .map(urpnet_proto::calendar::iso_rome)
+                    .unwrap_or_default(),
+            ),
         ),
         ("address", Doc::text_or_null(location.address.clone())),
         ("address_id", Doc::Null),
@@ -1079,8 +1062,11 @@ fn update_doc(state: &PublicState, t: &Ticket, e: &TicketEvent, at: u64) -> Opti
             Doc::Text(format!("{}/{}", e.author_node, e.event_id)),
         ),
         ("service_request_id", Doc::Text(t.reference.clone())),
-        ("status", Doc::Text(extended_status(t).into())),
-        ("updated_datetime", Doc::Text(datetime(at))),
+        ("status", Doc::Text(names::fixmystreet_status(t).into())),
+        (
+            "updated_datetime",
+            Doc::Text(urpnet_proto::calendar::iso_rome(at)),
+        ),
         ("description", Doc::text_or_null(description)),
         ("media_url", Doc::Null),
     ]))
@@ -1152,13 +1138,13 @@ async fn post_update(state: &PublicState, actor: &Actor, form: &Form, fmt: Forma
         vec![Doc::Object(vec![
             ("update_id", Doc::Text(update_id)),
             ("service_request_id", Doc::Text(last.reference.clone())),
-            ("status", Doc::Text(extended_status(&last).into())),
+            ("status", Doc::Text(names::fixmystreet_status(&last).into())),
             (
                 "updated_datetime",
                 Doc::text_or_null(
                     last.updated_at
                         .as_ref()
-                        .map(|t| datetime(millis(t)))
+                        .map(|t| urpnet_proto::calendar::iso_rome(millis(t)))
                         .unwrap_or_default(),
                 ),
             ),
@@ -1192,28 +1178,19 @@ async fn media(
     };
     match crate::attachments::read_content(state.desk.store(), &a.sha256).await {
         Ok(bytes) => {
-            let mut response = (StatusCode::OK, bytes).into_response_parts_with(&a.media_type);
-            response.headers_mut().insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("public, max-age=31536000, immutable"),
-            );
-            response
+            use axum::response::IntoResponse as _;
+            (
+                [
+                    (header::CONTENT_TYPE, a.media_type.clone()),
+                    (
+                        header::CACHE_CONTROL,
+                        "public, max-age=31536000, immutable".to_string(),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response()
         }
         Err(_) => missing(),
-    }
-}
-
-trait WithType {
-    fn into_response_parts_with(self, media_type: &str) -> Response;
-}
-
-impl WithType for (StatusCode, Vec<u8>) {
-    fn into_response_parts_with(self, media_type: &str) -> Response {
-        use axum::response::IntoResponse as _;
-        let mut response = self.into_response();
-        if let Ok(v) = header::HeaderValue::from_str(media_type) {
-            response.headers_mut().insert(header::CONTENT_TYPE, v);
-        }
-        response
     }
 }

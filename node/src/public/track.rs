@@ -18,9 +18,9 @@ use axum::routing::get;
 use urpnet_proto::v1::Ticket;
 
 use super::format::{self, Format};
-use super::open311::datetime;
 use super::{PublicState, Shared};
 use crate::shared_ticket::fold::millis;
+use urpnet_proto::calendar::iso_rome as datetime;
 
 /// The route of the page.
 pub fn routes() -> Router<Arc<PublicState>> {
@@ -129,7 +129,7 @@ async fn view(state: &PublicState, t: &Ticket) -> Tracking {
     let taxonomy = state.desk.taxonomy();
     Tracking {
         reference: t.reference.clone(),
-        status: super::open311::extended_status(t),
+        status: crate::shared_ticket::names::fixmystreet_status(t),
         status_label: crate::shared_ticket::names::status_label_it(t.status()),
         responsible: state.body_name(&t.owner_node),
         category: taxonomy

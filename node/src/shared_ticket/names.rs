@@ -59,6 +59,29 @@ pub fn status_label_it(status: Status) -> &'static str {
     }
 }
 
+/// A ticket's status in FixMyStreet's extended set (Open311 updates, the
+/// webhook): a pending handoff is an internal referral.
+pub fn fixmystreet_status(t: &urpnet_proto::v1::Ticket) -> &'static str {
+    if t.pending_handoff.is_some() {
+        return "INTERNAL_REFERRAL";
+    }
+    fixmystreet_of(t.status())
+}
+
+/// A status in FixMyStreet's extended set.
+pub fn fixmystreet_of(status: Status) -> &'static str {
+    match status {
+        Status::New | Status::Unspecified => "OPEN",
+        Status::Assigned => "ACTION_SCHEDULED",
+        Status::InProgress => "IN_PROGRESS",
+        Status::WaitingCitizen => "INVESTIGATING",
+        Status::Resolved => "FIXED",
+        Status::Closed => "CLOSED",
+        Status::Rejected => "NO_FURTHER_ACTION",
+        Status::Merged => "DUPLICATE",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
