@@ -36,6 +36,7 @@ pub mod peering;
 pub mod privacy;
 pub mod public;
 pub mod registry_link;
+pub mod replica;
 pub mod secret;
 pub mod server;
 pub mod shared_ticket;

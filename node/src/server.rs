@@ -18,12 +18,12 @@ use crate::casework::TicketDesk;
 use crate::config::NodeConfig;
 use crate::desk::DeskService;
 use crate::error::{NodeError, NodeResult};
-use crate::faq::exchange::FaqExchangeService;
+use crate::faq::FaqBook;
 use crate::faq::service::FaqDeskService;
-use crate::faq::{self, FaqBook};
 use crate::peering::service::PeeringService;
 use crate::peering::{PeeringContext, anti_entropy, delivery, equivocation};
 use crate::registry_link::{self, Federation, RegistryLink};
+use crate::replica::exchange::{ExchangeService, Kinds};
 use crate::store::{Store, StoreOptions};
 use crate::taxonomy::TaxonomyHandle;
 
@@ -240,11 +240,12 @@ pub async fn run(
     );
     peering.load_quarantine().await?;
     desk.attach_peering(peering.clone());
+    let shared = Kinds::default().with(faq.replica());
     let mut peering_tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listeners.peering {
         peering_tasks.spawn(serve_peering(
             peering.clone(),
-            faq.clone(),
+            shared.clone(),
             listener,
             shutdown.clone(),
         ));
@@ -254,8 +255,9 @@ pub async fn run(
         peering_tasks.spawn(delivery::gauges(peering.clone(), shutdown.clone()));
         peering_tasks.spawn(anti_entropy::run(peering.clone(), shutdown.clone()));
         peering_tasks.spawn(equivocation::run(peering.clone(), shutdown.clone()));
-        peering_tasks.spawn(faq::exchange::run(
-            faq.clone(),
+        peering_tasks.spawn(crate::replica::exchange::run(
+            shared,
+            config.clone(),
             peering.clone(),
             shutdown.clone(),
         ));
@@ -390,7 +392,7 @@ const TLS_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 /// serving when the files appear), until `shutdown`.
 async fn serve_peering(
     ctx: Arc<PeeringContext>,
-    faq: Arc<FaqBook>,
+    shared: Kinds,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) {
@@ -420,7 +422,7 @@ async fn serve_peering(
     // The gate runs as an interceptor: a stranger's body is never decoded.
     let gate = crate::peering::PeerGate::new(ctx.clone());
     let exchange = InterceptedService::new(
-        FaqExchangeServer::new(FaqExchangeService::new(faq, ctx.clone()))
+        FaqExchangeServer::new(ExchangeService::new(shared, ctx.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
         gate.clone(),
@@ -434,7 +436,7 @@ async fn serve_peering(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<PeeringServer<PeeringService>>().await;
     health
-        .set_serving::<FaqExchangeServer<FaqExchangeService>>()
+        .set_serving::<FaqExchangeServer<ExchangeService>>()
         .await;
     let (reflection_v1, reflection_v1alpha) = match telemetry::reflection_services() {
         Ok(services) => services,

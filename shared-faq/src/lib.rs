@@ -1,5 +1,6 @@
-//! Pure logic of the shared FAQ set (DESIGN.md §5), with no I/O of the
-//! network and no database:
+//! Pure logic of the shared FAQ set (DESIGN.md §5) and of every other kind
+//! of shared, signed, owner-only document (the charter, §12), with no I/O of
+//! the network and no database:
 //!
 //! - [`model`]: entry keys and the rules every version must follow, checked
 //!   at the Desk and again by every node receiving one;
@@ -18,4 +19,4 @@ pub mod set;
 
 pub use model::{Key, validate_content, validate_version};
 pub use search::{FaqIndex, SearchQuery};
-pub use set::{Applied, FaqSet, Stamp};
+pub use set::{Applied, DocSet, FaqSet, Stamp};

@@ -1,7 +1,9 @@
 //! The merge rule and the set of latest versions, with the per-owner digests
-//! of epidemic anti-entropy.
+//! of epidemic anti-entropy, for every kind of shared document (FAQ entries,
+//! charters): the set sees only keys, versions, sequences and payload
+//! hashes, never a kind's content.
 //!
-//! The state of the shared FAQ set is a map from entry key to the greatest
+//! The state of a shared set is a map from entry key to the greatest
 //! version seen; merging two states takes, key by key, the greater of the
 //! two. That makes merge commutative, associative and idempotent (a
 //! join-semilattice, the state-based CRDT of Shapiro et al.), so nodes that
@@ -21,6 +23,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use sha2::{Digest as _, Sha256};
 use urpnet_proto::v1::{EntryStamp, FaqVersion, OriginDigest, OriginListing};
 
+/// The set of latest versions of one kind of shared document.
+pub type DocSet = FaqSet;
+
 use crate::model::Key;
 
 /// What the merge rule and the digests need of a version.
@@ -39,14 +44,26 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// The stamp of a decoded version and its payload bytes.
+    /// The stamp of a decoded FAQ version and its payload bytes.
     pub fn of(version: &FaqVersion, payload: &[u8]) -> Self {
+        Self::new(
+            Key::of(version),
+            version.version,
+            version.seq,
+            payload,
+            version.retired,
+        )
+    }
+
+    /// The stamp of a version of any kind, from its header and the exact
+    /// signed payload bytes.
+    pub fn new(key: Key, version: u64, seq: u64, payload: &[u8], retired: bool) -> Self {
         Self {
-            key: Key::of(version),
-            version: version.version,
-            seq: version.seq,
+            key,
+            version,
+            seq,
             sha: Sha256::digest(payload).into(),
-            retired: version.retired,
+            retired,
         }
     }
 
@@ -288,11 +305,23 @@ impl FaqSet {
     /// versions) and listings of origins where the sets differ although the
     /// peer is not behind (at most `max_listed` entries in all).
     pub fn answer(&self, theirs: &[OriginDigest], max_send: usize, max_listed: usize) -> Answer {
+        self.answer_for(theirs, max_send, max_listed, |_| true)
+    }
+
+    /// [`FaqSet::answer`] for a peer that keeps only the origins `holds`
+    /// accepts (a kind that is not held everywhere, like charters).
+    pub fn answer_for(
+        &self,
+        theirs: &[OriginDigest],
+        max_send: usize,
+        max_listed: usize,
+        holds: impl Fn(&str) -> bool,
+    ) -> Answer {
         let theirs: HashMap<&str, &OriginDigest> =
             theirs.iter().map(|d| (d.origin.as_str(), d)).collect();
         let mut answer = Answer::default();
         let mut listed = 0;
-        for (origin, mine) in &self.origins {
+        for (origin, mine) in self.origins.iter().filter(|(o, _)| holds(o)) {
             let (their_seq, same) = match theirs.get(origin.as_str()) {
                 Some(d) => (d.max_seq, d.hash == mine.hash && d.entries == mine.entries),
                 None => (0, false),
@@ -325,11 +354,23 @@ impl FaqSet {
     /// What to push to a peer and ask of it, given its digest and listings
     /// (after applying what it sent). At most `max` of each.
     pub fn plan(&self, theirs: &[OriginDigest], listings: &[OriginListing], max: usize) -> Plan {
+        self.plan_for(theirs, listings, max, |_| true)
+    }
+
+    /// [`FaqSet::plan`] for a peer that keeps only the origins `holds`
+    /// accepts.
+    pub fn plan_for(
+        &self,
+        theirs: &[OriginDigest],
+        listings: &[OriginListing],
+        max: usize,
+        holds: impl Fn(&str) -> bool,
+    ) -> Plan {
         let theirs: HashMap<&str, &OriginDigest> =
             theirs.iter().map(|d| (d.origin.as_str(), d)).collect();
         let mut plan = Plan::default();
         let mut pushed = BTreeSet::new();
-        for (origin, mine) in &self.origins {
+        for (origin, mine) in self.origins.iter().filter(|(o, _)| holds(o)) {
             let (their_seq, same) = match theirs.get(origin.as_str()) {
                 Some(d) => (d.max_seq, d.hash == mine.hash && d.entries == mine.entries),
                 None => (0, false),
@@ -345,7 +386,7 @@ impl FaqSet {
                 plan.push.push(stamp.clone());
             }
         }
-        for listing in listings {
+        for listing in listings.iter().filter(|l| holds(&l.origin)) {
             let mut seen = BTreeSet::new();
             for e in &listing.entries {
                 let key = Key::new(&listing.origin, &e.entry_id);

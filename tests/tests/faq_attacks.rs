@@ -57,6 +57,7 @@ async fn push(
         .push(FaqPushRequest {
             versions,
             want: Vec::new(),
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)
@@ -103,7 +104,7 @@ async fn forged_replayed_malformed_and_revoked_versions_are_refused_and_good_one
     wait_found(&celano_faq, "prenotare visita", &key, 1).await;
     let region_endpoint = fed.node(ABRUZZO.id).config.registry.advertise.clone();
     let pulled = exchange(&rogue_tls, &region_endpoint, ABRUZZO.id)
-        .sync(FaqSyncRequest { digest: Vec::new() })
+        .sync(FaqSyncRequest::default())
         .await
         .expect("a member may sync")
         .into_inner();
@@ -234,6 +235,7 @@ async fn forged_replayed_malformed_and_revoked_versions_are_refused_and_good_one
                 entries: 1,
                 hash: vec![0; 3],
             }],
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -1,26 +1,23 @@
 //! The node's shared FAQ set (DESIGN.md §5): the book of entries this node
 //! holds, its Italian search index, and the operations behind `FaqDesk`.
 //!
-//! - [`verify`]: the checks on every version received from a peer;
-//! - [`exchange`]: epidemic anti-entropy (`FaqExchange` server and the
-//!   periodic rounds with random peers);
-//! - [`service`]: the `FaqDesk` gRPC adapter.
+//! The entries are shared documents of kind [`FaqKind`], kept by the one
+//! implementation every kind uses ([`crate::replica`]: verification,
+//! storage, anti-entropy); this module adds what is the FAQ's own — the
+//! rules of an entry, local overrides, search, proposals — and is the
+//! replica's [`Hook`]:
 //!
-//! Every change to the set — a version published here, received from a
-//! peer, or a local override — runs under one lock, in this order: the merge
-//! in memory ([`FaqSet`]), the store (durable), the search index. The store
-//! is the truth: the in-memory set is loaded from it at start, and the index
-//! carries the set's root hash as its commit marker and is rebuilt when the
-//! marker does not match.
+//! - [`service`]: the `FaqDesk` gRPC adapter;
+//! - [`tables`]: the local overrides' table.
+//!
+//! The search index carries the set's root hash (and the overrides) as its
+//! commit marker and is rebuilt when the marker does not match.
 
-pub mod exchange;
 pub mod sample;
 pub mod service;
 pub mod tables;
-pub mod verify;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use prost::Message as _;
@@ -31,75 +28,78 @@ use urpnet_proto::signing::NodeSigner;
 use urpnet_proto::territory::Territory;
 use urpnet_proto::v1::{
     Channel, CreateTicketRequest, FaqContent, FaqEntry, FaqOrigin, FaqOverride, FaqVersion,
-    ItemVerdict, Location, PayloadKind, Signed,
+    Location, PayloadKind, SharedKind,
 };
 use urpnet_proto::validate::Violations;
 use urpnet_shared_faq::search::{Doc, Results, SearchError, SearchQuery};
-use urpnet_shared_faq::{Applied, FaqIndex, FaqSet, Key, Stamp, model};
+use urpnet_shared_faq::{FaqIndex, Key, model};
 
 use crate::auth::{Action, Actor};
 use crate::casework::TicketDesk;
 use crate::config::NodeConfig;
 use crate::error::{NodeError, NodeResult};
-use crate::peering::verify::Refusal;
 use crate::registry_link::Federation;
+use crate::replica::{Header, Held, Hook, Kind, Replica};
 use crate::store::Store;
 use crate::taxonomy::TaxonomyHandle;
-use tables::{FaqOverrideRow, FaqRow};
+use tables::FaqOverrideRow;
+
+/// FAQ entries as a kind of shared document.
+#[derive(Debug)]
+pub struct FaqKind;
+
+impl Kind for FaqKind {
+    const NAME: &'static str = "faq";
+    const SHARED: SharedKind = SharedKind::Faq;
+    const PAYLOAD: PayloadKind = PayloadKind::FaqVersion;
+    const MAX_BYTES: usize = model::MAX_VERSION_BYTES;
+    type Version = FaqVersion;
+
+    fn header(v: &FaqVersion) -> Header<'_> {
+        Header {
+            owner: &v.owner,
+            entry_id: &v.entry_id,
+            version: v.version,
+            seq: v.seq,
+            retired: v.retired,
+            published_at: v.published_at.as_ref(),
+        }
+    }
+
+    fn validate(v: &FaqVersion) -> Result<(), Violations> {
+        model::validate_version(v)
+    }
+}
+
+/// This node's local overrides of shared entries.
+pub type Overrides = BTreeMap<Key, FaqOverride>;
+type State = Held<Overrides>;
+
+/// The search index's expected marker: the set's root hash and the
+/// overrides.
+fn marker(state: &State) -> String {
+    let mut h = Sha256::new();
+    h.update(state.set.root());
+    for (key, o) in &state.local {
+        h.update(key.to_string().as_bytes());
+        h.update(o.set_at_ms.to_be_bytes());
+    }
+    hex::encode(h.finalize())
+}
 
 /// Where the search index lives inside the data directory.
 pub fn index_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("faq-index")
 }
 
-/// What one node holds: the merged set and its local overrides.
-#[derive(Debug, Default)]
-struct State {
-    set: FaqSet,
-    overrides: BTreeMap<Key, FaqOverride>,
-}
-
-impl State {
-    /// The search index's expected marker: the set's root hash and the
-    /// overrides.
-    fn marker(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(self.set.root());
-        for (key, o) in &self.overrides {
-            h.update(key.to_string().as_bytes());
-            h.update(o.set_at_ms.to_be_bytes());
-        }
-        hex::encode(h.finalize())
-    }
-}
-
-/// What an ingest of received versions did.
-#[derive(Debug, Clone, Default)]
-pub struct IngestReport {
-    /// Versions that changed the set.
-    pub applied: u32,
-    /// Versions already held.
-    pub duplicates: u32,
-    /// Refused for good.
-    pub refused: Vec<ItemVerdict>,
-    /// Refused for now.
-    pub retry: Vec<ItemVerdict>,
-}
-
 /// The node's FAQ book.
 pub struct FaqBook {
     node: NodeId,
     config: NodeConfig,
-    store: Store,
-    signer: NodeSigner,
-    clock: Arc<HybridClock>,
-    federation: Arc<Federation>,
+    replica: Arc<Replica<FaqKind, Overrides>>,
     taxonomy: Arc<TaxonomyHandle>,
-    state: tokio::sync::Mutex<State>,
     index: Arc<FaqIndex>,
     desk: OnceLock<Arc<TicketDesk>>,
-    rounds: AtomicU64,
-    last_round_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for FaqBook {
@@ -107,41 +107,6 @@ impl std::fmt::Debug for FaqBook {
         f.debug_struct("FaqBook")
             .field("node", &self.node)
             .finish_non_exhaustive()
-    }
-}
-
-fn sha_hex(stamp: &Stamp) -> String {
-    hex::encode(stamp.sha)
-}
-
-fn row(stamp: &Stamp, envelope: &Signed, current: bool) -> FaqRow {
-    FaqRow {
-        owner: stamp.key.owner.clone(),
-        entry_id: stamp.key.entry_id.clone(),
-        version: stamp.version as i64,
-        sha: sha_hex(stamp),
-        seq: stamp.seq as i64,
-        retired: stamp.retired,
-        envelope: envelope.encode_to_vec(),
-        current,
-    }
-}
-
-fn decode_envelope(bytes: &[u8]) -> NodeResult<(Signed, FaqVersion)> {
-    let signed = Signed::decode(bytes)
-        .map_err(|e| NodeError::Internal(format!("stored FAQ envelope: {e}")))?;
-    let version = FaqVersion::decode(signed.payload.as_slice())
-        .map_err(|e| NodeError::Internal(format!("stored FAQ version: {e}")))?;
-    Ok((signed, version))
-}
-
-fn verdict(index: usize, id: String, reason: String, retry_after_ms: u64) -> ItemVerdict {
-    ItemVerdict {
-        index: index as u32,
-        id,
-        reason,
-        retry_after_ms,
-        contact: false,
     }
 }
 
@@ -165,72 +130,35 @@ impl FaqBook {
             .await
             .map_err(|e| NodeError::Internal(e.to_string()))?
             .map_err(|e| NodeError::Internal(e.to_string()))?;
-        let book = Arc::new(Self {
-            node: config.node.id.clone(),
-            config,
+        let replica = Arc::new(Replica::new(
+            config.node.id.clone(),
             store,
             signer,
             clock,
             federation,
+            config.faq.batch,
+        ));
+        let book = Arc::new(Self {
+            node: config.node.id.clone(),
+            config,
+            replica,
             taxonomy,
-            state: tokio::sync::Mutex::default(),
             index: Arc::new(index),
             desk: OnceLock::new(),
-            rounds: AtomicU64::new(0),
-            last_round_ms: AtomicU64::new(0),
         });
-        book.load().await?;
+        let weak = Arc::downgrade(&book);
+        book.replica.attach(weak);
+        book.replica.load().await?;
         Ok(book)
     }
 
-    /// (Re)loads the state from the store; rebuilds the index if its
-    /// marker differs.
-    async fn load(&self) -> NodeResult<()> {
-        let mut state = self.state.lock().await;
-        let mut fresh = State::default();
-        let mut versions = Vec::new();
-        for bytes in crate::faq::tables::current(&self.store).await? {
-            let (signed, version) = decode_envelope(&bytes)?;
-            fresh.set.apply(Stamp::of(&version, &signed.payload));
-            versions.push(version);
-        }
-        for (owner, entry_id, content, reason, set_by, set_at_ms) in
-            crate::faq::tables::overrides(&self.store).await?
-        {
-            let content = FaqContent::decode(content.as_slice())
-                .map_err(|e| NodeError::Internal(format!("stored FAQ local_override: {e}")))?;
-            fresh.overrides.insert(
-                Key::new(owner, entry_id),
-                FaqOverride {
-                    content: Some(content),
-                    reason,
-                    set_by,
-                    set_at_ms: set_at_ms as u64,
-                },
-            );
-        }
-        *state = fresh;
-        let marker = state.marker();
-        if self.index.marker().as_deref() != Some(marker.as_str()) {
-            let started = std::time::Instant::now();
-            let docs: Vec<Doc> = versions
-                .iter()
-                .map(|v| Doc::new(v, override_of(&state, v)))
-                .collect();
-            let n = docs.len();
-            let index = self.index.clone();
-            tokio::task::spawn_blocking(move || index.rebuild(docs, &marker))
-                .await
-                .map_err(|e| NodeError::Internal(e.to_string()))?
-                .map_err(|e| NodeError::Internal(e.to_string()))?;
-            tracing::info!(
-                entries = n,
-                ms = started.elapsed().as_millis() as u64,
-                "FAQ search index rebuilt"
-            );
-        }
-        metrics::gauge!("urpnet_faq_entries").set(state.set.len() as f64);
-        Ok(())
+    /// The replica of FAQ entries (for the exchange).
+    pub fn replica(&self) -> Arc<Replica<FaqKind, Overrides>> {
+        self.replica.clone()
+    }
+
+    fn store(&self) -> &Store {
+        self.replica.store()
     }
 
     /// Lets proposals open tickets (set once at start).
@@ -243,136 +171,11 @@ impl FaqBook {
         &self.config
     }
 
-    /// This node's digest of the set.
-    pub async fn digest(&self) -> Vec<urpnet_proto::v1::OriginDigest> {
-        self.state.lock().await.set.digest()
-    }
-
-    /// The stored envelopes of these stamps (current versions), skipping
-    /// any that vanished, up to `max_bytes` in all.
-    async fn envelopes(&self, stamps: &[Stamp], max_bytes: usize) -> NodeResult<Vec<Signed>> {
-        let mut out = Vec::with_capacity(stamps.len());
-        let mut bytes = 0;
-        for s in stamps {
-            let Some(raw) = crate::faq::tables::envelope(
-                &self.store,
-                &s.key.owner,
-                &s.key.entry_id,
-                s.version as i64,
-                &sha_hex(s),
-            )
-            .await?
-            else {
-                continue;
-            };
-            if bytes + raw.len() > max_bytes && !out.is_empty() {
-                break;
-            }
-            bytes += raw.len();
-            out.push(
-                Signed::decode(raw.as_slice())
-                    .map_err(|e| NodeError::Internal(format!("stored FAQ envelope: {e}")))?,
-            );
-        }
-        Ok(out)
-    }
-
-    /// Verifies and applies versions received from `from` (a peer's answer
-    /// or push). Good versions are stored whatever the bad ones did.
-    ///
-    /// # Errors
-    /// Storage failures (the in-memory set is then reloaded from the store).
-    pub async fn ingest(&self, from: &str, envelopes: Vec<Signed>) -> NodeResult<IngestReport> {
-        let mut report = IngestReport::default();
-        if envelopes.is_empty() {
-            return Ok(report);
-        }
-        let members = self.federation.members();
-        let clock = self.clock.clone();
-        let (checked, envelopes) = if envelopes.len() < 8 {
-            (verify::versions(&envelopes, &members, &clock), envelopes)
-        } else {
-            // Off the async threads, and back: no copy of the batch.
-            tokio::task::spawn_blocking(move || {
-                (verify::versions(&envelopes, &members, &clock), envelopes)
-            })
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?
-        };
-        let mut state = self.state.lock().await;
-        let mut rows = Vec::new();
-        let mut docs = Vec::new();
-        for (index, (result, envelope)) in checked.into_iter().zip(&envelopes).enumerate() {
-            match result {
-                Err(Refusal::Refuse { code, reason }) => {
-                    refused(from, code, &envelope.author, &reason);
-                    report
-                        .refused
-                        .push(verdict(index, String::new(), reason, 0));
-                }
-                Err(Refusal::Retry {
-                    code,
-                    reason,
-                    after_ms,
-                }) => {
-                    tracing::info!(peer = from, reason = code, detail = %reason, "FAQ version refused for now");
-                    metrics::counter!("urpnet_faq_versions_received_total", "result" => "retry")
-                        .increment(1);
-                    report
-                        .retry
-                        .push(verdict(index, String::new(), reason, after_ms));
-                }
-                Ok((version, stamp)) => {
-                    let key = stamp.key.to_string();
-                    match state.set.apply(stamp.clone()) {
-                        Applied::New | Applied::Replaced(_) => {
-                            rows.push(row(&stamp, envelope, true));
-                            docs.push(Doc::new(&version, override_of(&state, &version)));
-                            report.applied += 1;
-                            metrics::counter!("urpnet_faq_versions_received_total", "result" => "applied")
-                                .increment(1);
-                        }
-                        Applied::Duplicate => {
-                            report.duplicates += 1;
-                            metrics::counter!("urpnet_faq_versions_received_total", "result" => "duplicate")
-                                .increment(1);
-                        }
-                        Applied::Stale => {
-                            let held = state.set.get(&stamp.key).map_or(0, |s| s.version);
-                            let reason = format!(
-                                "{key} version {} is older than version {held} held here",
-                                stamp.version
-                            );
-                            refused(from, "stale", &envelope.author, &reason);
-                            report.refused.push(verdict(index, key, reason, 0));
-                        }
-                    }
-                }
-            }
-        }
-        if !rows.is_empty() {
-            if let Err(err) = crate::faq::tables::write(&self.store, rows, Vec::new()).await {
-                drop(state);
-                tracing::error!(error = %err, "storing FAQ versions failed; reloading the set from the store");
-                self.load().await?;
-                return Err(err);
-            }
-            metrics::gauge!("urpnet_faq_entries").set(state.set.len() as f64);
-            self.reindex(&state, docs, Vec::new()).await;
-            tracing::debug!(
-                peer = from,
-                applied = report.applied,
-                "FAQ versions applied"
-            );
-        }
-        Ok(report)
-    }
-
     /// Updates the search index after a change (under the state lock). A
     /// failure is logged: the store holds the change, and the next start
     /// rebuilds the index because its marker will not match.
     async fn reindex(&self, state: &State, docs: Vec<Doc>, removes: Vec<String>) {
-        let marker = state.marker();
+        let marker = marker(state);
         let index = self.index.clone();
         let done = tokio::task::spawn_blocking(move || index.apply(&docs, &removes, &marker)).await;
         match done {
@@ -390,39 +193,22 @@ impl FaqBook {
         version: u64,
         content: Option<FaqContent>,
     ) -> NodeResult<FaqEntry> {
-        let me = self.node.to_string();
-        let seq = state.set.max_seq(&me) + 1;
         let record = FaqVersion {
             entry_id,
-            owner: me,
+            owner: self.node.to_string(),
             version,
-            seq,
-            published_at: Some(self.clock.now()),
+            seq: self.replica.next_seq(state),
+            published_at: Some(self.replica.clock().now()),
             retired: content.is_none(),
             content,
         };
-        model::validate_version(&record)?;
-        let payload = record.encode_to_vec();
-        if payload.len() > model::MAX_VERSION_BYTES {
-            return Err(NodeError::invalid(
-                "content",
-                format!("must encode to at most {} bytes", model::MAX_VERSION_BYTES),
-            ));
-        }
-        let signed = self.signer.sign(PayloadKind::FaqVersion, payload);
-        let stamp = Stamp::of(&record, &signed.payload);
-        crate::faq::tables::write(&self.store, vec![row(&stamp, &signed, true)], Vec::new())
-            .await?;
-        state.set.apply(stamp.clone());
-        metrics::gauge!("urpnet_faq_entries").set(state.set.len() as f64);
+        let stamp = self.replica.publish(state, record.clone()).await?;
         metrics::counter!("urpnet_faq_published_total", "kind" => if record.retired { "retired" } else if version == 1 { "new" } else { "revised" })
             .increment(1);
-        let doc = Doc::new(&record, override_of(state, &record));
-        self.reindex(state, vec![doc], Vec::new()).await;
-        tracing::info!(entry = %stamp.key, version, seq, retired = record.retired, "FAQ version published");
+        tracing::info!(entry = %stamp.key, version, seq = record.seq, retired = record.retired, "FAQ version published");
         Ok(FaqEntry {
             key: stamp.key.to_string(),
-            local_override: state.overrides.get(&stamp.key).cloned(),
+            local_override: state.local.get(&stamp.key).cloned(),
             current: Some(record),
         })
     }
@@ -466,7 +252,7 @@ impl FaqBook {
             "must be 8..=64 characters of A-Z a-z 0-9 _ -",
         );
         v.into_result()?;
-        let mut state = self.state.lock().await;
+        let mut state = self.replica.lock().await;
         if request_id.is_empty() {
             return self
                 .publish_version(&mut state, ulid::Ulid::new().to_string(), 1, content)
@@ -499,7 +285,7 @@ impl FaqBook {
         let current = self.current(&state, &key).await?;
         Ok(FaqEntry {
             key: key.to_string(),
-            local_override: state.overrides.get(&key).cloned(),
+            local_override: state.local.get(&key).cloned(),
             current: Some(current),
         })
     }
@@ -545,7 +331,7 @@ impl FaqBook {
         let mut v = Violations::new();
         self.check_content(content.as_ref(), &mut v);
         v.into_result()?;
-        let mut state = self.state.lock().await;
+        let mut state = self.replica.lock().await;
         let current = self.own_current(&state, &key, base_version)?;
         self.publish_version(&mut state, key.entry_id, current + 1, content)
             .await
@@ -558,7 +344,7 @@ impl FaqBook {
     pub async fn retire(&self, actor: &Actor, key: &str) -> NodeResult<FaqEntry> {
         actor.require(Action::PublishFaq)?;
         let key = Key::parse("key", key)?;
-        let mut state = self.state.lock().await;
+        let mut state = self.replica.lock().await;
         let current = self.own_current(&state, &key, 0)?;
         self.publish_version(&mut state, key.entry_id, current + 1, None)
             .await
@@ -566,31 +352,12 @@ impl FaqBook {
 
     /// The current version of an entry as held.
     async fn current(&self, state: &State, key: &Key) -> NodeResult<FaqVersion> {
-        let stamp = state
-            .set
-            .get(key)
-            .ok_or_else(|| NodeError::NotFound(format!("FAQ entry {key}")))?;
-        let raw = crate::faq::tables::envelope(
-            &self.store,
-            &key.owner,
-            &key.entry_id,
-            stamp.version as i64,
-            &sha_hex(stamp),
-        )
-        .await?
-        .ok_or_else(|| {
-            NodeError::Internal(format!("FAQ entry {key}: version missing from the store"))
-        })?;
-        Ok(decode_envelope(&raw)?.1)
+        self.replica.current(state, key).await
     }
 
     /// Every version of an entry held here, newest first.
     async fn history(&self, key: &Key) -> NodeResult<Vec<FaqVersion>> {
-        crate::faq::tables::history(&self.store, &key.owner, &key.entry_id)
-            .await?
-            .iter()
-            .map(|raw| decode_envelope(raw).map(|(_, v)| v))
-            .collect()
+        self.replica.history(key).await
     }
 
     /// One entry with its history (newest first) as held here.
@@ -600,9 +367,9 @@ impl FaqBook {
     pub async fn get(&self, actor: &Actor, key: &str) -> NodeResult<(FaqEntry, Vec<FaqVersion>)> {
         actor.require(Action::Read)?;
         let key = Key::parse("key", key)?;
-        let state = self.state.lock().await;
+        let state = self.replica.lock().await;
         let current = self.current(&state, &key).await?;
-        let overridden = state.overrides.get(&key).cloned();
+        let overridden = state.local.get(&key).cloned();
         drop(state);
         let history = self.history(&key).await?;
         Ok((
@@ -769,7 +536,7 @@ impl FaqBook {
             v.printable("reason", reason);
         }
         v.into_result()?;
-        let mut state = self.state.lock().await;
+        let mut state = self.replica.lock().await;
         let current = self.current(&state, &key).await?;
         let overridden = (!clear).then(|| FaqOverride {
             content: content.clone(),
@@ -778,8 +545,7 @@ impl FaqBook {
             set_at_ms: hlc::system_time_ms(),
         });
         crate::faq::tables::write(
-            &self.store,
-            Vec::new(),
+            self.store(),
             vec![FaqOverrideRow {
                 owner: key.owner.clone(),
                 entry_id: key.entry_id.clone(),
@@ -795,8 +561,8 @@ impl FaqBook {
         )
         .await?;
         match &overridden {
-            Some(o) => state.overrides.insert(key.clone(), o.clone()),
-            None => state.overrides.remove(&key),
+            Some(o) => state.local.insert(key.clone(), o.clone()),
+            None => state.local.remove(&key),
         };
         let doc = Doc::new(&current, override_of(&state, &current));
         self.reindex(&state, vec![doc], Vec::new()).await;
@@ -845,7 +611,7 @@ impl FaqBook {
                 "{key} belongs to this node: revise it instead"
             )));
         }
-        let state = self.state.lock().await;
+        let state = self.replica.lock().await;
         let current = self.current(&state, &key).await?;
         drop(state);
         let desk = self
@@ -906,7 +672,7 @@ impl FaqBook {
     /// Per owner: entries, retired, highest sequence; entries indexed;
     /// overrides; rounds.
     pub async fn status(&self) -> urpnet_proto::v1::FaqStatusResponse {
-        let state = self.state.lock().await;
+        let state = self.replica.lock().await;
         urpnet_proto::v1::FaqStatusResponse {
             origins: state
                 .set
@@ -919,9 +685,9 @@ impl FaqBook {
                 })
                 .collect(),
             indexed: self.index.len(),
-            overrides: state.overrides.len() as u32,
-            rounds: self.rounds.load(Ordering::Relaxed),
-            last_round_ms: self.last_round_ms.load(Ordering::Relaxed),
+            overrides: state.local.len() as u32,
+            rounds: self.replica.rounds().0,
+            last_round_ms: self.replica.rounds().1,
             root: hex::encode(state.set.root()),
         }
     }
@@ -929,18 +695,56 @@ impl FaqBook {
 
 fn override_of<'a>(state: &'a State, version: &FaqVersion) -> Option<&'a FaqContent> {
     state
-        .overrides
+        .local
         .get(&Key::of(version))
         .and_then(|o| o.content.as_ref())
 }
 
-fn refused(peer: &str, code: &'static str, author: &str, reason: &str) {
-    tracing::warn!(
-        peer,
-        reason = code,
-        author,
-        detail = reason,
-        "FAQ version refused"
-    );
-    metrics::counter!("urpnet_faq_refused_total", "reason" => code).increment(1);
+#[tonic::async_trait]
+impl Hook<FaqKind, Overrides> for FaqBook {
+    async fn loaded(&self, state: &mut State, current: Vec<FaqVersion>) -> NodeResult<()> {
+        for (owner, entry_id, content, reason, set_by, set_at_ms) in
+            tables::overrides(self.store()).await?
+        {
+            let content = FaqContent::decode(content.as_slice())
+                .map_err(|e| NodeError::Internal(format!("stored FAQ local_override: {e}")))?;
+            state.local.insert(
+                Key::new(owner, entry_id),
+                FaqOverride {
+                    content: Some(content),
+                    reason,
+                    set_by,
+                    set_at_ms: set_at_ms as u64,
+                },
+            );
+        }
+        let marker = marker(state);
+        if self.index.marker().as_deref() != Some(marker.as_str()) {
+            let started = std::time::Instant::now();
+            let docs: Vec<Doc> = current
+                .iter()
+                .map(|v| Doc::new(v, override_of(state, v)))
+                .collect();
+            let n = docs.len();
+            let index = self.index.clone();
+            tokio::task::spawn_blocking(move || index.rebuild(docs, &marker))
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))?
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            tracing::info!(
+                entries = n,
+                ms = started.elapsed().as_millis() as u64,
+                "FAQ search index rebuilt"
+            );
+        }
+        Ok(())
+    }
+
+    async fn applied(&self, state: &State, versions: Vec<FaqVersion>) {
+        let docs = versions
+            .iter()
+            .map(|v| Doc::new(v, override_of(state, v)))
+            .collect();
+        self.reindex(state, docs, Vec::new()).await;
+    }
 }
