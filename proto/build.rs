@@ -18,6 +18,27 @@ const PROTOS: &[&str] = &[
     "urpnet/v1/charter.proto",
 ];
 
+/// Messages that derive `serde::Serialize`.
+const SERIALIZE: &[&str] = &[
+    ".urpnet.v1.Coordinates",
+    ".urpnet.v1.Charter",
+    ".urpnet.v1.CharterOffice",
+    ".urpnet.v1.OpeningHours",
+    ".urpnet.v1.HoursException",
+    ".urpnet.v1.TimeRange",
+    ".urpnet.v1.CharterService",
+    ".urpnet.v1.RequiredDocument",
+    ".urpnet.v1.ServiceCost",
+    ".urpnet.v1.ServiceDelivery",
+    ".urpnet.v1.ServiceResponsible",
+    ".urpnet.v1.CharterSummary",
+    ".urpnet.v1.CharterChange",
+    ".urpnet.v1.DayHours",
+    ".urpnet.v1.OfficeNow",
+    ".urpnet.v1.ExplainResponse",
+    ".urpnet.v1.CharterHit",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=urpnet");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -26,7 +47,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file_descriptors = protox::compile(PROTOS, ["."])?;
     std::fs::write(&descriptor_path, file_descriptors.encode_to_vec())?;
 
-    tonic_prost_build::configure()
+    // The charter's messages are also served as JSON on the public side.
+    let mut builder = tonic_prost_build::configure();
+    for message in SERIALIZE {
+        builder = builder.type_attribute(message, "#[derive(serde::Serialize)]");
+    }
+    builder
         .skip_protoc_run()
         .file_descriptor_set_path(&descriptor_path)
         .compile_protos(PROTOS, &["."])?;

@@ -29,6 +29,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("URPNET_REGISTRY_ENDPOINT", "registry.endpoint"),
     ("URPNET_PEERING_LISTEN", "peering.listen"),
     ("URPNET_FAQ_INTERVAL", "faq.interval"),
+    ("URPNET_CHARTER_HOLD", "charter.hold"),
     ("URPNET_ARCHIVE_INTERVAL", "archive.interval"),
     ("URPNET_LOG_FORMAT", "log.format"),
     ("URPNET_LOG_FILTER", "log.filter"),
@@ -78,6 +79,9 @@ pub struct NodeConfig {
     /// `[faq]`
     #[serde(default)]
     pub faq: FaqSection,
+    /// `[charter]`
+    #[serde(default)]
+    pub charter: CharterSection,
     /// `[archive]`
     #[serde(default)]
     pub archive: ArchiveSection,
@@ -496,6 +500,28 @@ impl Default for FaqSection {
     }
 }
 
+/// `[charter]`: the service charters this node holds (DESIGN.md §12).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CharterSection {
+    /// Which other bodies' charters this node keeps: "region" (bodies whose
+    /// territory shares a region with this node's, and national bodies) or
+    /// "all".
+    pub hold: String,
+    /// Decoded charters kept in memory for answers (the rest are read from
+    /// the store when asked).
+    pub cache: usize,
+}
+
+impl Default for CharterSection {
+    fn default() -> Self {
+        Self {
+            hold: "region".into(),
+            cache: 128,
+        }
+    }
+}
+
 /// `[archive]`: the anonymised records of closed tickets (DESIGN.md §7).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -554,6 +580,7 @@ impl NodeConfig {
             registry: RegistrySection::default(),
             peering: PeeringSection::default(),
             faq: FaqSection::default(),
+            charter: CharterSection::default(),
             archive: ArchiveSection::default(),
             log: LogSection::default(),
         }
@@ -619,6 +646,12 @@ impl NodeConfig {
         }
         if !(1..=50).contains(&self.faq.fanout) {
             return Err("key `faq.fanout`: must be within 1..=50".into());
+        }
+        if !["region", "all"].contains(&self.charter.hold.as_str()) {
+            return Err("key `charter.hold`: must be \"region\" or \"all\"".into());
+        }
+        if !(1..=100_000).contains(&self.charter.cache) {
+            return Err("key `charter.cache`: must be within 1..=100000".into());
         }
         if !(1..=500).contains(&self.faq.batch) {
             return Err("key `faq.batch`: must be within 1..=500".into());

@@ -25,6 +25,7 @@ pub mod archive;
 pub mod attachments;
 pub mod auth;
 pub mod casework;
+pub mod charter;
 pub mod cli;
 pub mod config;
 pub mod desk;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use urpnet_proto::signing::NodeSigner;
 use urpnet_proto::telemetry::{self, GrpcMetricsLayer};
 use urpnet_proto::v1::archive_desk_server::ArchiveDeskServer;
+use urpnet_proto::v1::charter_desk_server::CharterDeskServer;
 use urpnet_proto::v1::desk_server::DeskServer;
 use urpnet_proto::v1::faq_desk_server::FaqDeskServer;
 use urpnet_proto::v1::faq_exchange_server::FaqExchangeServer;
@@ -220,10 +221,20 @@ pub async fn run(
         faq_signer,
         desk.clock(),
         federation.clone(),
-        taxonomy,
+        taxonomy.clone(),
     )
     .await?;
     faq.attach_desk(desk.clone());
+    let charter = crate::charter::CharterBook::open(
+        config.clone(),
+        store.clone(),
+        NodeSigner::load(node_id.clone(), &key_path)
+            .map_err(|e| NodeError::Internal(e.to_string()))?,
+        desk.clock(),
+        federation.clone(),
+        taxonomy,
+    )
+    .await?;
     let archiver = crate::archive::Archiver::open(
         config.clone(),
         store.clone(),
@@ -240,7 +251,7 @@ pub async fn run(
     );
     peering.load_quarantine().await?;
     desk.attach_peering(peering.clone());
-    let shared = Kinds::default().with(faq.replica());
+    let shared = Kinds::default().with(faq.replica()).with(charter.replica());
     let mut peering_tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listeners.peering {
         peering_tasks.spawn(serve_peering(
@@ -272,6 +283,12 @@ pub async fn run(
     let faq_service = FaqDeskServer::new(FaqDeskService::new(faq.clone(), auth.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
+    let charter_service = CharterDeskServer::new(crate::charter::service::CharterDeskService::new(
+        charter.clone(),
+        auth.clone(),
+    ))
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(max_message);
     let archive_service = ArchiveDeskServer::new(crate::archive::ArchiveDeskService::new(
         archiver.clone(),
         auth.clone(),
@@ -298,6 +315,7 @@ pub async fn run(
             desk.clone(),
             auth.clone(),
             federation.clone(),
+            charter.clone(),
             listener.local_addr().ok(),
         ));
         tokio::spawn(crate::public::serve(state, listener, shutdown.clone()))
@@ -309,6 +327,9 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<DeskServer<DeskService>>().await;
     health.set_serving::<FaqDeskServer<FaqDeskService>>().await;
+    health
+        .set_serving::<CharterDeskServer<crate::charter::service::CharterDeskService>>()
+        .await;
     health
         .set_serving::<ArchiveDeskServer<crate::archive::ArchiveDeskService>>()
         .await;
@@ -335,6 +356,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(service)
         .add_service(faq_service)
+        .add_service(charter_service)
         .add_service(archive_service)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await;

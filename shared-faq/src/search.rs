@@ -203,6 +203,8 @@ pub struct SearchQuery {
     pub include_retired: bool,
     /// `text` is a ticket's text to find answers for, not typed words.
     pub suggest: bool,
+    /// Only this owner's entries.
+    pub owner: Option<String>,
 }
 
 /// One hit.
@@ -496,6 +498,9 @@ impl FaqIndex {
         let mut out: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         if let Some(lang) = &q.language {
             out.push((Occur::Must, term(f.language, lang)));
+        }
+        if let Some(owner) = &q.owner {
+            out.push((Occur::Must, term(f.owner, owner)));
         }
         if let Some(cat) = &q.category {
             out.push((

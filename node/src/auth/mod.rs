@@ -86,6 +86,8 @@ pub enum Action {
     ProposeFaq,
     /// Publish, revise, retire or override FAQ entries.
     PublishFaq,
+    /// Import or withdraw this body's service charter.
+    PublishCharter,
     /// Run an archive round now.
     SyncArchive,
 }
@@ -100,7 +102,10 @@ impl Action {
             | Action::Assign
             | Action::Handoff
             | Action::ProposeFaq => Role::Operator,
-            Action::Quarantine | Action::PublishFaq | Action::SyncArchive => Role::Supervisor,
+            Action::Quarantine
+            | Action::PublishFaq
+            | Action::PublishCharter
+            | Action::SyncArchive => Role::Supervisor,
         }
     }
 }

@@ -461,6 +461,7 @@ impl FaqBook {
             },
             include_retired: false,
             suggest: false,
+            owner: None,
         })
     }
 
@@ -740,7 +741,7 @@ impl Hook<FaqKind, Overrides> for FaqBook {
         Ok(())
     }
 
-    async fn applied(&self, state: &State, versions: Vec<FaqVersion>) {
+    async fn applied(&self, state: &mut State, versions: Vec<FaqVersion>) {
         let docs = versions
             .iter()
             .map(|v| Doc::new(v, override_of(state, v)))

@@ -10,6 +10,7 @@
 //! body is read whole), a timeout, and a last layer that writes the
 //! framework's own refusals (413, 408, 404, 405) in Open311's error format.
 
+pub mod charter;
 pub mod format;
 pub mod open311;
 pub mod photo;
@@ -45,6 +46,8 @@ pub struct PublicState {
     pub auth: Arc<Authenticator>,
     /// The member list, for the responsible body's name.
     pub federation: Arc<Federation>,
+    /// The charters held here.
+    pub charter: Arc<crate::charter::CharterBook>,
     /// A token bucket per client.
     pub limiter: PerIdentity,
     /// Where citizens reach this listener (no trailing slash).
@@ -61,6 +64,7 @@ impl PublicState {
         desk: Arc<TicketDesk>,
         auth: Arc<Authenticator>,
         federation: Arc<Federation>,
+        charter: Arc<crate::charter::CharterBook>,
         listening: Option<SocketAddr>,
     ) -> Self {
         let base_url = config.public_base_url(listening);
@@ -79,6 +83,7 @@ impl PublicState {
             desk,
             auth,
             federation,
+            charter,
             limiter,
             base_url,
             jurisdiction,
@@ -137,6 +142,7 @@ pub fn router(state: Arc<PublicState>) -> Router {
     Router::new()
         .merge(open311::routes())
         .merge(track::routes())
+        .merge(charter::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))

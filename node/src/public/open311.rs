@@ -692,7 +692,7 @@ async fn post_request(
 }
 
 /// A domain error as an Open311 error.
-fn node_error(e: NodeError, fmt: Format) -> Response {
+pub(super) fn node_error(e: NodeError, fmt: Format) -> Response {
     let status = match &e {
         NodeError::NotFound(_) => StatusCode::NOT_FOUND,
         NodeError::Unauthenticated(_) | NodeError::PermissionDenied(_) => StatusCode::FORBIDDEN,

@@ -63,8 +63,16 @@ pub trait Shared: Send + Sync {
     fn name(&self) -> &'static str;
     /// This node's digest.
     async fn digest(&self) -> Vec<OriginDigest>;
-    /// The answer to `caller`'s digest, and this node's digest.
-    async fn answer(&self, caller: &str, theirs: &[OriginDigest]) -> (Answer, Vec<OriginDigest>);
+    /// The answer to `caller`'s digest (`all`: the caller keeps every
+    /// origin), and this node's digest.
+    async fn answer(
+        &self,
+        caller: &str,
+        theirs: &[OriginDigest],
+        all: bool,
+    ) -> (Answer, Vec<OriginDigest>);
+    /// Whether this node keeps every origin of the kind.
+    fn holds_all(&self) -> bool;
     /// What to push to and ask of `peer`.
     async fn plan(&self, peer: &str, theirs: &[OriginDigest], listings: &[OriginListing]) -> Plan;
     /// The stamps held of these keys.
@@ -93,15 +101,24 @@ impl<K: Kind, S: Default + Send + 'static> Shared for Replica<K, S> {
         self.lock().await.set.digest()
     }
 
-    async fn answer(&self, caller: &str, theirs: &[OriginDigest]) -> (Answer, Vec<OriginDigest>) {
+    async fn answer(
+        &self,
+        caller: &str,
+        theirs: &[OriginDigest],
+        all: bool,
+    ) -> (Answer, Vec<OriginDigest>) {
         let hook = self.hook();
         let held = self.lock().await;
         let answer = held
             .set
             .answer_for(theirs, self.batch, MAX_LISTED, |origin| {
-                hook.as_ref().is_none_or(|h| h.holds(caller, origin))
+                all || hook.as_ref().is_none_or(|h| h.holds(caller, origin))
             });
         (answer, held.set.digest())
+    }
+
+    fn holds_all(&self) -> bool {
+        self.hook().is_some_and(|h| h.holds_all())
     }
 
     async fn plan(&self, peer: &str, theirs: &[OriginDigest], listings: &[OriginListing]) -> Plan {
@@ -218,7 +235,7 @@ impl FaqExchange for ExchangeService {
             kind.refused(&from, "bad_digest", &v.to_string());
             return Err(NodeError::from(v).into());
         }
-        let (answer, digest) = kind.answer(&from, &req.digest).await;
+        let (answer, digest) = kind.answer(&from, &req.digest, req.holds_all).await;
         let versions = kind
             .envelopes(&answer.send, MAX_VERSION_BYTES_PER_MESSAGE)
             .await?;
@@ -296,6 +313,7 @@ pub async fn exchange_with(
     let mut request = Request::new(FaqSyncRequest {
         digest: kind.digest().await,
         kind: kind.kind() as i32,
+        holds_all: kind.holds_all(),
     });
     request.set_timeout(timeout);
     let answer = client.sync(request).await?.into_inner();

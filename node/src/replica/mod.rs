@@ -111,11 +111,16 @@ pub trait Hook<K: Kind, S: Send>: Send + Sync {
     /// Storage or index failures.
     async fn loaded(&self, held: &mut Held<S>, current: Vec<K::Version>) -> NodeResult<()>;
     /// These versions were stored and won the merge.
-    async fn applied(&self, held: &Held<S>, versions: Vec<K::Version>);
+    async fn applied(&self, held: &mut Held<S>, versions: Vec<K::Version>);
     /// Whether node `holder` keeps the documents of `origin` (a kind held
     /// only by some nodes, like a region's charters). Default: everyone.
     fn holds(&self, _holder: &str, _origin: &str) -> bool {
         true
+    }
+    /// Whether this node keeps every origin's documents whatever
+    /// [`Hook::holds`] says of it (it tells peers so in its `Sync`).
+    fn holds_all(&self) -> bool {
+        false
     }
 }
 
@@ -492,7 +497,7 @@ impl<K: Kind, S: Default + Send + 'static> Replica<K, S> {
             }
             metrics::gauge!(format!("urpnet_{}_entries", K::NAME)).set(held.set.len() as f64);
             if let Some(hook) = &hook {
-                hook.applied(&held, applied).await;
+                hook.applied(&mut held, applied).await;
             }
             tracing::debug!(
                 peer = from,
