@@ -230,6 +230,22 @@ impl TestNode {
         urpnet_proto::v1::faq_desk_client::FaqDeskClient::with_interceptor(channel, token)
     }
 
+    /// A CharterDesk client with this node's (supervisor) token.
+    pub async fn charter(&self) -> shared::Charter {
+        self.charter_as(&self.token).await
+    }
+
+    /// A CharterDesk client with another token.
+    pub async fn charter_as(&self, token: &str) -> shared::Charter {
+        let (channel, token) =
+            urpnet_node::cli::channel_with_token(&self.desk_addr.to_string(), token)
+                .await
+                .expect("connect to desk");
+        urpnet_proto::v1::charter_desk_client::CharterDeskClient::with_interceptor(channel, token)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
     /// The Prometheus text of this process's metrics, fetched over HTTP.
     pub async fn metrics(&self) -> String {
         http_get(self.metrics_addr, "/metrics").await

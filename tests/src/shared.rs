@@ -231,6 +231,24 @@ pub async fn contact(desk: &Desk, id: &str) -> Option<CitizenContact> {
         .citizen
 }
 
+/// A CharterDesk client with an operator's token.
+pub type Charter = urpnet_proto::v1::charter_desk_client::CharterDeskClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        urpnet_node::cli::TokenInterceptor,
+    >,
+>;
+
+/// A sample charter: "celano" or "regione-abruzzo".
+pub fn sample_charter(name: &str) -> urpnet_proto::v1::Charter {
+    let text = match name {
+        "celano" => include_str!("../../examples/charters/celano.toml"),
+        "regione-abruzzo" => include_str!("../../examples/charters/regione-abruzzo.toml"),
+        other => panic!("no sample charter {other}"),
+    };
+    urpnet_node::charter::import::from_toml(name, text, "", None).expect("sample charter")
+}
+
 /// A FaqDesk client with an operator's token.
 pub type Faq = urpnet_proto::v1::faq_desk_client::FaqDeskClient<
     tonic::service::interceptor::InterceptedService<

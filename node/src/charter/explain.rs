@@ -398,7 +398,7 @@ mod tests {
             explain(&charter(), "", 1, "nope", Timestamp::now()),
             Err(NodeError::NotFound(_))
         ));
-        assert_eq!(euro(123_456_78), "€ 123.456,78");
+        assert_eq!(euro(12_345_678), "€ 123.456,78");
         assert_eq!(euro(5), "€ 0,05");
         assert_eq!(cost_words(None), "Gratuito");
     }

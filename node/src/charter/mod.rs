@@ -249,6 +249,9 @@ fn docs_of(v: &CharterVersion, territory: &[String]) -> Vec<Doc> {
         .collect()
 }
 
+/// Per member list version, each member's regions (`None`: national).
+type RegionCache = (u64, HashMap<String, Option<BTreeSet<String>>>);
+
 /// The node's charter book.
 pub struct CharterBook {
     node: NodeId,
@@ -258,7 +261,7 @@ pub struct CharterBook {
     taxonomy: Arc<TaxonomyHandle>,
     index: Arc<FaqIndex>,
     cache: Mutex<lru::LruCache<String, Arc<CharterVersion>>>,
-    regions: Mutex<(u64, HashMap<String, Option<BTreeSet<String>>>)>,
+    regions: Mutex<RegionCache>,
 }
 
 impl std::fmt::Debug for CharterBook {

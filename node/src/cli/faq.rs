@@ -517,7 +517,7 @@ pub async fn run(mut faq: FaqDesk, cmd: FaqCommand, json: bool) -> anyhow::Resul
 
 /// `**bold**` as terminal bold when printing to a terminal; as is (it is
 /// Markdown) into a pipe or a file.
-fn terminal(text: &str) -> String {
+pub(crate) fn terminal(text: &str) -> String {
     use std::io::IsTerminal as _;
     if !std::io::stdout().is_terminal() {
         return text.to_string();

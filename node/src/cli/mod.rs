@@ -4,6 +4,7 @@
 //! `check`).
 
 pub mod archive;
+pub mod charter;
 pub mod faq;
 pub mod output;
 
@@ -108,6 +109,16 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: Box<faq::FaqCommand>,
+    },
+    /// The service charter (offices, hours, services): import from TOML or
+    /// CSV, show, search, explain a service, history, export, door signs.
+    Charter {
+        /// How to reach the node.
+        #[command(flatten)]
+        conn: Connection,
+        /// What to do.
+        #[command(subcommand)]
+        action: Box<charter::CharterCommand>,
     },
     /// The anonymised archive of closed tickets: what was made and sent to
     /// the registry; push now.
@@ -445,6 +456,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
             faq::run(client, *action, cli.json).await
+        }
+        Command::Charter { conn, action } => {
+            let (channel, token, max) = connect_parts(&cli.config, &env, &conn).await?;
+            let client =
+                urpnet_proto::v1::charter_desk_client::CharterDeskClient::with_interceptor(
+                    channel, token,
+                )
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            charter::run(client, *action, cli.json).await
         }
         Command::Archive { conn, action } => {
             let (channel, token, max) = connect_parts(&cli.config, &env, &conn).await?;

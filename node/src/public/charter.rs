@@ -51,7 +51,10 @@ type Params = Query<BTreeMap<String, String>>;
 
 #[allow(clippy::result_large_err)]
 fn admit(state: &PublicState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
-    state.charge(&super::client_of(state, headers, ConnectInfo(peer), None), Format::Json)
+    state.charge(
+        &super::client_of(state, headers, ConnectInfo(peer), None),
+        Format::Json,
+    )
 }
 
 fn fail(e: NodeError) -> Response {
