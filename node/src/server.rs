@@ -235,6 +235,7 @@ pub async fn run(
         taxonomy,
     )
     .await?;
+    faq.attach_charter(charter.clone());
     let archiver = crate::archive::Archiver::open(
         config.clone(),
         store.clone(),
@@ -396,9 +397,10 @@ pub async fn run(
         }
     }
     // The writer ends when the last store handle goes, peering's and the
-    // FAQ book's included.
+    // FAQ and charter books' included.
     drop(peering);
     drop(faq);
+    drop(charter);
     store.close().await;
     drop(store);
     let _ = writer.await;

@@ -117,6 +117,24 @@ async fn a_charter_published_at_the_region_is_answered_at_celano_with_history_an
             "{words}: {hits:?}"
         );
     }
+    // The FAQ suggestions for the same words carry the charter's answer.
+    let suggested = fed
+        .node(CELANO.id)
+        .faq()
+        .await
+        .suggest_faq(urpnet_proto::v1::SuggestFaqRequest {
+            text: "dove rinnovo la tessera sanitaria e cosa devo portare?".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("suggest")
+        .into_inner();
+    assert_eq!(
+        suggested.services.first().map(|h| h.service.as_str()),
+        Some("tessera-sanitaria"),
+        "{suggested:?}"
+    );
+
     // Filtered by body and category.
     let other = celano
         .search_charter(SearchCharterRequest {

@@ -286,6 +286,24 @@ pub async fn run(mut faq: FaqDesk, cmd: FaqCommand, json: bool) -> anyhow::Resul
                 .map_err(status_error)?
                 .into_inner();
             print_hits(&r, json);
+            if !json && !r.services.is_empty() {
+                let mut t = urpnet_proto::cli::table();
+                t.set_header(["#", "charter: body / service", "title"]);
+                for (i, h) in r.services.iter().enumerate() {
+                    t.add_row([
+                        (i + 1).to_string(),
+                        format!("{}\n{}", h.body_name, h.service),
+                        format!(
+                            "{}\n{}",
+                            terminal(&h.title_highlighted),
+                            terminal(&h.snippet.replace('\n', " "))
+                        ),
+                    ]);
+                }
+                println!(
+                    "{t}\n(urpnet-node charter explain <body> <service> for where, when and what to bring)"
+                );
+            }
         }
         FaqCommand::Show { key } => {
             let r = faq

@@ -100,6 +100,7 @@ pub struct FaqBook {
     taxonomy: Arc<TaxonomyHandle>,
     index: Arc<FaqIndex>,
     desk: OnceLock<Arc<TicketDesk>>,
+    charter: OnceLock<Arc<crate::charter::CharterBook>>,
 }
 
 impl std::fmt::Debug for FaqBook {
@@ -145,11 +146,22 @@ impl FaqBook {
             taxonomy,
             index: Arc::new(index),
             desk: OnceLock::new(),
+            charter: OnceLock::new(),
         });
         let weak = Arc::downgrade(&book);
         book.replica.attach(weak);
         book.replica.load().await?;
         Ok(book)
+    }
+
+    /// Lets suggestions include the charter's services (set once at start).
+    pub fn attach_charter(&self, charter: Arc<crate::charter::CharterBook>) {
+        let _ = self.charter.set(charter);
+    }
+
+    /// The charter book, once attached.
+    pub fn charter(&self) -> Option<&Arc<crate::charter::CharterBook>> {
+        self.charter.get()
     }
 
     /// The replica of FAQ entries (for the exchange).
@@ -476,7 +488,7 @@ impl FaqBook {
         text: &str,
         territory: &str,
         limit: u32,
-    ) -> NodeResult<Results> {
+    ) -> NodeResult<(Results, String, String)> {
         actor.require(Action::Read)?;
         let (text, territory) = match (ticket.is_empty(), text.is_empty()) {
             (false, true) => {
@@ -511,9 +523,10 @@ impl FaqBook {
         let mut v = Violations::new();
         v.check(limit <= 20, "limit", "must be at most 20");
         v.into_result()?;
-        query.text = text;
+        query.text = text.clone();
         query.suggest = true;
-        self.search(actor, &query)
+        let results = self.search(actor, &query)?;
+        Ok((results, text, territory))
     }
 
     /// Sets (or clears) this node's override of an entry.

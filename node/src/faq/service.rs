@@ -54,6 +54,7 @@ fn hits(results: Results) -> SearchFaqResponse {
                 question_highlighted: h.question_highlighted,
             })
             .collect(),
+        services: Vec::new(),
     }
 }
 
@@ -137,11 +138,17 @@ impl FaqDesk for FaqDeskService {
     ) -> Result<Response<SearchFaqResponse>, Status> {
         let actor = self.actor(&request).await?;
         let req = request.into_inner();
-        let results = self
+        let (results, text, territory) = self
             .book
             .suggest(&actor, &req.ticket, &req.text, &req.territory, req.limit)
             .await?;
-        Ok(Response::new(hits(results)))
+        let mut response = hits(results);
+        if let Some(charter) = self.book.charter() {
+            let limit = if req.limit == 0 { 5 } else { req.limit };
+            let words: String = text.chars().take(500).collect();
+            response.services = charter.search(&words, "", &territory, "", limit, true)?.0;
+        }
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(skip_all)]

@@ -14,6 +14,7 @@
 
 mod archive;
 mod bad_input;
+mod charter;
 mod duplicates;
 mod faq;
 mod handoff;
@@ -82,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
     overflow::run(&mut demo).await?;
     handoff::run(&mut demo).await?;
     faq::run(&mut demo).await?;
+    charter::run(&mut demo).await?;
     let done = lifecycle::run(&mut demo).await?;
     duplicates::run(&mut demo).await?;
     retries::run(&mut demo).await?;
@@ -130,6 +132,12 @@ async fn main() -> anyhow::Result<()> {
         println!("{n} ticket history {}", done.reference);
         println!("{n} faq search cambiare medico");
         println!("{n} faq status");
+        println!("{n} charter list");
+        println!("{n} charter search tessera sanitaria");
+        println!("{n} charter explain r_abruzz tessera-sanitaria");
+        println!("{n} charter show --service carta-identita");
+        println!("{n} charter sign anagrafe -o targa.svg");
+        println!("{n} charter export --format cpsv");
         println!("{n} archive status");
         println!("{n} notify status");
         println!(
