@@ -687,7 +687,18 @@ impl CharterBook {
         })
     }
 
-    /// Per body held: version, and whether withdrawn; services indexed.
+    /// The bare search engine over the same index (tantivy's query parser,
+    /// top `limit` by BM25): the benchmark's physical limit.
+    ///
+    /// # Errors
+    /// Engine failures.
+    pub fn bare_search(&self, text: &str, limit: usize) -> NodeResult<usize> {
+        self.index
+            .bare_search(text, limit)
+            .map_err(|e| NodeError::Internal(e.to_string()))
+    }
+
+    /// Charters held (withdrawn included) and services indexed.
     pub async fn status(&self) -> (usize, u64) {
         let state = self.replica.lock().await;
         (state.set.len(), self.index.len())
