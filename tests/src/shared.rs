@@ -345,3 +345,17 @@ pub fn channel_as(
     )
     .expect("channel")
 }
+
+/// A member's `FaqExchange` client to the node `to` at `endpoint`, with
+/// its real certificate (for tests that play a hostile member).
+pub fn exchange(
+    material: &urpnet_proto::tls::TlsMaterial,
+    endpoint: &str,
+    to: &str,
+) -> urpnet_proto::v1::faq_exchange_client::FaqExchangeClient<tonic::transport::Channel> {
+    urpnet_proto::v1::faq_exchange_client::FaqExchangeClient::new(channel_as(
+        material, endpoint, to,
+    ))
+    .max_encoding_message_size(64 * 1024 * 1024)
+    .max_decoding_message_size(64 * 1024 * 1024)
+}

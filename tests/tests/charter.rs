@@ -14,15 +14,13 @@ use tonic::Code;
 use urpnet_node::auth::Role;
 use urpnet_proto::hlc::system_time_ms;
 use urpnet_proto::signing::NodeSigner;
-use urpnet_proto::tls::TlsMaterial;
-use urpnet_proto::v1::faq_exchange_client::FaqExchangeClient;
 use urpnet_proto::v1::{
     CharterVersion, ExplainRequest, FaqPushRequest, FaqSyncRequest, GetCharterRequest, Hlc,
     ImportCharterRequest, Level, ListChartersRequest, PayloadKind, SearchCharterRequest,
     SharedKind, Signed, WithdrawCharterRequest,
 };
 use urpnet_tests::federation::{ABRUZZO, CELANO, Office, TestFederation, counter};
-use urpnet_tests::shared::{Charter, DEADLINE, sample_charter};
+use urpnet_tests::shared::{Charter, DEADLINE, exchange, sample_charter};
 use urpnet_tests::{Backend, wait_for};
 
 urpnet_tests::on_both_backends!(
@@ -502,16 +500,6 @@ const MILANO: Office = Office {
 };
 /// A national body.
 const NATIONAL: &str = "m_inps";
-
-fn exchange(
-    material: &TlsMaterial,
-    endpoint: &str,
-    to: &str,
-) -> FaqExchangeClient<tonic::transport::Channel> {
-    FaqExchangeClient::new(urpnet_tests::shared::channel_as(material, endpoint, to))
-        .max_encoding_message_size(64 * 1024 * 1024)
-        .max_decoding_message_size(64 * 1024 * 1024)
-}
 
 fn charter_version(
     signer: &NodeSigner,

@@ -9,28 +9,17 @@ use prost::Message as _;
 use tonic::Code;
 use urpnet_proto::hlc::system_time_ms;
 use urpnet_proto::signing::NodeSigner;
-use urpnet_proto::tls::TlsMaterial;
 use urpnet_proto::v1::faq_exchange_client::FaqExchangeClient;
 use urpnet_proto::v1::{
     FaqContent, FaqPushRequest, FaqPushResponse, FaqSyncRequest, FaqVersion, GetFaqRequest, Hlc,
     Level, MemberStatus, OriginDigest, PayloadKind, ReviseFaqRequest, SetStatusRequest, Signed,
 };
 use urpnet_tests::federation::{ABRUZZO, CELANO, TestFederation, counter};
-use urpnet_tests::shared::{publish, sample_faqs, search, wait_found};
+use urpnet_tests::shared::{exchange, publish, sample_faqs, search, wait_found};
 use urpnet_tests::{Backend, wait_for};
 
 const ROGUE: &str = "c_i804";
 const GHOST: &str = "c_a515";
-
-fn exchange(
-    material: &TlsMaterial,
-    endpoint: &str,
-    to: &str,
-) -> FaqExchangeClient<tonic::transport::Channel> {
-    FaqExchangeClient::new(urpnet_tests::shared::channel_as(material, endpoint, to))
-        .max_encoding_message_size(64 * 1024 * 1024)
-        .max_decoding_message_size(64 * 1024 * 1024)
-}
 
 /// A version of `entry` owned by `owner`, signed by `signer`.
 fn version(signer: &NodeSigner, owner: &str, entry: &str, n: u64, content: FaqContent) -> Signed {

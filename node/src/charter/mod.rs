@@ -313,11 +313,7 @@ impl CharterBook {
         federation: Arc<Federation>,
         taxonomy: Arc<TaxonomyHandle>,
     ) -> NodeResult<Arc<Self>> {
-        let dir = index_dir(&config.node.data_dir);
-        let index = tokio::task::spawn_blocking(move || FaqIndex::open(&dir))
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let index = crate::replica::open_index(index_dir(&config.node.data_dir)).await?;
         let replica = Arc::new(Replica::new(
             config.node.id.clone(),
             store,
@@ -333,7 +329,7 @@ impl CharterBook {
             replica,
             federation,
             taxonomy,
-            index: Arc::new(index),
+            index,
             cache: Mutex::new(lru::LruCache::new(cache)),
             regions: Mutex::default(),
         });
@@ -705,14 +701,7 @@ impl CharterBook {
     }
 
     async fn reindex(&self, state: &State, docs: Vec<Doc>, removes: Vec<String>) {
-        let marker = marker(state);
-        let index = self.index.clone();
-        let done = tokio::task::spawn_blocking(move || index.apply(&docs, &removes, &marker)).await;
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "charter search index update failed"),
-            Err(error) => tracing::error!(%error, "charter search index task failed"),
-        }
+        crate::replica::reindex(&self.index, docs, removes, marker(state), "charter").await;
     }
 
     fn regions(&self, id: &str) -> Option<Option<BTreeSet<String>>> {
@@ -742,21 +731,7 @@ impl Hook<CharterKind, Indexed> for CharterBook {
                 .insert(v.owner.clone(), d.iter().map(|d| d.key.clone()).collect());
             docs.extend(d);
         }
-        let marker = marker(state);
-        if self.index.marker().as_deref() != Some(marker.as_str()) {
-            let started = std::time::Instant::now();
-            let n = docs.len();
-            let index = self.index.clone();
-            tokio::task::spawn_blocking(move || index.rebuild(docs, &marker))
-                .await
-                .map_err(|e| NodeError::Internal(e.to_string()))?
-                .map_err(|e| NodeError::Internal(e.to_string()))?;
-            tracing::info!(
-                services = n,
-                ms = started.elapsed().as_millis() as u64,
-                "charter search index rebuilt"
-            );
-        }
+        crate::replica::rebuild_if_stale(&self.index, docs, marker(state), "charter").await?;
         Ok(())
     }
 

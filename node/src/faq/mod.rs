@@ -126,11 +126,7 @@ impl FaqBook {
         federation: Arc<Federation>,
         taxonomy: Arc<TaxonomyHandle>,
     ) -> NodeResult<Arc<Self>> {
-        let dir = index_dir(&config.node.data_dir);
-        let index = tokio::task::spawn_blocking(move || FaqIndex::open(&dir))
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let index = crate::replica::open_index(index_dir(&config.node.data_dir)).await?;
         let replica = Arc::new(Replica::new(
             config.node.id.clone(),
             store,
@@ -144,7 +140,7 @@ impl FaqBook {
             config,
             replica,
             taxonomy,
-            index: Arc::new(index),
+            index,
             desk: OnceLock::new(),
             charter: OnceLock::new(),
         });
@@ -183,18 +179,9 @@ impl FaqBook {
         &self.config
     }
 
-    /// Updates the search index after a change (under the state lock). A
-    /// failure is logged: the store holds the change, and the next start
-    /// rebuilds the index because its marker will not match.
+    /// Updates the search index after a change (under the state lock).
     async fn reindex(&self, state: &State, docs: Vec<Doc>, removes: Vec<String>) {
-        let marker = marker(state);
-        let index = self.index.clone();
-        let done = tokio::task::spawn_blocking(move || index.apply(&docs, &removes, &marker)).await;
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "FAQ search index update failed"),
-            Err(error) => tracing::error!(%error, "FAQ search index task failed"),
-        }
+        crate::replica::reindex(&self.index, docs, removes, marker(state), "faq").await;
     }
 
     /// Signs and stores a version of an entry this node owns.
@@ -732,25 +719,11 @@ impl Hook<FaqKind, Overrides> for FaqBook {
                 },
             );
         }
-        let marker = marker(state);
-        if self.index.marker().as_deref() != Some(marker.as_str()) {
-            let started = std::time::Instant::now();
-            let docs: Vec<Doc> = current
-                .iter()
-                .map(|v| Doc::new(v, override_of(state, v)))
-                .collect();
-            let n = docs.len();
-            let index = self.index.clone();
-            tokio::task::spawn_blocking(move || index.rebuild(docs, &marker))
-                .await
-                .map_err(|e| NodeError::Internal(e.to_string()))?
-                .map_err(|e| NodeError::Internal(e.to_string()))?;
-            tracing::info!(
-                entries = n,
-                ms = started.elapsed().as_millis() as u64,
-                "FAQ search index rebuilt"
-            );
-        }
+        let docs: Vec<Doc> = current
+            .iter()
+            .map(|v| Doc::new(v, override_of(state, v)))
+            .collect();
+        crate::replica::rebuild_if_stale(&self.index, docs, marker(state), "faq").await?;
         Ok(())
     }
 

@@ -181,22 +181,45 @@ async fn explain(
     }
 }
 
+/// Admits the client, reads `body`'s current charter and renders it.
+async fn render(
+    state: &PublicState,
+    body: &str,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    draw: impl FnOnce(
+        &urpnet_proto::v1::CharterSummary,
+        &urpnet_proto::v1::Charter,
+    ) -> Result<Response, NodeError>,
+) -> Response {
+    if let Err(r) = admit(state, headers, peer) {
+        return r;
+    }
+    match state
+        .charter
+        .get(body, "")
+        .await
+        .and_then(|(s, c)| draw(&s, &c))
+    {
+        Ok(r) => r,
+        Err(e) => fail(e),
+    }
+}
+
 async fn jsonld(
     state: Shared,
     Path(body): Path<String>,
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Err(r) = admit(&state, &headers, peer) {
-        return r;
-    }
-    match state.charter.get(&body, "").await {
-        Ok((s, c)) => typed(
+    let base = base(&state, &body);
+    render(&state, &body, &headers, peer, |s, c| {
+        Ok(typed(
             "application/ld+json",
-            export::jsonld(&c, &s.body_name, &base(&state, &body)).to_string(),
-        ),
-        Err(e) => fail(e),
-    }
+            export::jsonld(c, &s.body_name, &base).to_string(),
+        ))
+    })
+    .await
 }
 
 async fn cpsv(
@@ -205,16 +228,14 @@ async fn cpsv(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Err(r) = admit(&state, &headers, peer) {
-        return r;
-    }
-    match state.charter.get(&body, "").await {
-        Ok((s, c)) => typed(
+    let base = base(&state, &body);
+    render(&state, &body, &headers, peer, |s, c| {
+        Ok(typed(
             "application/ld+json",
-            export::cpsv(&c, &s.body_name, &base(&state, &body)).to_string(),
-        ),
-        Err(e) => fail(e),
-    }
+            export::cpsv(c, &s.body_name, &base).to_string(),
+        ))
+    })
+    .await
 }
 
 async fn page(
@@ -223,16 +244,13 @@ async fn page(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Err(r) = admit(&state, &headers, peer) {
-        return r;
-    }
-    match state.charter.get(&body, "").await {
-        Ok((s, c)) => typed(
+    render(&state, &body, &headers, peer, |s, c| {
+        Ok(typed(
             "text/html; charset=utf-8",
-            export::charter_html(&c, &s.body_name, s.version, ""),
-        ),
-        Err(e) => fail(e),
-    }
+            export::charter_html(c, &s.body_name, s.version, ""),
+        ))
+    })
+    .await
 }
 
 async fn service_page(
@@ -241,25 +259,22 @@ async fn service_page(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Err(r) = admit(&state, &headers, peer) {
-        return r;
-    }
-    match state.charter.get(&body, "").await {
-        Ok((s, c)) => match c.services.iter().find(|x| x.id == service) {
-            Some(x) => typed(
-                "text/html; charset=utf-8",
-                format!(
-                    r#"<!doctype html><html lang="it"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{}</title></head><body>{}</body></html>"#,
-                    export::escape(&x.title),
-                    export::service_html(&c, x, &s.body_name, "")
-                ),
+    render(&state, &body, &headers, peer, |s, c| {
+        let x = c
+            .services
+            .iter()
+            .find(|x| x.id == service)
+            .ok_or_else(|| NodeError::NotFound(format!("service `{service}` in the charter of {body}")))?;
+        Ok(typed(
+            "text/html; charset=utf-8",
+            format!(
+                r#"<!doctype html><html lang="it"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{}</title></head><body>{}</body></html>"#,
+                export::escape(&x.title),
+                export::service_html(c, x, &s.body_name, "")
             ),
-            None => fail(NodeError::NotFound(format!(
-                "service `{service}` in the charter of {body}"
-            ))),
-        },
-        Err(e) => fail(e),
-    }
+        ))
+    })
+    .await
 }
 
 async fn sign(
@@ -268,26 +283,19 @@ async fn sign(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Err(r) = admit(&state, &headers, peer) {
-        return r;
-    }
     let office = office.strip_suffix(".svg").unwrap_or(&office).to_string();
-    match state.charter.get(&body, "").await {
-        Ok((s, c)) => match c.offices.iter().find(|o| o.id == office) {
-            Some(o) => {
-                let today = jiff::Zoned::now()
-                    .with_time_zone(urpnet_proto::calendar::rome())
-                    .date()
-                    .to_string();
-                typed(
-                    "image/svg+xml",
-                    export::door_sign_svg(&c, o, &s.body_name, &today),
-                )
-            }
-            None => fail(NodeError::NotFound(format!(
-                "office `{office}` in the charter of {body}"
-            ))),
-        },
-        Err(e) => fail(e),
-    }
+    render(&state, &body, &headers, peer, |s, c| {
+        let o = c.offices.iter().find(|o| o.id == office).ok_or_else(|| {
+            NodeError::NotFound(format!("office `{office}` in the charter of {body}"))
+        })?;
+        let today = jiff::Zoned::now()
+            .with_time_zone(urpnet_proto::calendar::rome())
+            .date()
+            .to_string();
+        Ok(typed(
+            "image/svg+xml",
+            export::door_sign_svg(c, o, &s.body_name, &today),
+        ))
+    })
+    .await
 }

@@ -32,7 +32,8 @@ use urpnet_proto::ids::NodeId;
 use urpnet_proto::signing::NodeSigner;
 use urpnet_proto::v1::{Hlc, ItemVerdict, PayloadKind, SharedKind, Signed};
 use urpnet_proto::validate::Violations;
-use urpnet_shared_faq::{Applied, DocSet, Key, Stamp};
+use urpnet_shared_faq::search::Doc;
+use urpnet_shared_faq::{Applied, DocSet, FaqIndex, Key, Stamp};
 
 use crate::error::{NodeError, NodeResult};
 use crate::peering::verify::Refusal;
@@ -122,6 +123,69 @@ pub trait Hook<K: Kind, S: Send>: Send + Sync {
     fn holds_all(&self) -> bool {
         false
     }
+}
+
+/// Opens (or creates) a kind's search index in `dir`, off the async threads.
+///
+/// # Errors
+/// A directory that cannot be written; a damaged index that cannot be
+/// reset.
+pub async fn open_index(dir: std::path::PathBuf) -> NodeResult<Arc<FaqIndex>> {
+    tokio::task::spawn_blocking(move || FaqIndex::open(&dir))
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))?
+        .map(Arc::new)
+        .map_err(|e| NodeError::Internal(e.to_string()))
+}
+
+/// Updates a kind's search index after a change (called under the
+/// replica's lock), committing with `marker`. A failure is logged: the
+/// store holds the change, and the next start rebuilds the index because
+/// its marker will not match.
+pub async fn reindex(
+    index: &Arc<FaqIndex>,
+    docs: Vec<Doc>,
+    removes: Vec<String>,
+    marker: String,
+    kind: &str,
+) {
+    let index = index.clone();
+    let done = tokio::task::spawn_blocking(move || index.apply(&docs, &removes, &marker)).await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(kind, %error, "search index update failed"),
+        Err(error) => tracing::error!(kind, %error, "search index task failed"),
+    }
+}
+
+/// Replaces a kind's whole search index when its marker is not `marker`
+/// (missing, damaged, or out of step with the store).
+///
+/// # Errors
+/// Engine failures.
+pub async fn rebuild_if_stale(
+    index: &Arc<FaqIndex>,
+    docs: Vec<Doc>,
+    marker: String,
+    kind: &str,
+) -> NodeResult<()> {
+    if index.marker().as_deref() == Some(marker.as_str()) {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let n = docs.len();
+    let ix = index.clone();
+    tokio::task::spawn_blocking(move || ix.rebuild(docs, &marker))
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))?
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
+    tracing::info!(
+        kind,
+        documents = n,
+        ms = started.elapsed().as_millis() as u64,
+        "search index rebuilt"
+    );
+    Ok(())
 }
 
 /// What an ingest of received versions did.
