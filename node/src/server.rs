@@ -268,7 +268,7 @@ pub async fn run(
         peering_tasks.spawn(anti_entropy::run(peering.clone(), shutdown.clone()));
         peering_tasks.spawn(equivocation::run(peering.clone(), shutdown.clone()));
         peering_tasks.spawn(crate::replica::exchange::run(
-            shared,
+            shared.clone(),
             config.clone(),
             peering.clone(),
             shutdown.clone(),
@@ -401,6 +401,7 @@ pub async fn run(
     drop(peering);
     drop(faq);
     drop(charter);
+    drop(shared);
     store.close().await;
     drop(store);
     let _ = writer.await;

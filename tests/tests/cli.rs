@@ -155,3 +155,105 @@ async fn operators_work_a_ticket_from_the_command_line() {
     );
     node.stop().await;
 }
+
+async fn charter_cli(node: &TestNode, args: &[&str]) -> Output {
+    let endpoint = node.desk_addr.to_string();
+    tokio::process::Command::new(binary("urpnet-node"))
+        .args(["--config", "/nonexistent/urpnet.toml", "charter"])
+        .args(["--endpoint", &endpoint, "--token", &node.token])
+        .args(args)
+        .env_remove("URPNET_CONFIG")
+        .output()
+        .await
+        .expect("run urpnet-node")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charter_is_imported_explained_and_signed_from_the_command_line() {
+    let node = TestNode::start("c_c426", Backend::Sqlite, "cli_charter")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sample = include_str!("../../examples/charters/celano.toml");
+    // A file with two errors: nothing published, both located.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        sample
+            .replacen("legal_days = 45", "legal_days = 0", 1)
+            .replacen("\"lun-ven 08:30-12:30\"", "\"lun-vem 08:30-12:30\"", 1),
+    )
+    .unwrap();
+    let out = charter_cli(&node, &["import", bad.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 error(s); nothing was published"), "{err}");
+    let line = sample
+        .lines()
+        .position(|l| l.contains("legal_days = 45"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("bad.toml:{line}:1: services[")),
+        "{err}"
+    );
+    assert!(err.contains("`vem` is not a weekday"), "{err}");
+    let list = charter_cli(&node, &["list", "--json"]).await;
+    assert!(
+        json(&list)["charters"].as_array().is_none_or(Vec::is_empty),
+        "{}",
+        text(&list)
+    );
+
+    // The sample goes in; explain at a fixed instant; the door sign.
+    let good = dir.path().join("celano.toml");
+    std::fs::write(&good, sample).unwrap();
+    let out = charter_cli(&node, &["import", good.to_str().unwrap()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text(&out).contains("version 1"), "{}", text(&out));
+    let out = charter_cli(
+        &node,
+        &[
+            "explain",
+            "c_c426",
+            "carta-identita",
+            "--at",
+            "2026-12-05T10:00:00+01:00",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = text(&out);
+    // Saturday morning: the registry office is open 09:00–12:00.
+    assert!(t.contains("Aperto ora, chiude alle 12:00"), "{t}");
+    assert!(t.contains("Fototessera"), "{t}");
+    let out = charter_cli(&node, &["--json", "search", "carta", "identita"]).await;
+    assert!(out.status.success());
+    assert_eq!(
+        json(&out)["hits"][0]["service"],
+        "carta-identita",
+        "{}",
+        text(&out)
+    );
+    let svg = dir.path().join("targa.svg");
+    let out = charter_cli(&node, &["sign", "anagrafe", "-o", svg.to_str().unwrap()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("Ufficio Anagrafe"),
+        "{svg}"
+    );
+    node.stop().await;
+}
