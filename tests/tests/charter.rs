@@ -368,7 +368,7 @@ async fn a_charter_published_at_the_region_is_answered_at_celano_with_history_an
 
 #[tokio::test]
 async fn the_desk_refuses_bad_charters_naming_the_field_and_stores_nothing() {
-    let fed = TestFederation::start(Backend::Sqlite, "charter_bad_input", &[CELANO], fast)
+    let mut fed = TestFederation::start(Backend::Sqlite, "charter_bad_input", &[CELANO], fast)
         .await
         .expect("sqlite");
     let node = fed.node(CELANO.id);
@@ -488,6 +488,39 @@ async fn the_desk_refuses_bad_charters_naming_the_field_and_stores_nothing() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("body"));
+
+    // After a restart the charter is answered from the store; with its
+    // search index deleted, the index is rebuilt.
+    for delete_index in [false, true] {
+        fed.restart(CELANO.id, |config| {
+            if delete_index {
+                std::fs::remove_dir_all(urpnet_node::charter::index_dir(&config.node.data_dir))
+                    .expect("delete the index");
+            }
+        })
+        .await;
+        let mut desk = fed.node(CELANO.id).charter().await;
+        let hits = desk
+            .search_charter(SearchCharterRequest {
+                query: "carta d'identita elettronica".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("search")
+            .into_inner();
+        assert_eq!(
+            hits.hits.first().map(|h| h.service.as_str()),
+            Some("carta-identita"),
+            "index deleted: {delete_index}"
+        );
+        let list = desk
+            .list_charters(ListChartersRequest {})
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(list.charters.len(), 1);
+        assert_eq!(list.charters[0].version, 1);
+    }
     drop(fed);
 }
 
@@ -696,5 +729,39 @@ async fn hostile_versions_are_refused_and_charters_stay_in_their_region() {
         .into_inner();
     let bodies: Vec<&str> = list.charters.iter().map(|c| c.body.as_str()).collect();
     assert_eq!(bodies, [NATIONAL], "{list:?}");
+
+    // Revoked: the national body's next version is refused, even relayed.
+    fed.registry
+        .admin()
+        .set_status(urpnet_proto::v1::SetStatusRequest {
+            id: NATIONAL.into(),
+            status: urpnet_proto::v1::MemberStatus::Revoked as i32,
+            reason: "key compromised".into(),
+        })
+        .await
+        .expect("revoke");
+    let celano_dir = celano.config.node.data_dir.clone();
+    wait_for("Celano to see the revocation", DEADLINE, || {
+        let dir = celano_dir.clone();
+        async move {
+            let m = urpnet_node::registry_link::load_cache(&dir).0?;
+            (!m.is_active(NATIONAL)).then_some(())
+        }
+    })
+    .await;
+    let mut stolen = sample_charter("regione-abruzzo");
+    stolen.body = NATIONAL.into();
+    stolen.services.truncate(1);
+    let r = client
+        .push(FaqPushRequest {
+            versions: vec![charter_version(&national, NATIONAL, 2, stolen)],
+            want: Vec::new(),
+            kind: SharedKind::Charter as i32,
+        })
+        .await
+        .expect("push")
+        .into_inner();
+    assert_eq!(r.applied, 0, "{r:?}");
+    assert!(r.refused[0].reason.contains("revoked"), "{r:?}");
     drop(fed);
 }

@@ -723,15 +723,25 @@ impl CharterBook {
 impl Hook<CharterKind, Indexed> for CharterBook {
     async fn loaded(&self, state: &mut State, current: Vec<CharterVersion>) -> NodeResult<()> {
         self.cache.lock().expect("charter cache").clear();
-        let mut docs = Vec::new();
         for v in &current {
-            let d = docs_of(v, &self.territory_of(&v.owner));
-            state
-                .local
-                .insert(v.owner.clone(), d.iter().map(|d| d.key.clone()).collect());
-            docs.extend(d);
+            let keys = v.charter.as_ref().map_or_else(Vec::new, |c| {
+                c.services
+                    .iter()
+                    .map(|s| format!("{}/{}", v.owner, s.id))
+                    .collect()
+            });
+            state.local.insert(v.owner.clone(), keys);
         }
-        crate::replica::rebuild_if_stale(&self.index, docs, marker(state), "charter").await?;
+        let marker = marker(state);
+        // The documents are made only when the index must be rebuilt: a
+        // region's charters make hundreds of megabytes of them.
+        if self.index.marker().as_deref() != Some(marker.as_str()) {
+            let mut docs = Vec::new();
+            for v in current {
+                docs.extend(docs_of(&v, &self.territory_of(&v.owner)));
+            }
+            crate::replica::rebuild_if_stale(&self.index, docs, marker, "charter").await?;
+        }
         Ok(())
     }
 
