@@ -32,6 +32,7 @@ pub mod hlc;
 pub mod ids;
 pub mod limits;
 pub mod signing;
+pub mod slots;
 pub mod taxonomy;
 pub mod telemetry;
 pub mod territory;
