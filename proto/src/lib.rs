@@ -29,6 +29,7 @@ pub mod config;
 #[cfg(feature = "db")]
 pub mod db;
 pub mod hlc;
+pub mod ics;
 pub mod ids;
 pub mod limits;
 pub mod signing;
