@@ -255,7 +255,7 @@ pub fn check(
     };
     let shown = start.strftime("%Y-%m-%d %H:%M").to_string();
     let at = start.timestamp();
-    if at <= now {
+    if at < now {
         return Err(SlotError::Past(shown));
     }
     if at < now + minutes(rules.min_notice_min) {
