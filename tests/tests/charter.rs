@@ -567,6 +567,18 @@ async fn hostile_versions_are_refused_and_charters_stay_in_their_region() {
     .expect("sqlite");
     let (rogue_tls, rogue) = fed.registry.enrol(ROGUE, Level::Comune, &["066098"]).await;
     let (national_tls, national) = fed.registry.enrol(NATIONAL, Level::Nazionale, &[]).await;
+    // Every node must know the two new members before they call.
+    for office in [CELANO, ABRUZZO, MILANO] {
+        let dir = fed.node(office.id).config.node.data_dir.clone();
+        wait_for("the new members in every member list", DEADLINE, || {
+            let dir = dir.clone();
+            async move {
+                let m = urpnet_node::registry_link::load_cache(&dir).0?;
+                (m.is_active(ROGUE) && m.is_active(NATIONAL)).then_some(())
+            }
+        })
+        .await;
+    }
     let celano = fed.node(CELANO.id);
     let mut region = fed.node(ABRUZZO.id).charter().await;
     let celano_desk = celano.charter().await;

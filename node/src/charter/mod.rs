@@ -115,9 +115,33 @@ impl Kind for CharterKind {
     }
 }
 
-/// What the charter book keeps beside the set: per body, the service keys
-/// in the search index (so a new version replaces them all).
-pub type Indexed = BTreeMap<String, Vec<String>>;
+/// What the charter book keeps beside the set for one body's current
+/// version: its summary (so `ListCharters` decodes nothing) and its
+/// service keys in the search index (so a new version replaces them all).
+#[derive(Debug, Clone, Default)]
+pub struct BodyEntry {
+    /// The summary, without the body's display name.
+    pub summary: CharterSummary,
+    /// `<body>/<service>` of every service indexed.
+    pub keys: Vec<String>,
+}
+
+impl BodyEntry {
+    fn of(v: &CharterVersion) -> Self {
+        Self {
+            summary: summary(v, String::new()),
+            keys: v.charter.as_ref().map_or_else(Vec::new, |c| {
+                c.services
+                    .iter()
+                    .map(|s| format!("{}/{}", v.owner, s.id))
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// Per body held, its [`BodyEntry`].
+pub type Indexed = BTreeMap<String, BodyEntry>;
 type State = Held<Indexed>;
 
 fn marker(state: &State) -> String {
@@ -560,21 +584,17 @@ impl CharterBook {
         Ok(out)
     }
 
-    /// The charters held here (withdrawn ones included, flagged).
-    ///
-    /// # Errors
-    /// Storage failures.
-    pub async fn list(&self) -> NodeResult<Vec<CharterSummary>> {
-        let bodies: Vec<String> = {
+    /// The charters held here (withdrawn ones included, flagged), from the
+    /// summaries kept in memory.
+    pub async fn list(&self) -> Vec<CharterSummary> {
+        let mut out: Vec<CharterSummary> = {
             let state = self.replica.lock().await;
-            state.set.origins().map(|(o, _)| o.clone()).collect()
+            state.local.values().map(|e| e.summary.clone()).collect()
         };
-        let mut out = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            let v = self.current(&body).await?;
-            out.push(summary(&v, self.body_name(&body)));
+        for s in &mut out {
+            s.body_name = self.body_name(&s.body);
         }
-        Ok(out)
+        out
     }
 
     /// Everything about one service at `at_ms` (0: now).
@@ -724,13 +744,7 @@ impl Hook<CharterKind, Indexed> for CharterBook {
     async fn loaded(&self, state: &mut State, current: Vec<CharterVersion>) -> NodeResult<()> {
         self.cache.lock().expect("charter cache").clear();
         for v in &current {
-            let keys = v.charter.as_ref().map_or_else(Vec::new, |c| {
-                c.services
-                    .iter()
-                    .map(|s| format!("{}/{}", v.owner, s.id))
-                    .collect()
-            });
-            state.local.insert(v.owner.clone(), keys);
+            state.local.insert(v.owner.clone(), BodyEntry::of(v));
         }
         let marker = marker(state);
         // The documents are made only when the index must be rebuilt: a
@@ -750,14 +764,10 @@ impl Hook<CharterKind, Indexed> for CharterBook {
         let mut removes = Vec::new();
         for v in &versions {
             self.cache.lock().expect("charter cache").pop(&v.owner);
-            let d = docs_of(v, &self.territory_of(&v.owner));
-            let keys: Vec<String> = d.iter().map(|d| d.key.clone()).collect();
-            let old = state
-                .local
-                .insert(v.owner.clone(), keys)
-                .unwrap_or_default();
-            removes.extend(old);
-            docs.extend(d);
+            if let Some(old) = state.local.insert(v.owner.clone(), BodyEntry::of(v)) {
+                removes.extend(old.keys);
+            }
+            docs.extend(docs_of(v, &self.territory_of(&v.owner)));
         }
         let keep: BTreeSet<&String> = docs.iter().map(|d| &d.key).collect();
         removes.retain(|k| !keep.contains(k));

@@ -91,7 +91,7 @@ impl CharterDesk for CharterDeskService {
     ) -> Result<Response<ListChartersResponse>, Status> {
         self.reader(&request).await?;
         Ok(Response::new(ListChartersResponse {
-            charters: self.book.list().await?,
+            charters: self.book.list().await,
         }))
     }
 

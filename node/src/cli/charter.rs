@@ -240,6 +240,23 @@ fn charter_tables(c: &Charter) -> String {
     format!("{t}\n{s}")
 }
 
+/// A body's charter (current, or as of a date) and its summary.
+async fn fetch(
+    client: &mut CharterDesk,
+    body: Option<String>,
+    as_of: Option<String>,
+) -> anyhow::Result<(CharterSummary, Charter)> {
+    let r = client
+        .get_charter(GetCharterRequest {
+            body: body.unwrap_or_default(),
+            as_of: as_of.unwrap_or_default(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok((r.summary.unwrap_or_default(), r.charter.unwrap_or_default()))
+}
+
 /// Explain's answer, readable.
 pub fn explain_text(e: &ExplainResponse) -> String {
     let s = e.service.clone().unwrap_or_default();
@@ -552,16 +569,7 @@ pub async fn run(
             as_of,
             output,
         } => {
-            let r = client
-                .get_charter(GetCharterRequest {
-                    body: body.unwrap_or_default(),
-                    as_of: as_of.unwrap_or_default(),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            let s = r.summary.clone().unwrap_or_default();
-            let c = r.charter.clone().unwrap_or_default();
+            let (s, c) = fetch(&mut client, body, as_of).await?;
             let text = match format {
                 ExportFormat::Jsonld => {
                     serde_json::to_string_pretty(&export::jsonld(&c, &s.body_name, &base_url))?
@@ -587,16 +595,7 @@ pub async fn run(
             body,
             output,
         } => {
-            let r = client
-                .get_charter(GetCharterRequest {
-                    body: body.unwrap_or_default(),
-                    as_of: String::new(),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            let s = r.summary.clone().unwrap_or_default();
-            let c = r.charter.clone().unwrap_or_default();
+            let (s, c) = fetch(&mut client, body, None).await?;
             let o =
                 c.offices.iter().find(|o| o.id == office).with_context(|| {
                     format!("no office `{office}` in the charter of {}", s.body)

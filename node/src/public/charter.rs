@@ -80,10 +80,7 @@ async fn list(
     if let Err(r) = admit(&state, &headers, peer) {
         return r;
     }
-    match state.charter.list().await {
-        Ok(list) => Json(serde_json::json!({ "charters": list })).into_response(),
-        Err(e) => fail(e),
-    }
+    Json(serde_json::json!({ "charters": state.charter.list().await })).into_response()
 }
 
 async fn search(
