@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "urpnet/v1/faq.proto",
     "urpnet/v1/archive.proto",
     "urpnet/v1/charter.proto",
+    "urpnet/v1/appointment.proto",
 ];
 
 /// Messages that derive `serde::Serialize`.
@@ -37,6 +38,12 @@ const SERIALIZE: &[&str] = &[
     ".urpnet.v1.OfficeNow",
     ".urpnet.v1.ExplainResponse",
     ".urpnet.v1.CharterHit",
+    ".urpnet.v1.AppointmentPlan",
+    ".urpnet.v1.FreeSlot",
+    ".urpnet.v1.FreeSlotsResponse",
+    ".urpnet.v1.AppointmentCitizen",
+    ".urpnet.v1.Appointment",
+    ".urpnet.v1.AppointmentDocument",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,6 +59,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for message in SERIALIZE {
         builder = builder.type_attribute(message, "#[derive(serde::Serialize)]");
     }
+    // Booking plans are stored as JSON.
+    builder = builder.type_attribute(
+        ".urpnet.v1.AppointmentPlan",
+        "#[derive(serde::Deserialize)] #[serde(default)]",
+    );
     builder
         .skip_protoc_run()
         .file_descriptor_set_path(&descriptor_path)

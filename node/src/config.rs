@@ -82,6 +82,9 @@ pub struct NodeConfig {
     /// `[charter]`
     #[serde(default)]
     pub charter: CharterSection,
+    /// `[appointments]`
+    #[serde(default)]
+    pub appointments: AppointmentsSection,
     /// `[archive]`
     #[serde(default)]
     pub archive: ArchiveSection,
@@ -522,6 +525,53 @@ impl Default for CharterSection {
     }
 }
 
+/// `[appointments]`: booking at this body's offices (DESIGN.md §13).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppointmentsSection {
+    /// How long a seat is held while the citizen fills in the form.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub hold: std::time::Duration,
+    /// Most bookings one e-mail address may make per day (0 = no limit).
+    pub max_per_email_per_day: u32,
+    /// Reminders, minutes before the start (e.g. a day and an hour).
+    pub reminders_min: Vec<u32>,
+    /// The video service the body runs (Jitsi-style): rooms are
+    /// `<video_base_url>/<room>`. Empty: video appointments are not offered.
+    pub video_base_url: String,
+    /// A file with the shared secret for the video service's JWT (HS256);
+    /// empty: no JWT.
+    pub video_jwt_secret_file: std::path::PathBuf,
+    /// The JWT's `iss` and `aud` (Jitsi's `app_id` and "jitsi").
+    pub video_jwt_app_id: String,
+    /// How early the citizen may enter the room, minutes before the start.
+    pub room_opens_min: u32,
+    /// The largest document a citizen may send, bytes.
+    pub max_document_bytes: usize,
+    /// Documents per appointment.
+    pub max_documents: u32,
+    /// How long a booking at another body may take before it is given up.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub peer_timeout: std::time::Duration,
+}
+
+impl Default for AppointmentsSection {
+    fn default() -> Self {
+        Self {
+            hold: std::time::Duration::from_secs(300),
+            max_per_email_per_day: 3,
+            reminders_min: vec![24 * 60, 60],
+            video_base_url: String::new(),
+            video_jwt_secret_file: std::path::PathBuf::new(),
+            video_jwt_app_id: "urpnet".into(),
+            room_opens_min: 10,
+            max_document_bytes: 10 * 1024 * 1024,
+            max_documents: 10,
+            peer_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 /// `[archive]`: the anonymised records of closed tickets (DESIGN.md §7).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -581,6 +631,7 @@ impl NodeConfig {
             peering: PeeringSection::default(),
             faq: FaqSection::default(),
             charter: CharterSection::default(),
+            appointments: AppointmentsSection::default(),
             archive: ArchiveSection::default(),
             log: LogSection::default(),
         }
@@ -652,6 +703,29 @@ impl NodeConfig {
         }
         if !(1..=100_000).contains(&self.charter.cache) {
             return Err("key `charter.cache`: must be within 1..=100000".into());
+        }
+        let a = &self.appointments;
+        if a.hold < std::time::Duration::from_secs(1)
+            || a.hold > std::time::Duration::from_secs(3600)
+        {
+            return Err("key `appointments.hold`: must be within 1s..=1h".into());
+        }
+        if a.reminders_min.len() > 5 || a.reminders_min.iter().any(|m| !(1..=10_080).contains(m)) {
+            return Err(
+                "key `appointments.reminders_min`: at most 5, each within 1..=10080 minutes".into(),
+            );
+        }
+        let video = &a.video_base_url;
+        if !(video.is_empty() || video.starts_with("https://") || video.starts_with("http://")) {
+            return Err(
+                "key `appointments.video_base_url`: must be an http(s) URL, or empty".into(),
+            );
+        }
+        if a.room_opens_min > 120 {
+            return Err("key `appointments.room_opens_min`: must be at most 120".into());
+        }
+        if !(1..=100).contains(&a.max_documents) {
+            return Err("key `appointments.max_documents`: must be within 1..=100".into());
         }
         if !(1..=500).contains(&self.faq.batch) {
             return Err("key `faq.batch`: must be within 1..=500".into());

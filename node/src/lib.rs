@@ -21,6 +21,7 @@
 //!   PostgreSQL, migrations, the group-committing writer;
 //! - [`server`]: the daemon's lifecycle; [`config`]: its configuration.
 
+pub mod appointments;
 pub mod archive;
 pub mod attachments;
 pub mod auth;

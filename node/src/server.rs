@@ -8,6 +8,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use urpnet_proto::signing::NodeSigner;
 use urpnet_proto::telemetry::{self, GrpcMetricsLayer};
+use urpnet_proto::v1::appointment_desk_server::AppointmentDeskServer;
+use urpnet_proto::v1::appointment_peer_server::AppointmentPeerServer;
 use urpnet_proto::v1::archive_desk_server::ArchiveDeskServer;
 use urpnet_proto::v1::charter_desk_server::CharterDeskServer;
 use urpnet_proto::v1::desk_server::DeskServer;
@@ -252,12 +254,23 @@ pub async fn run(
     );
     peering.load_quarantine().await?;
     desk.attach_peering(peering.clone());
+    let appointments = crate::appointments::Appointments::new(
+        config.clone(),
+        store.clone(),
+        desk.clone(),
+        charter.clone(),
+    )?;
+    appointments.attach_peering(peering.clone());
+    appointments.set_base_url(
+        config.public_base_url(listeners.public.as_ref().and_then(|l| l.local_addr().ok())),
+    );
     let shared = Kinds::default().with(faq.replica()).with(charter.replica());
     let mut peering_tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listeners.peering {
         peering_tasks.spawn(serve_peering(
             peering.clone(),
             shared.clone(),
+            appointments.clone(),
             listener,
             shutdown.clone(),
         ));
@@ -296,6 +309,13 @@ pub async fn run(
     ))
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(max_message);
+    let appointment_service =
+        AppointmentDeskServer::new(crate::appointments::service::AppointmentDeskService::new(
+            appointments.clone(),
+            auth.clone(),
+        ))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
     let public_addr = listeners.public.as_ref().and_then(|l| l.local_addr().ok());
     let notifier = Arc::new(crate::notify::Notifier::new(
         config.clone(),
@@ -303,6 +323,7 @@ pub async fn run(
         federation.clone(),
         public_addr,
     )?);
+    notifier.attach_appointments(appointments.clone());
     let notify_task = tokio::spawn(notifier.run(shutdown.clone()));
     let purge_task = tokio::spawn(crate::privacy::run_purge(
         desk.clone(),
@@ -311,14 +332,17 @@ pub async fn run(
         shutdown.clone(),
     ));
     let public_task = listeners.public.map(|listener| {
-        let state = Arc::new(crate::public::PublicState::new(
-            config.clone(),
-            desk.clone(),
-            auth.clone(),
-            federation.clone(),
-            charter.clone(),
-            listener.local_addr().ok(),
-        ));
+        let state = Arc::new(
+            crate::public::PublicState::new(
+                config.clone(),
+                desk.clone(),
+                auth.clone(),
+                federation.clone(),
+                charter.clone(),
+                listener.local_addr().ok(),
+            )
+            .with_appointments(appointments.clone()),
+        );
         tokio::spawn(crate::public::serve(state, listener, shutdown.clone()))
     });
     let service = DeskServer::new(DeskService::new(desk, auth))
@@ -333,6 +357,10 @@ pub async fn run(
         .await;
     health
         .set_serving::<ArchiveDeskServer<crate::archive::ArchiveDeskService>>()
+        .await;
+    health
+        .set_serving::<AppointmentDeskServer<crate::appointments::service::AppointmentDeskService>>(
+        )
         .await;
     let (reflection_v1, reflection_v1alpha) = telemetry::reflection_services()
         .map_err(|e| NodeError::Internal(format!("reflection: {e}")))?;
@@ -359,6 +387,7 @@ pub async fn run(
         .add_service(faq_service)
         .add_service(charter_service)
         .add_service(archive_service)
+        .add_service(appointment_service)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await;
     shutdown.cancel();
@@ -402,6 +431,7 @@ pub async fn run(
     drop(faq);
     drop(charter);
     drop(shared);
+    drop(appointments);
     store.close().await;
     drop(store);
     let _ = writer.await;
@@ -418,6 +448,7 @@ const TLS_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 async fn serve_peering(
     ctx: Arc<PeeringContext>,
     shared: Kinds,
+    appointments: Arc<crate::appointments::Appointments>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) {
@@ -452,6 +483,15 @@ async fn serve_peering(
             .max_encoding_message_size(max),
         gate.clone(),
     );
+    let booking = InterceptedService::new(
+        AppointmentPeerServer::new(crate::appointments::service::AppointmentPeerService::new(
+            appointments,
+            ctx.clone(),
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max),
+        gate.clone(),
+    );
     let service = InterceptedService::new(
         PeeringServer::new(PeeringService::new(ctx))
             .max_decoding_message_size(max)
@@ -479,6 +519,7 @@ async fn serve_peering(
         .add_service(reflection_v1alpha)
         .add_service(service)
         .add_service(exchange)
+        .add_service(booking)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await;
     if let Err(error) = served {

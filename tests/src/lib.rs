@@ -246,6 +246,22 @@ impl TestNode {
             .max_encoding_message_size(64 * 1024 * 1024)
     }
 
+    /// An AppointmentDesk client with this node's (supervisor) token.
+    pub async fn appointments(&self) -> shared::Appointments {
+        self.appointments_as(&self.token).await
+    }
+
+    /// An AppointmentDesk client with another token.
+    pub async fn appointments_as(&self, token: &str) -> shared::Appointments {
+        let (channel, token) =
+            urpnet_node::cli::channel_with_token(&self.desk_addr.to_string(), token)
+                .await
+                .expect("connect to desk");
+        urpnet_proto::v1::appointment_desk_client::AppointmentDeskClient::with_interceptor(
+            channel, token,
+        )
+    }
+
     /// The Prometheus text of this process's metrics, fetched over HTTP.
     pub async fn metrics(&self) -> String {
         http_get(self.metrics_addr, "/metrics").await

@@ -239,6 +239,24 @@ pub type Charter = urpnet_proto::v1::charter_desk_client::CharterDeskClient<
     >,
 >;
 
+/// An AppointmentDesk client with an operator's token.
+pub type Appointments = urpnet_proto::v1::appointment_desk_client::AppointmentDeskClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        urpnet_node::cli::TokenInterceptor,
+    >,
+>;
+
+/// The sample booking plans: "celano" or "regione-abruzzo".
+pub fn sample_plans(name: &str) -> Vec<urpnet_proto::v1::AppointmentPlan> {
+    let text = match name {
+        "celano" => include_str!("../../examples/appointments/celano.toml"),
+        "regione-abruzzo" => include_str!("../../examples/appointments/regione-abruzzo.toml"),
+        other => panic!("no sample plans {other}"),
+    };
+    urpnet_node::appointments::plan::from_toml(text).expect("sample plans")
+}
+
 /// A sample charter: "celano" or "regione-abruzzo".
 pub fn sample_charter(name: &str) -> urpnet_proto::v1::Charter {
     let text = match name {

@@ -52,6 +52,7 @@ pub struct Notifier {
     appio: Option<(String, String)>,
     http: reqwest::Client,
     base_url: String,
+    appointments: std::sync::OnceLock<Arc<crate::appointments::Appointments>>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -127,7 +128,14 @@ impl Notifier {
             appio,
             http,
             base_url,
+            appointments: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Also sends the appointments' messages, and opens the tickets of
+    /// bookings a crash left unlinked.
+    pub fn attach_appointments(&self, appointments: Arc<crate::appointments::Appointments>) {
+        let _ = self.appointments.set(appointments);
     }
 
     /// Whether any channel is configured (otherwise notices wait).
@@ -149,6 +157,16 @@ impl Notifier {
                 && let Err(error) = self.round().await
             {
                 tracing::warn!(%error, "notify round failed");
+            }
+            if let Some(appointments) = self.appointments.get() {
+                if let Err(error) = appointments.link_pending().await {
+                    tracing::warn!(%error, "linking bookings to tickets failed");
+                }
+                if self.has_channels()
+                    && let Err(error) = self.appointment_round(appointments).await
+                {
+                    tracing::warn!(%error, "appointment messages round failed");
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -253,13 +271,18 @@ impl Notifier {
     }
 
     async fn email(&self, news: &message::News) -> Outcome {
+        if self.smtp.is_none() || news.contact.email.is_empty() {
+            return Outcome::Skipped;
+        }
+        self.mail(news.email(&self.config.notify.from)).await
+    }
+
+    /// Sends one built e-mail over SMTP.
+    async fn mail(&self, built: Result<lettre::Message, String>) -> Outcome {
         let Some(smtp) = &self.smtp else {
             return Outcome::Skipped;
         };
-        if news.contact.email.is_empty() {
-            return Outcome::Skipped;
-        }
-        let mail = match news.email(&self.config.notify.from) {
+        let mail = match built {
             Ok(m) => m,
             Err(e) => return Outcome::Permanent(e),
         };
@@ -271,10 +294,15 @@ impl Notifier {
     }
 
     async fn webhook(&self, news: &message::News) -> Outcome {
+        let (id, body) = news.webhook_body();
+        self.post(id, body).await
+    }
+
+    /// Posts one signed webhook (Standard Webhooks).
+    async fn post(&self, id: String, body: Vec<u8>) -> Outcome {
         let Some((url, secret)) = &self.webhook else {
             return Outcome::Skipped;
         };
-        let (id, body) = news.webhook_body();
         let timestamp = urpnet_proto::hlc::system_time_ms() / 1000;
         let signature = message::sign_webhook(secret, &id, timestamp, &body);
         let sent = self
@@ -359,6 +387,77 @@ impl Notifier {
             }
             Ok(r) => Outcome::Transient(format!("App IO messages answered {}", r.status())),
             Err(e) => Outcome::Transient(e.to_string()),
+        }
+    }
+}
+
+impl Notifier {
+    /// Sends every appointment message due now, a batch at a time.
+    async fn appointment_round(
+        &self,
+        appointments: &crate::appointments::Appointments,
+    ) -> NodeResult<usize> {
+        use crate::appointments::messages;
+        let store = self.desk.store();
+        let mut done = 0;
+        loop {
+            let now = urpnet_proto::hlc::system_time_ms() as i64;
+            let due = messages::due(store, now, self.config.notify.batch).await?;
+            if due.is_empty() {
+                return Ok(done);
+            }
+            for mut d in due {
+                let letter = appointments.letter(&d).await?;
+                let mut errors = Vec::new();
+                for channel in [tables::EMAIL, tables::WEBHOOK] {
+                    if d.pending_mask & channel == 0 {
+                        continue;
+                    }
+                    let outcome = match &letter {
+                        None => Outcome::Skipped,
+                        Some(l) if channel == tables::EMAIL => {
+                            self.mail(l.email(&self.config.notify.from)).await
+                        }
+                        Some(l) => self.post(l.webhook.0.clone(), l.webhook.1.clone()).await,
+                    };
+                    let name = if channel == tables::EMAIL {
+                        "email"
+                    } else {
+                        "webhook"
+                    };
+                    match outcome {
+                        Outcome::Sent => {
+                            d.pending_mask &= !channel;
+                            d.sent_mask |= channel;
+                            metrics::counter!("urpnet_appointment_messages_sent_total", "channel" => name, "kind" => d.kind.clone()).increment(1);
+                        }
+                        Outcome::Skipped => d.pending_mask &= !channel,
+                        Outcome::Permanent(e) => {
+                            d.pending_mask &= !channel;
+                            d.failed_mask |= channel;
+                            tracing::warn!(appointment = %d.appointment_id, channel = name, error = %e, "appointment message given up");
+                            errors.push(format!("{name}: {e}"));
+                        }
+                        Outcome::Transient(e) => errors.push(format!("{name}: {e}")),
+                    }
+                }
+                d.attempts += 1;
+                if d.pending_mask != 0 && d.attempts >= i64::from(self.config.notify.max_attempts) {
+                    d.failed_mask |= d.pending_mask;
+                    d.pending_mask = 0;
+                    errors.push(format!("given up after {} attempts", d.attempts));
+                }
+                let wait = backoff(d.attempts as u32, self.config.notify.max_backoff);
+                store
+                    .write(messages::Record {
+                        not_before_ms: urpnet_proto::hlc::system_time_ms() as i64
+                            + wait.as_millis() as i64,
+                        last_error: errors.join("; "),
+                        due: d,
+                    })
+                    .await?;
+                done += 1;
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 //! body is read whole), a timeout, and a last layer that writes the
 //! framework's own refusals (413, 408, 404, 405) in Open311's error format.
 
+pub mod appointments;
 pub mod charter;
 pub mod format;
 pub mod open311;
@@ -48,6 +49,8 @@ pub struct PublicState {
     pub federation: Arc<Federation>,
     /// The charters held here.
     pub charter: Arc<crate::charter::CharterBook>,
+    /// Booking at this body's offices.
+    pub appointments: Option<Arc<crate::appointments::Appointments>>,
     /// A token bucket per client.
     pub limiter: PerIdentity,
     /// Where citizens reach this listener (no trailing slash).
@@ -84,10 +87,18 @@ impl PublicState {
             auth,
             federation,
             charter,
+            appointments: None,
             limiter,
             base_url,
             jurisdiction,
         }
+    }
+
+    /// Serves booking too.
+    #[must_use]
+    pub fn with_appointments(mut self, a: Arc<crate::appointments::Appointments>) -> Self {
+        self.appointments = Some(a);
+        self
     }
 
     /// The display name of a body: this node's own, a member's, or its id.
@@ -143,6 +154,7 @@ pub fn router(state: Arc<PublicState>) -> Router {
         .merge(open311::routes())
         .merge(track::routes())
         .merge(charter::routes())
+        .merge(appointments::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
