@@ -257,3 +257,133 @@ async fn a_charter_is_imported_explained_and_signed_from_the_command_line() {
     );
     node.stop().await;
 }
+
+async fn appointments_cli(node: &TestNode, args: &[&str]) -> Output {
+    let endpoint = node.desk_addr.to_string();
+    tokio::process::Command::new(binary("urpnet-node"))
+        .args(["--config", "/nonexistent/urpnet.toml", "appointments"])
+        .args(["--endpoint", &endpoint, "--token", &node.token])
+        .args(args)
+        .env_remove("URPNET_CONFIG")
+        .output()
+        .await
+        .expect("run urpnet-node")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_plans_books_moves_and_cancels_from_the_command_line() {
+    let node = TestNode::start("c_c426", Backend::Sqlite, "cli_appointments")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let charter = dir.path().join("celano.toml");
+    std::fs::write(
+        &charter,
+        include_str!("../../examples/charters/celano.toml"),
+    )
+    .unwrap();
+    let out = charter_cli(&node, &["import", charter.to_str().unwrap()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plans = dir.path().join("plans.toml");
+    let sample = include_str!("../../examples/appointments/celano.toml");
+    // An unknown service: refused, naming the plan and the field.
+    std::fs::write(&plans, sample.replacen("carta-identita", "carta-magica", 1)).unwrap();
+    let out = appointments_cli(&node, &["plan", plans.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plans[2].service"), "{err}");
+    std::fs::write(&plans, sample).unwrap();
+    let out = appointments_cli(&node, &["plan", plans.to_str().unwrap()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text(&out).contains("autorizzazione-paesaggistica"),
+        "{}",
+        text(&out)
+    );
+
+    let out = appointments_cli(&node, &["--json", "slots", "anagrafe", "carta-identita"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let slots = json(&out)["slots"].as_array().unwrap().clone();
+    assert!(slots.len() >= 2, "{slots:?}");
+    let first = slots[0]["start"].as_str().unwrap().to_string();
+    let second = slots[1]["start"].as_str().unwrap().to_string();
+    let out = appointments_cli(
+        &node,
+        &[
+            "--json",
+            "book",
+            "anagrafe",
+            "carta-identita",
+            &first,
+            "--given-name",
+            "Rosa",
+            "--family-name",
+            "Cerasani",
+            "--address",
+            "Via Tiburtina 40, Celano",
+            "--email",
+            "rosa@example.it",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let booked = json(&out);
+    let id = booked["appointment"]["id"].as_str().unwrap().to_string();
+    assert!(
+        booked["appointment"]["bookedBy"]
+            .as_str()
+            .unwrap()
+            .starts_with("operator:"),
+        "{booked}"
+    );
+    assert!(
+        booked.get("manageToken").is_none(),
+        "operators never see the token"
+    );
+    let out = appointments_cli(&node, &["move", &id, &second]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text(&out).starts_with("moved:"), "{}", text(&out));
+    let out = appointments_cli(
+        &node,
+        &["agenda", "--office", "anagrafe", "--date", &second[..10]],
+    )
+    .await;
+    assert!(text(&out).contains("Rosa Cerasani"), "{}", text(&out));
+    let out = appointments_cli(&node, &["mark", &id, "attended"]).await;
+    assert!(!out.status.success(), "not before it starts");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mark it once it has started"));
+    let out = appointments_cli(
+        &node,
+        &["cancel", &id, "--reason", "Ha chiamato per annullare"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = appointments_cli(&node, &["cancel", &id]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already cancelled"));
+    node.stop().await;
+}

@@ -3,6 +3,7 @@
 //! (`ticket ...`) or work on the local data directory (`operator ...`,
 //! `check`).
 
+pub mod appointments;
 pub mod archive;
 pub mod charter;
 pub mod faq;
@@ -119,6 +120,17 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: Box<charter::CharterCommand>,
+    },
+    /// Appointments (Sportello virtuale): booking plans, free slots, book
+    /// for a caller here or at another body, move, cancel, the day's
+    /// agenda, attended or no-show.
+    Appointments {
+        /// How to reach the node.
+        #[command(flatten)]
+        conn: Connection,
+        /// What to do.
+        #[command(subcommand)]
+        action: Box<appointments::AppointmentsCommand>,
     },
     /// The anonymised archive of closed tickets: what was made and sent to
     /// the registry; push now.
@@ -466,6 +478,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
             charter::run(client, *action, cli.json).await
+        }
+        Command::Appointments { conn, action } => {
+            let (channel, token, max) = connect_parts(&cli.config, &env, &conn).await?;
+            let client =
+                urpnet_proto::v1::appointment_desk_client::AppointmentDeskClient::with_interceptor(
+                    channel, token,
+                )
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            appointments::run(client, *action, cli.json).await
         }
         Command::Archive { conn, action } => {
             let (channel, token, max) = connect_parts(&cli.config, &env, &conn).await?;
