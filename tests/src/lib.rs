@@ -475,3 +475,36 @@ impl ProcessNode {
         self.child.wait().await.expect("reap");
     }
 }
+
+/// A node's own desk library over its store, beside the running node (the
+/// path of the CLI's local commands).
+pub async fn local_desk(
+    node: &TestNode,
+) -> (
+    std::sync::Arc<urpnet_node::casework::TicketDesk>,
+    urpnet_node::store::Store,
+    tokio::task::JoinHandle<()>,
+) {
+    let config = node.config.clone();
+    let key = urpnet_proto::signing::NodeSigner::load(
+        config.node.id.clone(),
+        &urpnet_node::server::paths::signing_key(&config.node.data_dir),
+    )
+    .unwrap();
+    let (store, writer) = urpnet_node::server::open_store(&config).await.unwrap();
+    let taxonomy = std::sync::Arc::new(urpnet_node::taxonomy::TaxonomyHandle::new(
+        urpnet_node::registry_link::load_cache(&config.node.data_dir)
+            .1
+            .unwrap_or_else(urpnet_node::taxonomy::builtin),
+    ));
+    let desk = urpnet_node::casework::TicketDesk::new(
+        config,
+        store.clone(),
+        key,
+        taxonomy,
+        std::sync::Arc::default(),
+    )
+    .await
+    .unwrap();
+    (std::sync::Arc::new(desk), store, writer)
+}

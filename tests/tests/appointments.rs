@@ -29,6 +29,7 @@ urpnet_tests::on_both_backends!(
     two_hundred_clients_racing_for_three_seats_leave_exactly_three_bookings,
     bad_input_is_refused_and_leaves_the_calendar_unchanged,
     an_operator_at_celano_books_at_the_region_over_peering,
+    a_citizens_erasure_empties_their_bookings_and_stops_their_messages,
 );
 
 const VIDEO: &str = "https://video.comune.celano.example.it";
@@ -333,6 +334,17 @@ async fn a_citizen_books_moves_sends_a_document_and_cancels_with_mails_and_ics(
     let mine = agenda.appointments.iter().find(|a| a.id == id).unwrap();
     assert_eq!(mine.documents.len(), 1);
     assert_eq!(mine.documents[0].file_name, "progetto.pdf");
+    let doc = node
+        .appointments()
+        .await
+        .get_appointment_document(urpnet_proto::v1::GetAppointmentDocumentRequest {
+            id: id.clone(),
+            sha256: mine.documents[0].sha256.clone(),
+        })
+        .await
+        .expect("the document")
+        .into_inner();
+    assert_eq!(doc.content, b"%PDF-1.4\n% progetto tettoia\n");
     assert_eq!(mine.citizen.as_ref().unwrap().family_name, "Marchetti");
     assert!(mine.room_url.starts_with(&format!("{VIDEO}/urp-")));
 
@@ -1033,4 +1045,78 @@ async fn an_operator_at_celano_books_at_the_region_over_peering(backend: Backend
         "{}",
         err.message()
     );
+}
+
+async fn a_citizens_erasure_empties_their_bookings_and_stops_their_messages(
+    backend: Backend,
+    test: &str,
+) {
+    let Some(node) = celano(backend, test, None, None).await else {
+        eprintln!("{test}: skipped (no PostgreSQL URL)");
+        return;
+    };
+    let slots = free(&node, "sue", "autorizzazione-paesaggistica").await;
+    // A slot more than a day ahead, so reminders are queued.
+    let later = slots
+        .iter()
+        .find(|s| {
+            s.parse::<Timestamp>().unwrap().as_millisecond()
+                > Timestamp::now().as_millisecond() + 2 * 86_400_000
+        })
+        .unwrap()
+        .clone();
+    let (status, booked) = post(
+        &node,
+        "/appointments",
+        &booking(&later, "giulia.marchetti@example.it", "erase-key-0001"),
+    )
+    .await;
+    assert_eq!(status, 201, "{booked}");
+    let id = booked["id"].as_str().unwrap().to_string();
+    let queued = format!(
+        "SELECT COUNT(*) FROM appointment_messages WHERE appointment_id = '{id}' AND pending_mask <> 0 AND kind = 'reminder'"
+    );
+    assert_eq!(count(&node, &queued).await, 2, "a day and an hour before");
+
+    let (desk, store, writer) = urpnet_tests::local_desk(&node).await;
+    let subject = urpnet_node::privacy::Subject {
+        email: Some("giulia.marchetti@example.it".into()),
+        ..Default::default()
+    };
+    let exported = urpnet_node::privacy::export(&desk, &subject, "urp")
+        .await
+        .unwrap();
+    let appointment = &exported["tickets"][0]["appointments"][0];
+    assert_eq!(appointment["family_name"], "Marchetti", "{exported}");
+    assert_eq!(appointment["start"], later.as_str());
+    urpnet_node::privacy::erase(&desk, &subject, "urp")
+        .await
+        .unwrap();
+    drop(desk);
+    drop(store);
+    writer.await.unwrap();
+    assert_eq!(
+        count(
+            &node,
+            &format!("SELECT COUNT(*) FROM appointments WHERE id = '{id}' AND email = '' AND family_name = '' AND address = ''")
+        )
+        .await,
+        1,
+        "the booking keeps its seat without the citizen's data"
+    );
+    assert_eq!(
+        count(&node, &queued).await,
+        0,
+        "no reminder to an erased citizen"
+    );
+    let again =
+        urpnet_node::privacy::export(&urpnet_tests::local_desk(&node).await.0, &subject, "urp")
+            .await
+            .unwrap();
+    assert_eq!(
+        again["tickets"].as_array().map_or(0, Vec::len),
+        0,
+        "{again}"
+    );
+    node.stop().await;
 }

@@ -2,7 +2,6 @@
 //! contact here and at every body it was passed to, purge contacts past
 //! their retention; every action audited without personal data.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use urpnet_proto::v1::{
@@ -10,39 +9,7 @@ use urpnet_proto::v1::{
 };
 use urpnet_tests::federation::{ABRUZZO, CELANO, TestFederation};
 use urpnet_tests::shared::{contact, request};
-use urpnet_tests::{Backend, wait_for};
-
-/// Celano's own desk library over its store (the CLI's path).
-async fn local_desk(
-    node: &urpnet_tests::TestNode,
-) -> (
-    Arc<urpnet_node::casework::TicketDesk>,
-    urpnet_node::store::Store,
-    tokio::task::JoinHandle<()>,
-) {
-    let config = node.config.clone();
-    let key = urpnet_proto::signing::NodeSigner::load(
-        config.node.id.clone(),
-        &urpnet_node::server::paths::signing_key(&config.node.data_dir),
-    )
-    .unwrap();
-    let (store, writer) = urpnet_node::server::open_store(&config).await.unwrap();
-    let taxonomy = Arc::new(urpnet_node::taxonomy::TaxonomyHandle::new(
-        urpnet_node::registry_link::load_cache(&config.node.data_dir)
-            .1
-            .unwrap_or_else(urpnet_node::taxonomy::builtin),
-    ));
-    let desk = urpnet_node::casework::TicketDesk::new(
-        config,
-        store.clone(),
-        key,
-        taxonomy,
-        Arc::default(),
-    )
-    .await
-    .unwrap();
-    (Arc::new(desk), store, writer)
-}
+use urpnet_tests::{Backend, local_desk, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_at_the_origin_reaches_every_body_holding_the_contact() {

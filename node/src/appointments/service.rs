@@ -10,7 +10,8 @@ use urpnet_proto::v1::appointment_desk_server::AppointmentDesk;
 use urpnet_proto::v1::appointment_peer_server::AppointmentPeer;
 use urpnet_proto::v1::{
     AgendaRequest, AgendaResponse, AppointmentResponse, BookRequest, BookResponse, CancelRequest,
-    FreeSlotsRequest, FreeSlotsResponse, GetAppointmentRequest, HoldRequest, HoldResponse,
+    FreeSlotsRequest, FreeSlotsResponse, GetAppointmentDocumentRequest,
+    GetAppointmentDocumentResponse, GetAppointmentRequest, HoldRequest, HoldResponse,
     ListPlansRequest, MarkRequest, MoveRequest, PlansResponse, SetPlansRequest,
 };
 
@@ -172,6 +173,39 @@ impl AppointmentDesk for AppointmentDeskService {
             .await?;
         self.answer(view, actor.require(Action::ReadContact).is_ok())
             .await
+    }
+
+    async fn get_appointment_document(
+        &self,
+        request: Request<GetAppointmentDocumentRequest>,
+    ) -> Result<Response<GetAppointmentDocumentResponse>, Status> {
+        self.document(request).await
+    }
+}
+
+impl AppointmentDeskService {
+    async fn document(
+        &self,
+        request: Request<GetAppointmentDocumentRequest>,
+    ) -> Result<Response<GetAppointmentDocumentResponse>, Status> {
+        let actor = self.auth.actor_of(&request).await?;
+        actor.require(Action::ReadContact)?;
+        let r = request.into_inner();
+        let view = self.appointments.by_id(&actor, &r.id).await?;
+        let docs = super::tables::documents(self.appointments.store(), &view.booking.id).await?;
+        let Some(doc) = docs.into_iter().find(|d| d.sha256 == r.sha256) else {
+            return Err(NodeError::NotFound(format!(
+                "appointment {} has no document {}",
+                r.id, r.sha256
+            ))
+            .into());
+        };
+        let content =
+            crate::attachments::read_content(self.appointments.store(), &doc.sha256).await?;
+        Ok(Response::new(GetAppointmentDocumentResponse {
+            document: Some(doc),
+            content,
+        }))
     }
 }
 

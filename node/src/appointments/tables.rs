@@ -118,6 +118,20 @@ pub async fn by_token(store: &Store, id: &str, token_sha: &str) -> NodeResult<Op
     row.as_ref().map(booking).transpose()
 }
 
+/// The bookings linked to a ticket (the citizen's data export).
+///
+/// # Errors
+/// Storage failures.
+pub async fn by_ticket(store: &Store, ticket_id: &str) -> NodeResult<Vec<Booking>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM appointments WHERE ticket_id = $1 ORDER BY start_ms"
+    ))
+    .bind(ticket_id)
+    .fetch_all(store.reader())
+    .await?;
+    rows.iter().map(booking).collect()
+}
+
 /// Bookings starting in `[from, until)`, at one office or all, by start.
 ///
 /// # Errors
@@ -228,6 +242,31 @@ pub async fn documents(
             })
         })
         .collect()
+}
+
+/// Empties the personal data of the bookings linked to `ticket_id` (the
+/// citizen's erasure, or the retention purge, of that ticket's contact).
+/// The booking stays, as a seat and a time, with its messages cancelled.
+///
+/// # Errors
+/// Storage failures.
+pub async fn erase_in(tx: &mut Tx<'_>, ticket_id: &str) -> NodeResult<()> {
+    let erased = tx
+        .texts(
+            "UPDATE appointments SET given_name = '', family_name = '', address = '', email = '', \
+             phone = '', notes = '' WHERE ticket_id = $1 RETURNING id",
+            &[&Value::Text(ticket_id)],
+        )
+        .await?;
+    for row in erased {
+        tx.texts(
+            "UPDATE appointment_messages SET pending_mask = 0, last_error = 'erased' \
+             WHERE appointment_id = $1 AND pending_mask <> 0 RETURNING kind",
+            &[&Value::Text(&row[0])],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Replaces every plan.

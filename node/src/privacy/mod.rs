@@ -100,7 +100,28 @@ pub async fn export(
             })
             .collect();
         let location = t.location.clone().unwrap_or_default();
+        let appointments: Vec<serde_json::Value> =
+            crate::appointments::tables::by_ticket(store, ticket_id)
+                .await?
+                .iter()
+                .map(|b| {
+                    serde_json::json!({
+                        "office": b.office,
+                        "service": b.service,
+                        "start": crate::appointments::local_text(b.start_ms),
+                        "channel": b.channel,
+                        "status": b.status,
+                        "given_name": b.given_name,
+                        "family_name": b.family_name,
+                        "address": b.address,
+                        "email": b.email,
+                        "phone": b.phone,
+                        "notes": b.notes,
+                    })
+                })
+                .collect();
         tickets.push(serde_json::json!({
+            "appointments": appointments,
             "reference": t.reference,
             "category": t.category,
             "channel": crate::shared_ticket::names::channel_name(t.channel()),

@@ -347,6 +347,8 @@ pub async fn delete_contact_in(tx: &mut Tx<'_>, ticket_id: &str) -> NodeResult<(
         &[&Value::Text(ticket_id)],
     )
     .await?;
+    // A booking's personal data goes with its ticket's contact.
+    crate::appointments::tables::erase_in(tx, ticket_id).await?;
     Ok(())
 }
 
