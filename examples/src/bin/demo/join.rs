@@ -186,6 +186,9 @@ async fn start_office(
         config.notify.from = format!("URP {} <urp@{}.example.it>", office.name, office.id);
         config.notify.interval = Duration::from_millis(200);
     }
+    // The body's video service for Sportello virtuale appointments (rooms
+    // are links on it; nothing is called in the demo).
+    config.appointments.video_base_url = format!("https://video.{}.example.it", office.id);
     config.archive.interval = Duration::from_secs(1);
     config.registry.capacity_per_hour = office.capacity;
     config.registry.operators_on_duty = 2;

@@ -12,6 +12,7 @@
 //! Each section of the demo is a chapter, a module of its own, run in the
 //! order of [`main`]; they share the [`Demo`] and the [`steps`].
 
+mod appointments;
 mod archive;
 mod bad_input;
 mod charter;
@@ -84,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
     handoff::run(&mut demo).await?;
     faq::run(&mut demo).await?;
     charter::run(&mut demo).await?;
+    appointments::run(&mut demo).await?;
     let done = lifecycle::run(&mut demo).await?;
     duplicates::run(&mut demo).await?;
     retries::run(&mut demo).await?;
@@ -138,6 +140,10 @@ async fn main() -> anyhow::Result<()> {
         println!("{n} charter show --service carta-identita");
         println!("{n} charter sign anagrafe -o targa.svg");
         println!("{n} charter export --format cpsv");
+        println!("{n} appointments plan");
+        println!("{n} appointments slots sue autorizzazione-paesaggistica");
+        println!("{n} appointments agenda --office sue");
+        println!("{n} appointments slots urp-avezzano tessera-sanitaria --body r_abruzz");
         println!("{n} archive status");
         println!("{n} notify status");
         println!(
