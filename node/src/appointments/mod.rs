@@ -436,7 +436,8 @@ impl Appointments {
         if until <= from {
             return Err(NodeError::invalid("until", "must be after from"));
         }
-        if until.duration_since(from) > SignedDuration::from_hours(24 * 62) {
+        // An hour more for a window across the autumn change.
+        if until.duration_since(from) > SignedDuration::from_hours(24 * 62 + 1) {
             return Err(NodeError::invalid("until", "at most 62 days after from"));
         }
         let limit = match req.limit {
