@@ -102,8 +102,48 @@ impl Slot {
     /// The start as RFC 3339 with the Italian offset, e.g.
     /// `2026-03-30T09:00:00+02:00`.
     pub fn start_text(&self) -> String {
-        self.start.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
+        rfc3339(&self.start)
     }
+
+    /// The end, as [`Slot::start_text`].
+    pub fn end_text(&self) -> String {
+        rfc3339(&self.end)
+    }
+}
+
+/// `2026-03-30T09:00:00+02:00`: RFC 3339 with the zone's offset, written
+/// directly (the free-slot list writes two per slot; `strftime` parses its
+/// pattern each time).
+pub fn rfc3339(z: &Zoned) -> String {
+    fn two(out: &mut String, n: i64) {
+        out.push(char::from(b'0' + (n / 10 % 10) as u8));
+        out.push(char::from(b'0' + (n % 10) as u8));
+    }
+    let (d, t) = (z.date(), z.time());
+    let offset = z.offset().seconds();
+    let mut out = String::with_capacity(25);
+    let year = i64::from(d.year());
+    if !(0..=9999).contains(&year) {
+        return z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
+    }
+    two(&mut out, year / 100);
+    two(&mut out, year % 100);
+    out.push('-');
+    two(&mut out, i64::from(d.month()));
+    out.push('-');
+    two(&mut out, i64::from(d.day()));
+    out.push('T');
+    two(&mut out, i64::from(t.hour()));
+    out.push(':');
+    two(&mut out, i64::from(t.minute()));
+    out.push(':');
+    two(&mut out, i64::from(t.second()));
+    out.push(if offset < 0 { '-' } else { '+' });
+    let offset = i64::from(offset.unsigned_abs());
+    two(&mut out, offset / 3600);
+    out.push(':');
+    two(&mut out, offset % 3600 / 60);
+    out
 }
 
 /// Why a requested slot is refused.
@@ -172,13 +212,15 @@ fn civil_starts(calendar: &Calendar, rules: &SlotRules, date: Date) -> Vec<DateT
 
 /// The one instant of a civil time in Italy, if it has exactly one.
 fn instant(civil: DateTime, tz: &TimeZone) -> Result<Zoned, SlotError> {
-    let text = civil.strftime("%Y-%m-%d %H:%M").to_string();
-    match tz.to_ambiguous_zoned(civil).offset() {
-        AmbiguousOffset::Unambiguous { .. } => civil
-            .to_zoned(tz.clone())
-            .map_err(|_| SlotError::NotATime(text)),
-        AmbiguousOffset::Gap { .. } => Err(SlotError::DoesNotExist(text)),
-        AmbiguousOffset::Fold { .. } => Err(SlotError::Ambiguous(text)),
+    // Written only for an error: this runs for every slot laid out.
+    let text = || civil.strftime("%Y-%m-%d %H:%M").to_string();
+    let ambiguous = tz.to_ambiguous_zoned(civil);
+    match ambiguous.offset() {
+        AmbiguousOffset::Unambiguous { .. } => ambiguous
+            .unambiguous()
+            .map_err(|_| SlotError::NotATime(text())),
+        AmbiguousOffset::Gap { .. } => Err(SlotError::DoesNotExist(text())),
+        AmbiguousOffset::Fold { .. } => Err(SlotError::Ambiguous(text())),
     }
 }
 
@@ -317,6 +359,24 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn rfc3339_writes_what_strftime_writes() {
+        for at in [
+            "2026-03-29T00:59:59Z",
+            "2026-03-29T01:00:00Z",
+            "2026-10-25T00:30:00Z",
+            "2026-10-25T01:30:00Z",
+            "1999-12-31T23:00:00Z",
+        ] {
+            let z = ts(at).to_zoned(rome());
+            assert_eq!(
+                rfc3339(&z),
+                z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+                "{at}"
+            );
+        }
     }
 
     #[test]

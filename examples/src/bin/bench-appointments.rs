@@ -9,7 +9,9 @@
 //! - **contention**: N clients all want the earliest free slot of one
 //!   popular service (capacity 4): each asks for the free slots, books the
 //!   first, and on "slot taken" books the next one the answer names;
-//! - **spread**: N clients book random free slots of random services;
+//! - **spread**: N clients book random free slots of random services (each
+//!   client asks for a page of 50 free slots of a service and books from it
+//!   until it is used up, as a citizen picks from a page);
 //! - next to them, in the same run: the Desk's own `CreateTicket` with N
 //!   clients (a booking opens a ticket too), a bare axum handler answering
 //!   a booking's JSON (what HTTP and JSON alone cost here), and raw SQLite
@@ -266,6 +268,7 @@ async fn booking_phase(
             let mut rng = rand::rngs::StdRng::seed_from_u64(c as u64);
             let (mut latencies, mut refused, mut n) = (Vec::new(), 0u64, 0u64);
             let mut wanted: Vec<String> = Vec::new();
+            let mut seen: HashMap<usize, Vec<String>> = HashMap::new();
             let mut plan = &plans[0];
             loop {
                 if Instant::now() >= stop_at {
@@ -279,14 +282,20 @@ async fn booking_phase(
                             .expect("the popular plan");
                         wanted = free(&http, &base, &plan.office, &plan.service, "", 5).await;
                     } else {
-                        plan = plans.choose(&mut rng).expect("plans");
-                        let day = rng.gen_range(0..300);
-                        let from = (jiff::Zoned::now().date() + jiff::Span::new().days(day))
-                            .to_string();
-                        let mut list =
-                            free(&http, &base, &plan.office, &plan.service, &from, 50).await;
-                        list.shuffle(&mut rng);
-                        wanted = list.into_iter().take(1).collect();
+                        // A citizen looks at a page of free slots and picks
+                        // one; each client keeps the pages it has seen.
+                        let i = rng.gen_range(0..plans.len());
+                        plan = &plans[i];
+                        let page = seen.entry(i).or_default();
+                        if page.is_empty() {
+                            let day = rng.gen_range(0..300);
+                            let from = (jiff::Zoned::now().date() + jiff::Span::new().days(day))
+                                .to_string();
+                            *page =
+                                free(&http, &base, &plan.office, &plan.service, &from, 50).await;
+                            page.shuffle(&mut rng);
+                        }
+                        wanted = page.pop().into_iter().collect();
                     }
                     if wanted.is_empty() {
                         continue;
@@ -302,7 +311,10 @@ async fn booking_phase(
                     .send()
                     .await;
                 let (status, body) = match answer {
-                    Ok(r) => (r.status().as_u16(), r.json::<Value>().await.unwrap_or_default()),
+                    Ok(r) => (
+                        r.status().as_u16(),
+                        r.json::<Value>().await.unwrap_or_default(),
+                    ),
                     Err(_) => (0, Value::Null),
                 };
                 if sent < measure_from {
@@ -422,7 +434,12 @@ async fn bare(clients: usize, seconds: u64) -> anyhow::Result<Cell> {
                 let sent = Instant::now();
                 let ok = http
                     .post(format!("http://{addr}/appointments"))
-                    .json(&form("sue", "x", "2026-12-10T09:00", &format!("bare-{c}-{n}")))
+                    .json(&form(
+                        "sue",
+                        "x",
+                        "2026-12-10T09:00",
+                        &format!("bare-{c}-{n}"),
+                    ))
                     .send()
                     .await
                     .is_ok_and(|r| r.status().is_success());
@@ -493,7 +510,12 @@ async fn scalar(pool: &sqlx::AnyPool, sql: &str) -> anyhow::Result<i64> {
 
 /// Books the popular service at distinct slots across its year until the
 /// office holds `target` bookings.
-async fn fill(base: &str, pool: &sqlx::AnyPool, target: usize, clients: usize) -> anyhow::Result<i64> {
+async fn fill(
+    base: &str,
+    pool: &sqlx::AnyPool,
+    target: usize,
+    clients: usize,
+) -> anyhow::Result<i64> {
     let count = "SELECT COUNT(*) FROM appointments WHERE office_id = 'sue'";
     let have = scalar(pool, count).await? as usize;
     if have >= target {
@@ -548,12 +570,7 @@ async fn fill(base: &str, pool: &sqlx::AnyPool, target: usize, clients: usize) -
     scalar(pool, count).await
 }
 
-async fn queries(
-    base: &str,
-    n: usize,
-    days: i64,
-    bookings: i64,
-) -> anyhow::Result<Query> {
+async fn queries(base: &str, n: usize, days: i64, bookings: i64) -> anyhow::Result<Query> {
     let http = reqwest::Client::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
     let today = jiff::Zoned::now().date();
@@ -631,10 +648,26 @@ async fn main() -> anyhow::Result<()> {
     cells.push(bare(args.clients, args.seconds).await?);
     cells.push(create_tickets(&node, args.clients, args.seconds).await?);
     cells.push(
-        booking_phase(&base, plans.clone(), args.clients, args.seconds, true, "contention").await?,
+        booking_phase(
+            &base,
+            plans.clone(),
+            args.clients,
+            args.seconds,
+            true,
+            "contention",
+        )
+        .await?,
     );
     cells.push(
-        booking_phase(&base, plans.clone(), args.clients, args.seconds, false, "spread").await?,
+        booking_phase(
+            &base,
+            plans.clone(),
+            args.clients,
+            args.seconds,
+            false,
+            "spread",
+        )
+        .await?,
     );
     let ticket_rate = cells[2].per_second;
     for c in &mut cells[3..] {
@@ -661,9 +694,20 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .filter(|(o, s, n)| *n > capacity.get(&(o.clone(), s.clone())).copied().unwrap_or(0))
         .count() as i64;
-    let booked_seats = scalar(&pool, "SELECT COUNT(*) FROM appointments WHERE status = 'booked'").await?;
-    let seats = scalar(&pool, "SELECT COUNT(*) FROM appointment_seats WHERE hold_expires_ms IS NULL").await?;
-    anyhow::ensure!(booked_seats == seats, "{booked_seats} bookings but {seats} seats");
+    let booked_seats = scalar(
+        &pool,
+        "SELECT COUNT(*) FROM appointments WHERE status = 'booked'",
+    )
+    .await?;
+    let seats = scalar(
+        &pool,
+        "SELECT COUNT(*) FROM appointment_seats WHERE hold_expires_ms IS NULL",
+    )
+    .await?;
+    anyhow::ensure!(
+        booked_seats == seats,
+        "{booked_seats} bookings but {seats} seats"
+    );
     pool.close().await;
     node.shutdown.cancel();
     let _ = node.task.await;
@@ -679,7 +723,16 @@ async fn main() -> anyhow::Result<()> {
         seats_over_capacity: over,
     };
     let mut t = urpnet_proto::cli::table();
-    t.set_header(["what", "clients", "done", "refused", "/s", "p50 ms", "p99 ms", "× CreateTicket"]);
+    t.set_header([
+        "what",
+        "clients",
+        "done",
+        "refused",
+        "/s",
+        "p50 ms",
+        "p99 ms",
+        "× CreateTicket",
+    ]);
     for c in &report.cells {
         t.add_row([
             c.what.clone(),
@@ -695,7 +748,14 @@ async fn main() -> anyhow::Result<()> {
     println!("bench-appointments — {} — {}", report.date, report.machine);
     println!("{t}");
     let mut q = urpnet_proto::cli::table();
-    q.set_header(["query", "bookings at office", "p50 ms", "p99 ms", "max ms", "goal"]);
+    q.set_header([
+        "query",
+        "bookings at office",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "goal",
+    ]);
     for x in &report.queries {
         q.add_row([
             x.what.clone(),
@@ -703,7 +763,11 @@ async fn main() -> anyhow::Result<()> {
             format!("{:.2}", x.p50_ms),
             format!("{:.2}", x.p99_ms),
             format!("{:.2}", x.max_ms),
-            format!("p99 < {} ms: {}", x.goal_ms, if x.met { "met" } else { "missed" }),
+            format!(
+                "p99 < {} ms: {}",
+                x.goal_ms,
+                if x.met { "met" } else { "missed" }
+            ),
         ]);
     }
     println!("{q}");

@@ -88,6 +88,17 @@ pub struct View {
     pub plan: Option<Arc<Ready>>,
 }
 
+/// A booking just made (or found again by its key).
+#[derive(Debug, Clone)]
+pub struct Made {
+    /// The booking and its plan.
+    pub view: View,
+    /// Its manage token (for the citizen only).
+    pub token: String,
+    /// The key's earlier booking.
+    pub replayed: bool,
+}
+
 /// The appointments of this node.
 pub struct Appointments {
     config: NodeConfig,
@@ -122,11 +133,7 @@ fn now_ms() -> i64 {
 /// An instant as RFC 3339 with the Italian offset.
 pub fn local_text(ms: i64) -> String {
     Timestamp::from_millisecond(ms)
-        .map(|t| {
-            t.to_zoned(urpnet_proto::calendar::rome())
-                .strftime("%Y-%m-%dT%H:%M:%S%:z")
-                .to_string()
-        })
+        .map(|t| urpnet_proto::slots::rfc3339(&t.to_zoned(urpnet_proto::calendar::rome())))
         .unwrap_or_default()
 }
 
@@ -467,7 +474,7 @@ impl Appointments {
                     .unwrap_or(0);
                 (used < capacity).then(|| FreeSlot {
                     start: s.start_text(),
-                    end: s.end.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+                    end: s.end_text(),
                     length_min: ready.rules.length_min,
                     free: capacity - used,
                 })
@@ -558,7 +565,7 @@ impl Appointments {
             expires_ms: expires_ms as u64,
             slot: Some(FreeSlot {
                 start: slot.start_text(),
-                end: slot.end.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+                end: slot.end_text(),
                 length_min: ready.rules.length_min,
                 free: 0,
             }),
@@ -586,6 +593,39 @@ impl Appointments {
         if !req.body.is_empty() && req.body != self.own() {
             return self.remote_book(booker, req).await;
         }
+        let made = self.book_here(booker, req).await?;
+        Ok(BookResponse {
+            appointment: Some(self.to_proto(
+                &made.view.booking,
+                made.view.plan.as_deref(),
+                true,
+                Vec::new(),
+            )),
+            manage_token: match booker {
+                Booker::Peer(_) => String::new(),
+                _ => made.token,
+            },
+            replayed: made.replayed,
+        })
+    }
+
+    /// Books a slot of this body's calendar for a citizen (the public
+    /// side), answering the booking itself.
+    ///
+    /// # Errors
+    /// As [`Appointments::book`].
+    pub async fn book_citizen(&self, req: BookRequest) -> NodeResult<Made> {
+        check_book(&req)?;
+        if !req.body.is_empty() && req.body != self.own() {
+            return Err(NodeError::invalid(
+                "body",
+                "citizens book at this body's offices only",
+            ));
+        }
+        self.book_here(&Booker::Citizen, req).await
+    }
+
+    async fn book_here(&self, booker: &Booker, req: BookRequest) -> NodeResult<Made> {
         let ready = self.ready(&req.office, &req.service).await?;
         if !ready.offers(&req.channel) {
             return Err(NodeError::invalid(
@@ -646,7 +686,7 @@ impl Appointments {
         let written = self
             .store
             .write(tables::Book {
-                booking,
+                booking: booking.clone(),
                 start_text: slot.start_text(),
                 capacity: ready.plan.capacity,
                 hold: (!req.hold_id.is_empty()).then(|| req.hold_id.clone()),
@@ -659,7 +699,7 @@ impl Appointments {
                 now_ms: now,
             })
             .await;
-        let (id, replayed) = match written {
+        let (mut booking, replayed) = match written {
             Ok(Booked::New) => {
                 metrics::counter!("urpnet_appointments_booked_total", "by" => match booker {
                     Booker::Citizen => "citizen",
@@ -667,30 +707,32 @@ impl Appointments {
                     Booker::Peer(_) => "peer",
                 })
                 .increment(1);
-                (id, false)
+                (booking, false)
             }
-            Ok(Booked::Replayed(earlier)) => (earlier, true),
+            Ok(Booked::Replayed(earlier)) => (
+                tables::get(&self.store, &earlier)
+                    .await?
+                    .ok_or_else(|| NodeError::Internal(format!("appointment {earlier} vanished")))?,
+                true,
+            ),
             Err(e) => {
                 metrics::counter!("urpnet_appointments_refused_total").increment(1);
                 return Err(self.with_next(e, &req.office, &req.service, start_ms).await);
             }
         };
-        let mut booking = tables::get(&self.store, &id)
-            .await?
-            .ok_or_else(|| NodeError::Internal(format!("appointment {id} vanished")))?;
         if booking.ticket_id.is_empty()
             && let Err(error) = self.link(&mut booking, booker).await
         {
             // The booking holds; the sweeper links it later.
-            tracing::warn!(%error, appointment = %id, "booked, the ticket will be opened later");
+            tracing::warn!(%error, appointment = %booking.id, "booked, the ticket will be opened later");
         }
-        let token = match booker {
-            Booker::Peer(_) => String::new(),
-            _ => self.manage_token(&id, booking.moves),
-        };
-        Ok(BookResponse {
-            appointment: Some(self.to_proto(&booking, Some(&ready), true, Vec::new())),
-            manage_token: token,
+        let token = self.manage_token(&booking.id, booking.moves);
+        Ok(Made {
+            view: View {
+                booking,
+                plan: Some(ready),
+            },
+            token,
             replayed,
         })
     }

@@ -187,6 +187,21 @@ fn one(a: &Appointment) -> String {
     )
 }
 
+/// One appointment after a change: a line, or its JSON.
+fn print_one(json: bool, verb: &str, r: &urpnet_proto::v1::AppointmentResponse) {
+    if json {
+        println!(
+            "{}",
+            urpnet_proto::cli::to_json("urpnet.v1.AppointmentResponse", r)
+        );
+    } else {
+        println!(
+            "{verb}: {}",
+            one(&r.appointment.clone().unwrap_or_default())
+        );
+    }
+}
+
 /// Runs an appointments command.
 ///
 /// # Errors
@@ -359,14 +374,7 @@ pub async fn run(
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            if json {
-                println!(
-                    "{}",
-                    urpnet_proto::cli::to_json("urpnet.v1.AppointmentResponse", &r)
-                );
-            } else {
-                println!("moved: {}", one(&r.appointment.unwrap_or_default()));
-            }
+            print_one(json, "moved", &r);
         }
         AppointmentsCommand::Cancel { id, reason } => {
             let r = client
@@ -374,14 +382,7 @@ pub async fn run(
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            if json {
-                println!(
-                    "{}",
-                    urpnet_proto::cli::to_json("urpnet.v1.AppointmentResponse", &r)
-                );
-            } else {
-                println!("cancelled: {}", one(&r.appointment.unwrap_or_default()));
-            }
+            print_one(json, "cancelled", &r);
         }
         AppointmentsCommand::Agenda { office, date } => {
             let r = client
@@ -406,14 +407,7 @@ pub async fn run(
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            if json {
-                println!(
-                    "{}",
-                    urpnet_proto::cli::to_json("urpnet.v1.AppointmentResponse", &r)
-                );
-            } else {
-                println!("marked: {}", one(&r.appointment.unwrap_or_default()));
-            }
+            print_one(json, "marked", &r);
         }
     }
     Ok(())

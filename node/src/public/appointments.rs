@@ -38,7 +38,7 @@ use urpnet_proto::v1::{AppointmentCitizen, BookRequest, FreeSlotsRequest};
 
 use super::format::Format;
 use super::{PublicState, Shared};
-use crate::appointments::{Appointments, Booker, View, local_text};
+use crate::appointments::{Appointments, View, local_text};
 use crate::error::NodeError;
 
 /// The booking routes.
@@ -120,10 +120,18 @@ fn param<'a>(q: &'a BTreeMap<String, String>, key: &str) -> &'a str {
 }
 
 /// The booking as the citizen sees it (their own data included).
-async fn view_json(a: &Appointments, view: &View, token: Option<&str>) -> serde_json::Value {
-    let docs = crate::appointments::tables::documents(a.store(), &view.booking.id)
-        .await
-        .unwrap_or_default();
+async fn view_json(
+    a: &Appointments,
+    view: &View,
+    token: Option<&str>,
+    docs: Option<Vec<urpnet_proto::v1::AppointmentDocument>>,
+) -> serde_json::Value {
+    let docs = match docs {
+        Some(d) => d,
+        None => crate::appointments::tables::documents(a.store(), &view.booking.id)
+            .await
+            .unwrap_or_default(),
+    };
     let b = &view.booking;
     let mut json =
         serde_json::to_value(a.to_proto(b, view.plan.as_deref(), true, docs)).unwrap_or_default();
@@ -161,18 +169,15 @@ async fn services(
     state: Shared,
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    let a = match admit(&state, &headers, peer) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    match a.list_plans().await {
+) -> Result<Response, Response> {
+    let a = admit(&state, &headers, peer)?;
+    Ok(match a.list_plans().await {
         Ok(plans) => {
             Json(serde_json::json!({ "body": state.config.node.id.as_str(), "plans": plans }))
                 .into_response()
         }
         Err(e) => fail(e),
-    }
+    })
 }
 
 async fn slots(
@@ -180,11 +185,8 @@ async fn slots(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Params,
-) -> Response {
-    let a = match admit(&state, &headers, peer) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+) -> Result<Response, Response> {
+    let a = admit(&state, &headers, peer)?;
     let req = FreeSlotsRequest {
         body: String::new(),
         office: param(&q, "office").into(),
@@ -193,10 +195,10 @@ async fn slots(
         until: param(&q, "until").into(),
         limit: param(&q, "limit").parse().unwrap_or(0),
     };
-    match a.free_slots(&req).await {
+    Ok(match a.free_slots(&req).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => fail(e),
-    }
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,16 +214,10 @@ async fn hold(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
-) -> Response {
-    let a = match admit(&state, &headers, peer) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let h: HoldBody = match parse(&body) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
-    match a.hold(&h.office, &h.service, &h.start).await {
+) -> Result<Response, Response> {
+    let a = admit(&state, &headers, peer)?;
+    let h: HoldBody = parse(&body)?;
+    Ok(match a.hold(&h.office, &h.service, &h.start).await {
         Ok(r) => (
             StatusCode::CREATED,
             Json(serde_json::json!({
@@ -232,7 +228,7 @@ async fn hold(
         )
             .into_response(),
         Err(e) => fail(e),
-    }
+    })
 }
 
 #[allow(clippy::result_large_err)]
@@ -286,15 +282,9 @@ async fn book(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
-) -> Response {
-    let a = match admit(&state, &headers, peer) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let b: BookBody = match parse(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+) -> Result<Response, Response> {
+    let a = admit(&state, &headers, peer)?;
+    let b: BookBody = parse(&body)?;
     let key = if b.idempotency_key.is_empty() {
         headers
             .get("idempotency-key")
@@ -323,27 +313,16 @@ async fn book(
         hold_id: b.hold_id,
         notes: b.notes,
     };
-    match a.book(&Booker::Citizen, req).await {
-        Ok(r) => {
-            let Some(ap) = r.appointment else {
-                return fail(NodeError::Internal("no appointment".into()));
-            };
-            match a.by_token(&ap.id, &r.manage_token).await {
-                Ok(view) => {
-                    let status = if r.replayed {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::CREATED
-                    };
-                    let mut json = view_json(a, &view, Some(&r.manage_token)).await;
-                    json["replayed"] = r.replayed.into();
-                    (status, Json(json)).into_response()
-                }
-                Err(e) => fail(e),
-            }
-        }
-        Err(e) => fail(e),
-    }
+    let made = a.book_citizen(req).await.map_err(fail)?;
+    let status = if made.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let docs = if made.replayed { None } else { Some(Vec::new()) };
+    let mut json = view_json(a, &made.view, Some(&made.token), docs).await;
+    json["replayed"] = made.replayed.into();
+    Ok((status, Json(json)).into_response())
 }
 
 async fn by_token(
@@ -360,15 +339,12 @@ async fn show(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     Query(q): Params,
-) -> Response {
-    let a = match admit(&state, &headers, peer) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    match by_token(a, &id, &q).await {
-        Ok(view) => Json(view_json(a, &view, None).await).into_response(),
+) -> Result<Response, Response> {
+    let a = admit(&state, &headers, peer)?;
+    Ok(match by_token(a, &id, &q).await {
+        Ok(view) => Json(view_json(a, &view, None, None).await).into_response(),
         Err(r) => r,
-    }
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -386,26 +362,17 @@ async fn move_to(
     Path(id): Path<String>,
     Query(q): Params,
     body: Bytes,
-) -> Response {
-    let a = match admit(&state, &headers, peer) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let m: MoveBody = match parse(&body) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let view = match by_token(a, &id, &q).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    match a.move_to(&view, &m.start, &m.hold_id, false).await {
+) -> Result<Response, Response> {
+    let a = admit(&state, &headers, peer)?;
+    let m: MoveBody = parse(&body)?;
+    let view = by_token(a, &id, &q).await?;
+    Ok(match a.move_to(&view, &m.start, &m.hold_id, false).await {
         Ok(moved) => {
             let token = a.manage_token(&moved.booking.id, moved.booking.moves);
-            Json(view_json(a, &moved, Some(&token)).await).into_response()
+            Json(view_json(a, &moved, Some(&token), None).await).into_response()
         }
         Err(e) => fail(e),
-    }
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -422,27 +389,18 @@ async fn cancel(
     Path(id): Path<String>,
     Query(q): Params,
     body: Bytes,
-) -> Response {
-    let a = match admit(&state, &headers, peer) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+) -> Result<Response, Response> {
+    let a = admit(&state, &headers, peer)?;
     let c: CancelBody = if body.is_empty() {
         CancelBody::default()
     } else {
-        match parse(&body) {
-            Ok(c) => c,
-            Err(r) => return r,
-        }
+        parse(&body)?
     };
-    let view = match by_token(a, &id, &q).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    match a.cancel(&view, &c.reason, false).await {
-        Ok(done) => Json(view_json(a, &done, None).await).into_response(),
+    let view = by_token(a, &id, &q).await?;
+    Ok(match a.cancel(&view, &c.reason, false).await {
+        Ok(done) => Json(view_json(a, &done, None, None).await).into_response(),
         Err(e) => fail(e),
-    }
+    })
 }
 
 async fn room(
@@ -451,17 +409,11 @@ async fn room(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     Query(q): Params,
-) -> Response {
-    let a = match admit(&state, &headers, peer) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let view = match by_token(a, &id, &q).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Result<Response, Response> {
+    let a = admit(&state, &headers, peer)?;
+    let view = by_token(a, &id, &q).await?;
     let now = urpnet_proto::hlc::system_time_ms() as i64;
-    match a.room_now(&view.booking, now) {
+    Ok(match a.room_now(&view.booking, now) {
         Ok(url) => {
             let mut r = StatusCode::SEE_OTHER.into_response();
             if let Ok(v) = HeaderValue::from_str(&url) {
@@ -480,7 +432,7 @@ async fn room(
             }
             r
         }
-    }
+    })
 }
 
 async fn calendar(
@@ -489,15 +441,9 @@ async fn calendar(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     Query(q): Params,
-) -> Response {
-    let a = match admit(&state, &headers, peer) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let view = match by_token(a, &id, &q).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Result<Response, Response> {
+    let a = admit(&state, &headers, peer)?;
+    let view = by_token(a, &id, &q).await?;
     let b = &view.booking;
     let kind = if b.status == "cancelled" {
         crate::appointments::tables::CANCEL
@@ -514,7 +460,7 @@ async fn calendar(
         failed_mask: 0,
         attempts: 0,
     };
-    match a.letter(&due).await {
+    Ok(match a.letter(&due).await {
         Ok(Some(letter)) => match letter.ics {
             Some((_, ics)) => {
                 let mut r = (StatusCode::OK, ics).into_response();
@@ -530,7 +476,7 @@ async fn calendar(
             "no appointment with this id and token".into(),
         )),
         Err(e) => fail(e),
-    }
+    })
 }
 
 async fn document(
@@ -540,15 +486,9 @@ async fn document(
     Path(id): Path<String>,
     Query(q): Params,
     body: Bytes,
-) -> Response {
-    let a = match admit(&state, &headers, peer) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let view = match by_token(a, &id, &q).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Result<Response, Response> {
+    let a = admit(&state, &headers, peer)?;
+    let view = by_token(a, &id, &q).await?;
     let media_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -558,11 +498,13 @@ async fn document(
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    match a
-        .add_document(&view.booking, param(&q, "name"), &media_type, &body)
-        .await
-    {
-        Ok(doc) => (StatusCode::CREATED, Json(doc)).into_response(),
-        Err(e) => fail(e),
-    }
+    Ok(
+        match a
+            .add_document(&view.booking, param(&q, "name"), &media_type, &body)
+            .await
+        {
+            Ok(doc) => (StatusCode::CREATED, Json(doc)).into_response(),
+            Err(e) => fail(e),
+        },
+    )
 }
