@@ -710,9 +710,9 @@ impl Appointments {
                 (booking, false)
             }
             Ok(Booked::Replayed(earlier)) => (
-                tables::get(&self.store, &earlier)
-                    .await?
-                    .ok_or_else(|| NodeError::Internal(format!("appointment {earlier} vanished")))?,
+                tables::get(&self.store, &earlier).await?.ok_or_else(|| {
+                    NodeError::Internal(format!("appointment {earlier} vanished"))
+                })?,
                 true,
             ),
             Err(e) => {

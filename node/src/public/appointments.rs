@@ -319,7 +319,11 @@ async fn book(
     } else {
         StatusCode::CREATED
     };
-    let docs = if made.replayed { None } else { Some(Vec::new()) };
+    let docs = if made.replayed {
+        None
+    } else {
+        Some(Vec::new())
+    };
     let mut json = view_json(a, &made.view, Some(&made.token), docs).await;
     json["replayed"] = made.replayed.into();
     Ok((status, Json(json)).into_response())
