@@ -223,6 +223,8 @@ pub struct RunningNode {
     pub desk_addr: SocketAddr,
     /// Where its public HTTP side listens, when `public.listen` is set.
     pub public_addr: Option<SocketAddr>,
+    /// Where its operators' console listens (a free loopback port).
+    pub console_addr: Option<SocketAddr>,
     /// The `admin` supervisor token written by `initialise`.
     pub token: String,
     shutdown: CancellationToken,
@@ -257,6 +259,13 @@ pub async fn start_node(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         Some(TcpListener::bind(&config.public.listen).await?)
     };
     let public_addr = public.as_ref().and_then(|l| l.local_addr().ok());
+    // The console, like the Desk, on a free loopback port.
+    let console = if config.console.listen.is_empty() {
+        None
+    } else {
+        Some(TcpListener::bind("127.0.0.1:0").await?)
+    };
+    let console_addr = console.as_ref().and_then(|l| l.local_addr().ok());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server::run(
         config.clone(),
@@ -265,6 +274,7 @@ pub async fn start_node(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
             metrics: None,
             peering,
             public,
+            console,
         },
         shutdown.clone(),
     ));
@@ -272,6 +282,7 @@ pub async fn start_node(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         config,
         desk_addr,
         public_addr,
+        console_addr,
         token,
         shutdown,
         task,

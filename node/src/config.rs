@@ -85,6 +85,9 @@ pub struct NodeConfig {
     /// `[appointments]`
     #[serde(default)]
     pub appointments: AppointmentsSection,
+    /// `[console]`
+    #[serde(default)]
+    pub console: ConsoleSection,
     /// `[archive]`
     #[serde(default)]
     pub archive: ArchiveSection,
@@ -525,6 +528,36 @@ impl Default for CharterSection {
     }
 }
 
+/// `[console]`: the operators' web console (DESIGN.md §14).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// Where it listens (loopback by default, like the Desk); empty: off.
+    pub listen: String,
+    /// A session ends after this long without a request.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub session_idle: std::time::Duration,
+    /// And this long after sign-in in any case.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub session_max: std::time::Duration,
+    /// Sign-in attempts one address may make at once (then one a second).
+    pub login_burst: u32,
+    /// Mark cookies `Secure` (set it when a TLS proxy is in front).
+    pub secure_cookies: bool,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7480".into(),
+            session_idle: std::time::Duration::from_secs(30 * 60),
+            session_max: std::time::Duration::from_secs(12 * 3600),
+            login_burst: 5,
+            secure_cookies: false,
+        }
+    }
+}
+
 /// `[appointments]`: booking at this body's offices (DESIGN.md §13).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -632,6 +665,7 @@ impl NodeConfig {
             faq: FaqSection::default(),
             charter: CharterSection::default(),
             appointments: AppointmentsSection::default(),
+            console: ConsoleSection::default(),
             archive: ArchiveSection::default(),
             log: LogSection::default(),
         }

@@ -29,6 +29,7 @@ pub mod casework;
 pub mod charter;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod desk;
 pub mod duplicates;
 pub mod error;

@@ -41,6 +41,8 @@ pub struct Listeners {
     pub peering: Option<TcpListener>,
     /// The public HTTP side (Open311, tracking), when `public.listen` is set.
     pub public: Option<TcpListener>,
+    /// The operators' web console, when `console.listen` is set.
+    pub console: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -65,11 +67,17 @@ impl Listeners {
         } else {
             Some(TcpListener::bind(&config.public.listen).await?)
         };
+        let console = if config.console.listen.is_empty() {
+            None
+        } else {
+            Some(TcpListener::bind(&config.console.listen).await?)
+        };
         Ok(Self {
             desk,
             metrics,
             peering,
             public,
+            console,
         })
     }
 }
@@ -345,6 +353,15 @@ pub async fn run(
         );
         tokio::spawn(crate::public::serve(state, listener, shutdown.clone()))
     });
+    let console_task = listeners.console.map(|listener| {
+        let state = Arc::new(crate::console::ConsoleState::new(
+            config.clone(),
+            desk.clone(),
+            auth.clone(),
+            Some(appointments.clone()),
+        ));
+        tokio::spawn(crate::console::serve(state, listener, shutdown.clone()))
+    });
     let service = DeskServer::new(DeskService::new(desk, auth))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
@@ -416,6 +433,13 @@ pub async fn run(
             Ok(Ok(())) => tracing::debug!("public HTTP stopped"),
             Ok(Err(e)) => tracing::warn!(error = %e, "public HTTP failed"),
             Err(e) => tracing::warn!(error = %e, "public HTTP task panicked"),
+        }
+    }
+    if let Some(task) = console_task {
+        match task.await {
+            Ok(Ok(())) => tracing::debug!("console stopped"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "console failed"),
+            Err(e) => tracing::warn!(error = %e, "console task panicked"),
         }
     }
     if let Some(task) = metrics_task {

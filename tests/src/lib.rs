@@ -128,6 +128,8 @@ pub struct TestNode {
     pub metrics_addr: SocketAddr,
     /// Where the public HTTP side (Open311, tracking) is served.
     pub public_addr: SocketAddr,
+    /// Where the operators' console is served.
+    pub console_addr: SocketAddr,
     /// The `admin` supervisor token.
     pub token: String,
     shutdown: CancellationToken,
@@ -175,6 +177,10 @@ impl TestNode {
         };
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
         let public_addr = public.local_addr().expect("addr");
+        let console = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind console");
+        let console_addr = console.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server::run(
             config.clone(),
@@ -183,6 +189,7 @@ impl TestNode {
                 metrics: Some(metrics),
                 peering,
                 public: Some(public),
+                console: Some(console),
             },
             shutdown.clone(),
         ));
@@ -191,6 +198,7 @@ impl TestNode {
             desk_addr,
             metrics_addr,
             public_addr,
+            console_addr,
             token,
             shutdown,
             task: Some(task),

@@ -139,6 +139,7 @@ async fn start_node() -> anyhow::Result<Node> {
             metrics: None,
             peering: None,
             public: Some(public),
+            console: None,
         },
         shutdown.clone(),
     ));

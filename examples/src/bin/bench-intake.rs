@@ -291,6 +291,7 @@ async fn start_node(store_url: Option<String>) -> anyhow::Result<NodeUnderTest> 
             metrics: None,
             peering: None,
             public: None,
+            console: None,
         },
         shutdown.clone(),
     ));

@@ -212,6 +212,7 @@ async fn start_node(smtp_port: Option<u16>) -> anyhow::Result<NodeUnderTest> {
             metrics: None,
             peering: None,
             public: Some(public),
+            console: None,
         },
         shutdown.clone(),
     ));

@@ -1,0 +1,29 @@
+// urpnet console: the queue updates itself (progressive enhancement: the
+// pages work without this script). On each change committed at this node
+// (Server-Sent Events), the queue's rows are fetched again with the page's
+// own filters and replaced; the change is announced politely.
+(function () {
+  "use strict";
+  var live = document.getElementById("live");
+  var rows = document.getElementById("queue-rows");
+  if (!live || !rows || !window.EventSource || !window.fetch) { return; }
+  var source = new EventSource(live.getAttribute("data-events"));
+  var pending = false;
+  source.addEventListener("ticket", function (e) {
+    if (pending) { return; }
+    pending = true;
+    setTimeout(function () {
+      fetch(window.location.href, { headers: { "X-Fragment": "rows" }, credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          pending = false;
+          if (html !== null) {
+            rows.innerHTML = html;
+            var lang = document.documentElement.lang;
+            live.textContent = (lang === "en" ? "Updated: " : "Aggiornata: ") + e.data;
+          }
+        })
+        .catch(function () { pending = false; });
+    }, 100);
+  });
+})();

@@ -1,0 +1,203 @@
+//! The operators' web console over real HTTP: sign-in with a Desk token
+//! (HttpOnly, SameSite=Strict cookie; the token in no URL or page), the
+//! queue and a ticket's page, forms with and without their CSRF token, a
+//! read-only token that cannot post, text with script in it shown as text,
+//! a stale session, a login flood, a ticket this node takes no part in.
+//! The same pages in a real headless Chromium: `console_browser.rs`.
+
+use std::time::Duration;
+
+use reqwest::redirect::Policy;
+use urpnet_node::auth::Role;
+use urpnet_tests::shared::request;
+use urpnet_tests::{Backend, TestNode};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .cookie_store(true)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+fn url(node: &TestNode, path: &str) -> String {
+    format!("http://{}{path}", node.console_addr)
+}
+
+/// Signs in; returns the session cookie's `Set-Cookie`.
+async fn sign_in(http: &reqwest::Client, node: &TestNode, token: &str) -> (u16, String) {
+    let r = http
+        .post(url(node, "/login"))
+        .form(&[("token", token), ("lang", "it")])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, cookie)
+}
+
+async fn page(http: &reqwest::Client, node: &TestNode, path: &str) -> (u16, String) {
+    let r = http.get(url(node, path)).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The CSRF token in a page's forms.
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with its token");
+    html[at + 19..at + 19 + 64].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_signs_in_escapes_text_and_refuses_forged_and_forbidden_forms() {
+    let node = TestNode::start("c_c426", Backend::Sqlite, "console_http")
+        .await
+        .unwrap();
+    let mut desk = node.desk().await;
+    let mut evil = request("illuminazione", false);
+    evil.subject = "<script>alert('x')</script> lampione".into();
+    let ticket = desk
+        .create_ticket(evil)
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+
+    // Without a session every page leads to the sign-in.
+    let http = client();
+    let r = http.get(url(&node, "/queue")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/login");
+    let (status, _) = sign_in(&http, &node, "not-a-token").await;
+    assert_eq!(status, 401);
+
+    // Signed in: the cookie is HttpOnly and SameSite=Strict, the token is
+    // nowhere in the pages.
+    let (status, cookie) = sign_in(&http, &node, &node.token).await;
+    assert_eq!(status, 303, "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let (status, queue) = page(&http, &node, "/queue").await;
+    assert_eq!(status, 200);
+    assert!(queue.contains(&ticket.reference), "the queue lists it");
+    assert!(!queue.contains(&node.token), "the token is never in a page");
+    assert!(
+        !queue.contains("<script>alert"),
+        "script in a subject is text"
+    );
+    assert!(queue.contains("&lt;script&gt;alert"), "{queue}");
+    assert!(queue.contains("<html lang=\"it\""));
+    let (status, detail) = page(&http, &node, &format!("/tickets/{}", ticket.id)).await;
+    assert_eq!(status, 200);
+    let token = csrf_of(&detail);
+
+    // A note with script in it is stored and shown as text.
+    let r = http
+        .post(url(&node, &format!("/tickets/{}/notes", ticket.id)))
+        .form(&[
+            ("csrf", token.as_str()),
+            ("text", "<img src=x onerror=alert(1)> ok"),
+            ("public", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, detail) = page(&http, &node, &format!("/tickets/{}", ticket.id)).await;
+    assert!(!detail.contains("<img src=x"), "no stored XSS");
+    assert!(detail.contains("&lt;img src=x onerror=alert(1)&gt; ok"));
+
+    // A form without, or with another, CSRF token is refused and changes
+    // nothing.
+    for forged in [
+        "",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        let r = http
+            .post(url(&node, &format!("/tickets/{}/notes", ticket.id)))
+            .form(&[("csrf", forged), ("text", "forged"), ("public", "1")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "csrf {forged:?}");
+    }
+    let history = urpnet_tests::shared::history(&desk, &ticket.id).await;
+    assert_eq!(history.len(), 2, "created + one note: {history:?}");
+
+    // A ticket this node holds nothing of: not found, not another body's.
+    let (status, _) = page(&http, &node, "/tickets/01KBMZ00000000000000000000").await;
+    assert_eq!(status, 404);
+
+    // A read-only token sees the queue but cannot post.
+    let reader = node.add_operator("lettore", Role::ReadOnly).await;
+    let ro = client();
+    assert_eq!(sign_in(&ro, &node, &reader).await.0, 303);
+    let (status, detail) = page(&ro, &node, &format!("/tickets/{}", ticket.id)).await;
+    assert_eq!(status, 200);
+    let r = ro
+        .post(url(&node, &format!("/tickets/{}/notes", ticket.id)))
+        .form(&[
+            ("csrf", csrf_of(&detail).as_str()),
+            ("text", "letto"),
+            ("public", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(
+        urpnet_tests::shared::history(&desk, &ticket.id).await.len(),
+        2
+    );
+
+    // Signed out: the session is gone, its cookie no longer opens a page.
+    let (_, queue) = page(&http, &node, "/queue").await;
+    let r = http
+        .post(url(&node, "/logout"))
+        .form(&[("csrf", csrf_of(&queue).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let stale = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let session = cookie.split(';').next().unwrap().to_string();
+    let r = stale
+        .get(url(&node, "/queue"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "a stale session signs in again");
+
+    // A sign-in flood from one address is slowed down.
+    let flood = client();
+    let mut limited = 0;
+    for _ in 0..20 {
+        if sign_in(&flood, &node, "guess").await.0 == 429 {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 10, "{limited} of 20 limited");
+    // An over-large form is refused before it is read.
+    let r = http
+        .post(url(&node, "/login"))
+        .form(&[("token", "x".repeat(400_000))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    node.stop().await;
+}
