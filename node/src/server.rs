@@ -359,6 +359,7 @@ pub async fn run(
             desk.clone(),
             auth.clone(),
             Some(appointments.clone()),
+            federation.clone(),
         ));
         tokio::spawn(crate::console::serve(state, listener, shutdown.clone()))
     });

@@ -20,6 +20,7 @@ use urpnet_node::server::{self, Listeners};
 use urpnet_proto::ids::NodeId;
 
 pub mod archive;
+pub mod browser;
 pub mod federation;
 pub mod proxy;
 pub mod shared;

@@ -19,6 +19,8 @@
           pending = false;
           if (html !== null) {
             rows.innerHTML = html;
+            var count = document.getElementById("queue-count");
+            if (count) { count.textContent = String(rows.children.length); }
             var lang = document.documentElement.lang;
             live.textContent = (lang === "en" ? "Updated: " : "Aggiornata: ") + e.data;
           }

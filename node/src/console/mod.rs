@@ -54,18 +54,26 @@ pub struct ConsoleState {
     desk: Arc<TicketDesk>,
     auth: Arc<Authenticator>,
     appointments: Option<Arc<Appointments>>,
+    federation: Arc<crate::registry_link::Federation>,
     sessions: Sessions,
     logins: PerIdentity,
     secure: bool,
 }
 
 impl ConsoleState {
+    /// A body's display name: this node's, a member's, or its id.
+    pub fn body_name(&self, node: &str) -> String {
+        self.federation
+            .body_name(node, self.config.node.id.as_str(), &self.config.node.name)
+    }
+
     /// The console of a node.
     pub fn new(
         config: NodeConfig,
         desk: Arc<TicketDesk>,
         auth: Arc<Authenticator>,
         appointments: Option<Arc<Appointments>>,
+        federation: Arc<crate::registry_link::Federation>,
     ) -> Self {
         let c = &config.console;
         let sessions = Sessions::new(c.session_idle, c.session_max);
@@ -76,6 +84,7 @@ impl ConsoleState {
             desk,
             auth,
             appointments,
+            federation,
             sessions,
             logins,
             secure,
@@ -422,7 +431,7 @@ async fn queue(State(state): Shared, headers: HeaderMap, Query(q): Params) -> Re
         });
     }
     if headers.get("x-fragment").is_some_and(|v| v == "rows") {
-        return pages::queue_rows(l, &tickets, now).into_response();
+        return pages::queue_rows(l, &tickets, now, &|n| state.body_name(n)).into_response();
     }
     let next_link = (!next.is_empty()).then(|| {
         let mut q2 = q.clone();
@@ -492,7 +501,7 @@ async fn queue(State(state): Shared, headers: HeaderMap, Query(q): Params) -> Re
         }
         (pages::live_note(l))
         table.queue {
-            caption { (tr(l, "Richieste", "Requests")) " (" (tickets.len()) ")" }
+            caption { (tr(l, "Richieste", "Requests")) " (" span #queue-count { (tickets.len()) } ")" }
             thead {
                 tr {
                     th scope="col" { (tr(l, "Riferimento", "Reference")) }
@@ -505,7 +514,7 @@ async fn queue(State(state): Shared, headers: HeaderMap, Query(q): Params) -> Re
                     th scope="col" { (tr(l, "Scadenza", "Due")) }
                 }
             }
-            tbody #queue-rows { (pages::queue_rows(l, &tickets, now)) }
+            tbody #queue-rows { (pages::queue_rows(l, &tickets, now, &|n| state.body_name(n))) }
         }
         @if let Some(link) = next_link {
             p { a href=(link) rel="next" { (tr(l, "Pagina successiva", "Next page")) } }
@@ -578,11 +587,11 @@ async fn ticket(State(state): Shared, headers: HeaderMap, Path(id): Path<String>
             dt { (tr(l, "Descrizione", "Description")) } dd { (pages::text(&t.description)) }
             dt { (tr(l, "Stato", "Status")) } dd { (pages::status_label(l, t.status())) }
             dt { (tr(l, "Categoria", "Category")) } dd { (t.category) }
-            dt { (tr(l, "Canale", "Channel")) } dd { (crate::shared_ticket::names::channel_name(t.channel())) }
+            dt { (tr(l, "Canale", "Channel")) } dd { (pages::channel_label(l, t.channel())) }
             dt { (tr(l, "Luogo", "Place")) } dd { (location.address) " (" (location.istat_code) ")" }
             dt { (tr(l, "Ufficio", "Office")) } dd { (t.office) }
-            dt { (tr(l, "Ente di origine", "Origin body")) } dd { (t.origin_node) }
-            dt { (tr(l, "Ente responsabile", "Responsible body")) } dd { (t.owner_node) }
+            dt { (tr(l, "Ente di origine", "Origin body")) } dd { (state.body_name(&t.origin_node)) }
+            dt { (tr(l, "Ente responsabile", "Responsible body")) } dd { (state.body_name(&t.owner_node)) }
             dt { (tr(l, "Scadenza", "Due")) } dd { (pages::when(t.due_at.as_ref())) }
             @if let Some(c) = &citizen {
                 dt { (tr(l, "Cittadino", "Citizen")) }

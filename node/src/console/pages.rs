@@ -132,8 +132,35 @@ pub fn when(ts: Option<&prost_types::Timestamp>) -> String {
     .unwrap_or_default()
 }
 
-/// The queue's rows.
-pub fn queue_rows(lang: &str, tickets: &[Ticket], now_ms: i64) -> Markup {
+/// A channel in the session's language.
+pub fn channel_label(lang: &str, c: urpnet_proto::v1::Channel) -> String {
+    use urpnet_proto::v1::Channel as C;
+    if lang == "en" {
+        return crate::shared_ticket::names::channel_name(c);
+    }
+    match c {
+        C::App => "app",
+        C::Web => "web",
+        C::Chat => "chat",
+        C::Email => "e-mail",
+        C::Pec => "PEC",
+        C::Phone => "telefono",
+        C::Desk => "sportello",
+        C::Social => "social",
+        C::Video => "video",
+        C::Open311 => "Open311",
+        C::Unspecified => "",
+    }
+    .to_string()
+}
+
+/// The queue's rows (`body` names a body by its node id).
+pub fn queue_rows(
+    lang: &str,
+    tickets: &[Ticket],
+    now_ms: i64,
+    body: &dyn Fn(&str) -> String,
+) -> Markup {
     html! {
         @for t in tickets {
             @let overdue = t.due_at.as_ref().is_some_and(|d| d.seconds * 1000 < now_ms)
@@ -143,9 +170,9 @@ pub fn queue_rows(lang: &str, tickets: &[Ticket], now_ms: i64) -> Markup {
                 td { a href={ "/tickets/" (t.id) } { (t.reference) } }
                 td { (t.subject) }
                 td { (t.category) }
-                td { (crate::shared_ticket::names::channel_name(t.channel())) }
+                td { (channel_label(lang, t.channel())) }
                 td { (status_label(lang, t.status())) }
-                td { (t.owner_node) }
+                td { (body(&t.owner_node)) }
                 td { (when(t.updated_at.as_ref())) }
                 td {
                     (when(t.due_at.as_ref()))

@@ -1,0 +1,218 @@
+//! The operators' console in a real headless Chromium (WebDriver): an
+//! operator signs in with the keyboard, sees the queue, watches a request
+//! taken elsewhere appear without reloading (Server-Sent Events), opens it
+//! and adds a note through the form; a form with a tampered CSRF token is
+//! refused; every page passes axe-core's WCAG 2.1 A/AA rules with no
+//! serious or critical violation; at 360 px nothing scrolls sideways; the
+//! pages weigh well under 200 KB. Screenshots go to `$URPNET_SCREENSHOTS`.
+
+use std::time::Duration;
+
+use fantoccini::Locator;
+use fantoccini::key::Key;
+use urpnet_tests::browser::Browser;
+use urpnet_tests::shared::request;
+use urpnet_tests::{Backend, TestNode, wait_for};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn assert_accessible(browser: &Browser, page: &str) {
+    let violations = browser.axe().await;
+    assert!(
+        violations.is_empty(),
+        "{page}: serious or critical accessibility violations: {violations:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_works_the_queue_in_a_real_browser() {
+    let node = TestNode::start("c_c426", Backend::Sqlite, "console_browser")
+        .await
+        .unwrap();
+    let Some(browser) = Browser::start(1280).await else {
+        eprintln!("console_browser: skipped (no chromium-driver)");
+        return;
+    };
+    let base = format!("http://{}", node.console_addr);
+    let mut desk = node.desk().await;
+    let mut first = request("illuminazione", false);
+    first.subject = "Lampione spento in via Roma".into();
+    let first = desk
+        .create_ticket(first)
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+
+    // Sign in with the keyboard: the token field has its label.
+    let c = &browser.client;
+    c.goto(&format!("{base}/queue")).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/login");
+    assert_accessible(&browser, "login").await;
+    browser.screenshot("console-login").await;
+    let field = c.find(Locator::Css("#token")).await.unwrap();
+    field.send_keys(&node.token).await.unwrap();
+    field.send_keys(&Key::Enter.to_string()).await.unwrap();
+    wait_for("the queue", DEADLINE, || async {
+        (c.current_url().await.ok()?.path() == "/queue").then_some(())
+    })
+    .await;
+    let row = c
+        .find(Locator::Css(&format!("tr[data-ticket='{}']", first.id)))
+        .await
+        .expect("the first request in the queue");
+    assert!(row.text().await.unwrap().contains("Lampione spento"));
+    assert_accessible(&browser, "queue").await;
+
+    // A request taken at another desk appears without reloading.
+    let marker = c
+        .execute("window.__same_page = true; return true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(marker, serde_json::json!(true));
+    let mut second = request("rifiuti.ingombranti", false);
+    second.subject = "Ritiro divano in via Marsica".into();
+    let second = desk
+        .create_ticket(second)
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    wait_for("the new request, live", DEADLINE, || async {
+        c.find(Locator::Css(&format!("tr[data-ticket='{}']", second.id)))
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(
+        browser.eval("return window.__same_page === true;").await,
+        serde_json::json!(true),
+        "the page was not reloaded"
+    );
+    browser.screenshot("console-queue").await;
+
+    // Open it and add a public note through the form.
+    c.find(Locator::LinkText(&second.reference))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("the ticket page", DEADLINE, || async {
+        c.current_url()
+            .await
+            .ok()?
+            .path()
+            .starts_with("/tickets/")
+            .then_some(())
+    })
+    .await;
+    assert_accessible(&browser, "ticket").await;
+    c.find(Locator::Css("#n-text"))
+        .await
+        .unwrap()
+        .send_keys("Ritiro fissato per giovedì mattina.")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#n-public"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action$='/notes'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("the note in the history", DEADLINE, || async {
+        let source = c.source().await.ok()?;
+        source
+            .contains("Ritiro fissato per giovedì mattina.")
+            .then_some(())
+    })
+    .await;
+    browser.screenshot("console-ticket").await;
+    let history = urpnet_tests::shared::history(&desk, &second.id).await;
+    assert_eq!(history.len(), 2, "created + the note: {history:?}");
+
+    // A tampered form token: refused, nothing added.
+    browser
+        .eval("document.querySelector(\"form[action$='/notes'] input[name=csrf]\").value = 'x'.repeat(64); return true;")
+        .await;
+    c.find(Locator::Css("#n-text"))
+        .await
+        .unwrap()
+        .send_keys("forged")
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action$='/notes'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("the refusal", DEADLINE, || async {
+        let source = c.source().await.ok()?;
+        source.contains("Il modulo è scaduto").then_some(())
+    })
+    .await;
+    assert_eq!(
+        urpnet_tests::shared::history(&desk, &second.id).await.len(),
+        2
+    );
+
+    // The new-request form and the appointments page are accessible too.
+    for (path, name) in [
+        ("/new", "console-new"),
+        ("/appointments", "console-appointments"),
+    ] {
+        c.goto(&format!("{base}{path}")).await.unwrap();
+        assert_accessible(&browser, path).await;
+        browser.screenshot(name).await;
+    }
+    browser.close().await;
+
+    // At 360 px nothing scrolls sideways.
+    let Some(narrow) = Browser::start(360).await else {
+        return;
+    };
+    let n = &narrow.client;
+    n.goto(&format!("{base}/login")).await.unwrap();
+    let field = n.find(Locator::Css("#token")).await.unwrap();
+    field.send_keys(&node.token).await.unwrap();
+    field.send_keys(&Key::Enter.to_string()).await.unwrap();
+    wait_for("the queue at 360 px", DEADLINE, || async {
+        (n.current_url().await.ok()?.path() == "/queue").then_some(())
+    })
+    .await;
+    let overflow = narrow
+        .eval("return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "horizontal overflow at 360 px: {overflow}"
+    );
+    narrow.screenshot("console-queue-360").await;
+    narrow.close().await;
+
+    // Page weight: the queue with its stylesheet and script.
+    let http = reqwest::Client::new();
+    let mut weight = 0;
+    for path in ["/login", "/static/console.css", "/static/console.js"] {
+        weight += http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len();
+    }
+    assert!(weight < 200 * 1024, "{weight} bytes");
+    node.stop().await;
+}
