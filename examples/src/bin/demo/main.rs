@@ -146,6 +146,21 @@ async fn main() -> anyhow::Result<()> {
         println!("{n} appointments slots urp-avezzano tessera-sanitaria --body r_abruzz");
         println!("{n} archive status");
         println!("{n} notify status");
+        println!("\nIn the browser (sign in with the token shown):");
+        for node in &nodes {
+            if let Some(console) = node.console_addr {
+                println!(
+                    "  {:<8} operators' console: http://{console}/login   token: {}",
+                    node.id, node.token
+                );
+            }
+            if let Some(public) = node.public_addr {
+                println!(
+                    "  {:<8} citizens' side:     http://{public}/charter   http://{public}/appointments/services",
+                    node.id
+                );
+            }
+        }
         println!(
             "(cargo run -p urpnet-registry -- ... and cargo run -p urpnet-node -- ... work too.) Ctrl-C to stop."
         );
