@@ -216,3 +216,136 @@ async fn an_operator_works_the_queue_in_a_real_browser() {
     assert!(weight < 200 * 1024, "{weight} bytes");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citizen_books_and_cancels_through_the_pages_in_a_real_browser() {
+    let Some((dir, mut config)) =
+        urpnet_tests::node_config("c_c426", Backend::Sqlite, "booking_browser").await
+    else {
+        return;
+    };
+    config.node.name = "Comune di Celano".into();
+    config.appointments.video_base_url = "https://video.comune.celano.example.it".into();
+    let node = TestNode::start_with(config, Some(dir)).await;
+    node.charter()
+        .await
+        .import_charter(urpnet_proto::v1::ImportCharterRequest {
+            charter: Some(urpnet_tests::shared::sample_charter("celano")),
+        })
+        .await
+        .unwrap();
+    node.appointments()
+        .await
+        .set_plans(urpnet_proto::v1::SetPlansRequest {
+            plans: urpnet_tests::shared::sample_plans("celano"),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let Some(browser) = Browser::start(1280).await else {
+        eprintln!("booking_browser: skipped (no chromium-driver)");
+        return;
+    };
+    let c = &browser.client;
+    let base = format!("http://{}", node.public_addr);
+
+    // Office and service.
+    c.goto(&format!("{base}/prenota")).await.unwrap();
+    assert_accessible(&browser, "/prenota").await;
+    let footer = c
+        .find(Locator::Css("footer [data-element='appointment-booking']"))
+        .await
+        .expect("the model's booking link");
+    assert_eq!(
+        footer.attr("href").await.unwrap().as_deref(),
+        Some("/prenota")
+    );
+    c.find(Locator::LinkText("Autorizzazione paesaggistica"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Day and time: the first free time of the first day is chosen.
+    c.find(Locator::Css("input[name=start]")).await.unwrap();
+    assert_accessible(&browser, "days and times").await;
+    browser.screenshot("booking-times").await;
+    c.find(Locator::Css("form[action$='/blocca'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The citizen's data.
+    c.find(Locator::Css("#given_name")).await.unwrap();
+    assert_accessible(&browser, "data form").await;
+    for (field, value) in [
+        ("#given_name", "Giulia"),
+        ("#family_name", "Marchetti"),
+        ("#address", "Via Ovidio 12, Celano"),
+        ("#email", "giulia.marchetti@example.it"),
+        ("#notes", "<b>Tettoia</b> in legno"),
+    ] {
+        c.find(Locator::Css(field))
+            .await
+            .unwrap()
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    c.find(Locator::Css("#consent"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.screenshot("booking-data").await;
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("the confirmation", DEADLINE, || async {
+        let source = c.source().await.ok()?;
+        source.contains("Prenotazione confermata").then_some(())
+    })
+    .await;
+    assert_accessible(&browser, "confirmation").await;
+    browser.screenshot("booking-confirmed").await;
+    let agenda = node
+        .appointments()
+        .await
+        .get_appointment(urpnet_proto::v1::GetAppointmentRequest {
+            id: c
+                .current_url()
+                .await
+                .unwrap()
+                .path()
+                .trim_start_matches("/appuntamento/")
+                .to_string(),
+        })
+        .await
+        .expect("the booking made through the pages")
+        .into_inner()
+        .appointment
+        .unwrap();
+    assert_eq!(agenda.channel, "video");
+    assert_eq!(agenda.citizen.unwrap().family_name, "Marchetti");
+    assert_eq!(agenda.notes, "<b>Tettoia</b> in legno", "stored as typed");
+
+    // Cancel from the manage page.
+    c.find(Locator::Css("form[action*='/annulla'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("the cancellation", DEADLINE, || async {
+        let source = c.source().await.ok()?;
+        source.contains("annullato").then_some(())
+    })
+    .await;
+    browser.close().await;
+    node.stop().await;
+}

@@ -100,7 +100,11 @@ async fn sign_in(base: &str, token: &str) -> anyhow::Result<reqwest::Client> {
         .form(&[("token", token)])
         .send()
         .await?;
-    anyhow::ensure!(r.status().as_u16() == 303, "sign-in answered {}", r.status());
+    anyhow::ensure!(
+        r.status().as_u16() == 303,
+        "sign-in answered {}",
+        r.status()
+    );
     Ok(http)
 }
 
@@ -108,7 +112,9 @@ async fn sign_in(base: &str, token: &str) -> anyhow::Result<reqwest::Client> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     urpnet_proto::telemetry::init_logs(Default::default(), "error");
-    let dir = tempfile::Builder::new().prefix("urpnet-bench-web-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("urpnet-bench-web-")
+        .tempdir()?;
     let mut rconfig = RegistryConfig::new("bench", dir.path().join("registry"));
     rconfig.membership.heartbeat_interval = Duration::from_millis(500);
     rconfig.metrics.listen = String::new();
@@ -147,7 +153,10 @@ async fn main() -> anyhow::Result<()> {
             {
                 break;
             }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "members not known");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "members not known"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -170,7 +179,12 @@ async fn main() -> anyhow::Result<()> {
             let mut ids = Vec::with_capacity(n);
             for _ in 0..n {
                 let req = samples::request(&mut rng, "066032", Channel::Phone);
-                let t = desk.create_ticket(req).await?.into_inner().ticket.context("ticket")?;
+                let t = desk
+                    .create_ticket(req)
+                    .await?
+                    .into_inner()
+                    .ticket
+                    .context("ticket")?;
                 ids.push(t.id);
                 bar.inc(1);
             }
@@ -190,7 +204,12 @@ async fn main() -> anyhow::Result<()> {
     let (mut page_us, mut grpc_us, mut page_bytes) = (Vec::new(), Vec::new(), 0);
     for _ in 0..args.requests {
         let t = Instant::now();
-        let body = http.get(format!("{base}/queue")).send().await?.text().await?;
+        let body = http
+            .get(format!("{base}/queue"))
+            .send()
+            .await?
+            .text()
+            .await?;
         page_us.push(t.elapsed().as_micros() as u32);
         page_bytes = body.len();
         let t = Instant::now();
@@ -275,7 +294,9 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         let committed = Instant::now();
-        sent.lock().expect("sent").insert(ticket.reference.clone(), committed);
+        sent.lock()
+            .expect("sent")
+            .insert(ticket.reference.clone(), committed);
         let deadline = committed + Duration::from_secs(10);
         loop {
             let (reference, at) = tokio::time::timeout_at(deadline.into(), rx.recv())
@@ -302,8 +323,16 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     listener.abort();
-    rows.push(row("handoff committed → event in the other console", event_us, 0));
-    rows.push(row("handoff committed → row in the other console's queue", visible_us, 0));
+    rows.push(row(
+        "handoff committed → event in the other console",
+        event_us,
+        0,
+    ));
+    rows.push(row(
+        "handoff committed → row in the other console's queue",
+        visible_us,
+        0,
+    ));
 
     let ratio = |a: usize, b: usize, p99: bool| {
         if p99 {
@@ -333,10 +362,17 @@ async fn main() -> anyhow::Result<()> {
             format!("{:.2}", r.p50_ms),
             format!("{:.2}", r.p99_ms),
             format!("{:.2}", r.max_ms),
-            if r.bytes == 0 { String::new() } else { r.bytes.to_string() },
+            if r.bytes == 0 {
+                String::new()
+            } else {
+                r.bytes.to_string()
+            },
         ]);
     }
-    println!("bench-web — {} — {} — {} tickets", report.date, report.machine, report.tickets);
+    println!(
+        "bench-web — {} — {} — {} tickets",
+        report.date, report.machine, report.tickets
+    );
     println!("{t}");
     println!(
         "queue page / ListTickets: {:.2}x p50, {:.2}x p99 (goal 1.5x); ticket page / gRPC: {:.2}x p50, {:.2}x p99; handoff → other console p99 {:.1} ms (goal 100 ms)",

@@ -11,6 +11,7 @@
 //! framework's own refusals (413, 408, 404, 405) in Open311's error format.
 
 pub mod appointments;
+pub mod booking;
 pub mod charter;
 pub mod format;
 pub mod open311;
@@ -155,6 +156,7 @@ pub fn router(state: Arc<PublicState>) -> Router {
         .merge(track::routes())
         .merge(charter::routes())
         .merge(appointments::routes())
+        .merge(booking::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
