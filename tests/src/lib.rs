@@ -112,6 +112,8 @@ pub async fn node_config(id: &str, backend: Backend, test: &str) -> Option<(Temp
     let mut config = NodeConfig::new(id, name, dir.path().join("data"));
     config.metrics.listen = "127.0.0.1:0".into();
     config.desk.listen = "127.0.0.1:0".parse().expect("addr");
+    // Tests run side by side: the console on any free port.
+    config.console.listen = "127.0.0.1:0".into();
     if backend == Backend::Postgres {
         config.store.url = fresh_postgres_url(test).await?;
     }
