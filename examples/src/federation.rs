@@ -337,7 +337,10 @@ impl RunningNode {
 /// handed out by `bind(127.0.0.1:0)` come from the ephemeral range (32768 and
 /// up on Linux), so a port chosen here stays free until it is bound again,
 /// unless another pick of this function lands on it.
-fn free_port_below_ephemeral() -> std::io::Result<std::net::SocketAddr> {
+///
+/// # Errors
+/// When 200 random ports were all taken.
+pub fn free_port_below_ephemeral() -> std::io::Result<std::net::SocketAddr> {
     use rand::Rng as _;
     let mut rng = rand::thread_rng();
     let mut last = None;

@@ -45,8 +45,7 @@ pub fn available() -> bool {
 
 /// A free loopback port (for a server started by another process).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
+    crate::federation::free_port_below_ephemeral()
         .map(|a| a.port())
         .unwrap_or(2525)
 }

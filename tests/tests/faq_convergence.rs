@@ -22,10 +22,8 @@ const NODES: usize = 32;
 const CUT: usize = 6;
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
+    // A port outside the ephemeral range (see `free_port`).
+    std::net::SocketAddr::from(([127, 0, 0, 1], urpnet_examples::smtp::free_port()))
 }
 
 /// The Region and the first 31 comuni of Abruzzo with an IPA code.

@@ -14,10 +14,8 @@ use urpnet_tests::{Backend, wait_for};
 
 /// A free loopback address (the node binds it a moment later).
 fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("probe")
-        .local_addr()
-        .expect("addr")
+    // A port outside the ephemeral range (see `free_port`).
+    std::net::SocketAddr::from(([127, 0, 0, 1], urpnet_examples::smtp::free_port()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
