@@ -357,7 +357,7 @@ impl Appointments {
             .cloned()
             .ok_or_else(|| {
                 NodeError::NotFound(format!(
-                    "service `{service}` is not bookable at office `{office}` of {} (see `urpnet-node appointments plan`)",
+                    "a booking plan for service `{service}` at office `{office}` of {} (see `urpnet-node appointments plan`)",
                     self.config.node.name
                 ))
             })
@@ -842,7 +842,7 @@ impl Appointments {
     /// # Errors
     /// `NotFound`, storage failures.
     pub async fn by_token(&self, id: &str, token: &str) -> NodeResult<View> {
-        let unknown = || NodeError::NotFound("no appointment with this id and token".into());
+        let unknown = || NodeError::NotFound("an appointment with this id and token".into());
         if id.len() > 40 || token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(unknown());
         }
@@ -864,7 +864,7 @@ impl Appointments {
         actor.require(Action::Read)?;
         let booking = tables::get(&self.store, id)
             .await?
-            .ok_or_else(|| NodeError::NotFound(format!("no appointment {id}")))?;
+            .ok_or_else(|| NodeError::NotFound(format!("appointment {id}")))?;
         let plan = self.ready(&booking.office, &booking.service).await.ok();
         Ok(View { booking, plan })
     }

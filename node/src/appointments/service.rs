@@ -195,8 +195,8 @@ impl AppointmentDeskService {
         let docs = super::tables::documents(self.appointments.store(), &view.booking.id).await?;
         let Some(doc) = docs.into_iter().find(|d| d.sha256 == r.sha256) else {
             return Err(NodeError::NotFound(format!(
-                "appointment {} has no document {}",
-                r.id, r.sha256
+                "document {} of appointment {}",
+                r.sha256, r.id
             ))
             .into());
         };

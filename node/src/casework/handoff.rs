@@ -141,6 +141,21 @@ impl TicketDesk {
         Ok((member.id, resp.reason))
     }
 
+    /// Where the registry would send a ticket, and why, without offering it
+    /// (the console shows it before the operator confirms).
+    ///
+    /// # Errors
+    /// As [`TicketDesk::handoff`] when it asks the registry.
+    pub async fn route_preview(
+        self: &Arc<Self>,
+        actor: &Actor,
+        ticket_id: &str,
+    ) -> NodeResult<(String, String)> {
+        actor.require(Action::Handoff)?;
+        let (ticket, _) = self.get(actor, ticket_id, "").await?;
+        self.choose_target(&ticket, false).await
+    }
+
     /// Offers a ticket to another body. Returns the ticket, the target and
     /// how it was chosen.
     ///

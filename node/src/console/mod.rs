@@ -203,6 +203,9 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/tickets/{id}/notes", post(note))
         .route("/tickets/{id}/status", post(status))
         .route("/tickets/{id}/assign", post(assign))
+        .route("/tickets/{id}/handoff", get(handoff_page).post(handoff))
+        .route("/tickets/{id}/answer", post(answer))
+        .route("/inbox", get(inbox))
         .route("/new", get(new_page).post(create))
         .route("/appointments", get(agenda))
         .route("/appointments/{id}/mark", post(mark))
@@ -618,7 +621,13 @@ async fn ticket(State(state): Shared, headers: HeaderMap, Path(id): Path<String>
                         td { (item.event.hlc.map(|h| urpnet_proto::calendar::iso_rome(h.wall_ms)).unwrap_or_default().get(..16).unwrap_or_default().replace('T', " ")) }
                         td { (item.event.author_node) " / " (item.event.actor) }
                         td { (what) }
-                        td { (details) }
+                        td {
+                            @if let Some(urpnet_proto::v1::ticket_event::Kind::Note(n)) = &item.event.kind {
+                                (pages::text(&n.text))
+                            } @else {
+                                (details)
+                            }
+                        }
                     }
                 }
             }
@@ -648,6 +657,25 @@ async fn ticket(State(state): Shared, headers: HeaderMap, Path(id): Path<String>
                     label for="s-reason" { (tr(l, "Motivo", "Reason")) }
                     input #s-reason name="reason";
                     button type="submit" { (tr(l, "Cambia", "Change")) }
+                }
+            }
+            @if t.owner_node == state.config.node.id.as_str() && t.pending_handoff.is_none() && !crate::shared_ticket::lifecycle::is_terminal(t.status()) {
+                form.card method="get" action={ "/tickets/" (t.id) "/handoff" } {
+                    h2 { (tr(l, "Passa all'ente competente", "Hand to the competent body")) }
+                    p { (tr(l, "Il registro indica l'ente competente e il motivo; confermi nella pagina successiva.",
+                            "The registry names the competent body and why; you confirm on the next page.")) }
+                    button type="submit" { (tr(l, "Chiedi al registro", "Ask the registry")) }
+                }
+            }
+            @if t.pending_handoff.as_ref().is_some_and(|p| p.to_node == state.config.node.id.as_str()) {
+                form.card method="post" action={ "/tickets/" (t.id) "/answer" } {
+                    h2 { (tr(l, "Offerta in arrivo", "Incoming offer")) }
+                    input type="hidden" name="csrf" value=(s.session.csrf);
+                    label for="o-reason" { (tr(l, "Motivo (se rifiuti)", "Reason (if you decline)")) }
+                    input #o-reason name="reason";
+                    button type="submit" name="decision" value="accept" { (tr(l, "Accetta", "Accept")) }
+                    " "
+                    button type="submit" name="decision" value="decline" { (tr(l, "Rifiuta", "Decline")) }
                 }
             }
             form.card method="post" action={ "/tickets/" (t.id) "/assign" } {
@@ -775,6 +803,158 @@ async fn assign(
             .map(|_| ())
     })
     .await
+}
+
+async fn handoff_page(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let s = match signed(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let l = s.session.lang;
+    let (t, _) = match state.desk.get(&s.actor, &id, "").await {
+        Ok(x) => x,
+        Err(e) => return refusal(&state, &s, e),
+    };
+    let route = state.desk.route_preview(&s.actor, &id).await;
+    let content = html! {
+        p { (t.reference) " — " (t.subject) " (" (t.category) ")" }
+        @match &route {
+            Ok((target, reason)) => {
+                p.card {
+                    (tr(l, "Il registro indica: ", "The registry names: "))
+                    strong { (state.body_name(target)) " (" (target) ")" }
+                    br;
+                    (tr(l, "Perché: ", "Why: ")) (reason)
+                }
+            }
+            Err(e) => { (pages::alert(&e.to_string())) }
+        }
+        form.card method="post" action={ "/tickets/" (t.id) "/handoff" } {
+            input type="hidden" name="csrf" value=(s.session.csrf);
+            label for="h-to" { (tr(l, "Ente destinatario (codice)", "Receiving body (id)")) }
+            input #h-to name="to_node" required value=(route.as_ref().map(|(t, _)| t.as_str()).unwrap_or_default());
+            label for="h-reason" { (tr(l, "Motivo", "Reason")) }
+            input #h-reason name="reason" value=(route.as_ref().map(|(_, r)| r.as_str()).unwrap_or_default());
+            button type="submit" { (tr(l, "Conferma il passaggio", "Confirm the handoff")) }
+        }
+        p { a href={ "/tickets/" (t.id) } { (tr(l, "Annulla", "Cancel")) } }
+    };
+    page(
+        StatusCode::OK,
+        &s.frame(
+            &state,
+            tr(l, "Passaggio all'ente competente", "Handoff").into(),
+            "/queue",
+        ),
+        content,
+    )
+}
+
+#[derive(Deserialize)]
+struct HandoffForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    to_node: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn handoff(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<HandoffForm>,
+) -> Response {
+    let desk = state.desk.clone();
+    let target = id.clone();
+    act(&state, &headers, &f.csrf, &id, |actor| async move {
+        desk.handoff(&actor, &target, f.to_node.trim(), &f.reason, false)
+            .await
+            .map(|_| ())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct AnswerForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn answer(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<AnswerForm>,
+) -> Response {
+    let desk = state.desk.clone();
+    let target = id.clone();
+    act(&state, &headers, &f.csrf, &id, |actor| async move {
+        let decline = (f.decision == "decline").then_some(f.reason.as_str());
+        desk.answer_handoff(&actor, &target, decline)
+            .await
+            .map(|_| ())
+    })
+    .await
+}
+
+async fn inbox(State(state): Shared, headers: HeaderMap) -> Response {
+    let s = match signed(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let l = s.session.lang;
+    let (incoming, outgoing) = match state.desk.offers(&s.actor).await {
+        Ok(x) => x,
+        Err(e) => return refusal(&state, &s, e),
+    };
+    let table = |offers: &[crate::casework::OfferView], caption: &str, other: bool| {
+        html! {
+            table.queue {
+                caption { (caption) " (" (offers.len()) ")" }
+                thead { tr {
+                    th scope="col" { (tr(l, "Riferimento", "Reference")) }
+                    th scope="col" { (tr(l, "Oggetto", "Subject")) }
+                    th scope="col" { (if other { tr(l, "Verso", "To") } else { tr(l, "Da", "From") }) }
+                    th scope="col" { (tr(l, "Motivo", "Reason")) }
+                    th scope="col" { (tr(l, "Quando", "When")) }
+                } }
+                tbody {
+                    @for o in offers {
+                        tr data-ticket=(o.ticket.id) {
+                            td { a href={ "/tickets/" (o.ticket.id) } { (o.ticket.reference) } }
+                            td { (o.ticket.subject) }
+                            td { (state.body_name(if other { &o.to_node } else { &o.from_node })) }
+                            td { (o.reason) }
+                            td { (urpnet_proto::calendar::iso_rome(o.offered_ms).get(..16).unwrap_or_default().replace('T', " ")) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let content = html! {
+        (table(&incoming, tr(l, "Offerte ricevute", "Offers received"), false))
+        (table(&outgoing, tr(l, "Offerte fatte", "Offers made"), true))
+    };
+    page(
+        StatusCode::OK,
+        &s.frame(
+            &state,
+            tr(l, "Offerte tra enti", "Offers between bodies").into(),
+            "/inbox",
+        ),
+        content,
+    )
 }
 
 async fn new_page(State(state): Shared, headers: HeaderMap) -> Response {
@@ -939,7 +1119,7 @@ async fn agenda(State(state): Shared, headers: HeaderMap, Query(q): Params) -> R
         return refusal(
             &state,
             &s,
-            NodeError::NotFound("no appointments here".into()),
+            NodeError::NotFound("booking at this node".into()),
         );
     };
     let date = param(&q, "date");
@@ -1038,7 +1218,7 @@ async fn mark(
         return refusal(
             &state,
             &s,
-            NodeError::NotFound("no appointments here".into()),
+            NodeError::NotFound("booking at this node".into()),
         );
     };
     match appointments.mark(&s.actor, &id, &f.outcome).await {

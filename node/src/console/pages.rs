@@ -35,6 +35,7 @@ pub fn layout(f: &Frame<'_>, content: Markup) -> Markup {
     let l = f.lang;
     let nav = [
         ("/queue", tr(l, "Coda", "Queue")),
+        ("/inbox", tr(l, "Offerte", "Offers")),
         ("/new", tr(l, "Nuova richiesta", "New request")),
         ("/appointments", tr(l, "Appuntamenti", "Appointments")),
     ];

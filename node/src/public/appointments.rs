@@ -474,10 +474,10 @@ async fn calendar(
                 );
                 r
             }
-            None => fail(NodeError::NotFound("no calendar for this message".into())),
+            None => fail(NodeError::NotFound("a calendar for this message".into())),
         },
         Ok(None) => fail(NodeError::NotFound(
-            "no appointment with this id and token".into(),
+            "an appointment with this id and token".into(),
         )),
         Err(e) => fail(e),
     })

@@ -62,7 +62,7 @@ fn enc(s: &str) -> String {
 }
 
 /// The page around `content`, with the body's name and the model's footer.
-fn layout(state: &PublicState, title: &str, content: Markup) -> Markup {
+pub(super) fn layout(state: &PublicState, title: &str, content: Markup) -> Markup {
     let body = &state.config.node.name;
     html! {
         (DOCTYPE)
@@ -75,7 +75,7 @@ fn layout(state: &PublicState, title: &str, content: Markup) -> Markup {
             }
             body {
                 a.skip href="#main" { "Vai al contenuto" }
-                header.top { div.brand { (body) " · Prenotazione appuntamenti" } }
+                header.top { div.brand { (body) " · Servizi al cittadino" } }
                 main #main tabindex="-1" {
                     h1 { (title) }
                     (content)
@@ -83,6 +83,7 @@ fn layout(state: &PublicState, title: &str, content: Markup) -> Markup {
                 footer.bottom {
                     ul {
                         li { a href="/prenota" data-element="appointment-booking" { "Prenota un appuntamento" } }
+                        li { a href="/segnala" data-element="report-inefficiency" { "Segnala un disservizio" } }
                         li { a href={ "/charter/" (state.config.node.id.as_str()) "/page" } data-element="contacts" { "Uffici, orari e contatti" } }
                     }
                     p { (body) }
@@ -92,7 +93,12 @@ fn layout(state: &PublicState, title: &str, content: Markup) -> Markup {
     }
 }
 
-fn page(state: &PublicState, status: StatusCode, title: &str, content: Markup) -> Response {
+pub(super) fn page(
+    state: &PublicState,
+    status: StatusCode,
+    title: &str,
+    content: Markup,
+) -> Response {
     let mut r = (status, layout(state, title, content)).into_response();
     r.headers_mut().insert(
         "content-security-policy",
@@ -108,7 +114,7 @@ fn page(state: &PublicState, status: StatusCode, title: &str, content: Markup) -
 }
 
 /// A refusal, in words, with a way back.
-fn refusal(state: &PublicState, e: NodeError, back: &str) -> Response {
+pub(super) fn refusal(state: &PublicState, e: NodeError, back: &str) -> Response {
     let status = match &e {
         NodeError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
         NodeError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -146,7 +152,7 @@ fn admit<'a>(
     state.appointments.as_ref().ok_or_else(|| {
         refusal(
             state,
-            NodeError::NotFound("questo ente non accetta prenotazioni".into()),
+            NodeError::NotFound("booking at this body".into()),
             "/",
         )
     })

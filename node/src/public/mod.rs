@@ -16,6 +16,7 @@ pub mod charter;
 pub mod format;
 pub mod open311;
 pub mod photo;
+pub mod report;
 pub mod track;
 
 use std::net::SocketAddr;
@@ -157,6 +158,7 @@ pub fn router(state: Arc<PublicState>) -> Router {
         .merge(charter::routes())
         .merge(appointments::routes())
         .merge(booking::routes())
+        .merge(report::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))

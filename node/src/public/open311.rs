@@ -330,13 +330,14 @@ fn open<'a>(
 
 /// A POST body: its fields (repeated names kept in order) and a photo.
 #[derive(Debug, Default)]
-struct Form {
+pub(super) struct Form {
     fields: Vec<(String, String)>,
     media: Option<(String, Vec<u8>)>,
 }
 
 impl Form {
-    fn first(&self, name: &str) -> Option<&str> {
+    /// The first non-empty value of a field.
+    pub(super) fn first(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(k, _)| k == name)
@@ -347,7 +348,7 @@ impl Form {
 
 /// Reads a form-encoded or multipart body. Nothing else is parsed (an XML
 /// or JSON body is refused unread, entities and all).
-async fn read_form(state: &PublicState, request: Request) -> Result<Form, String> {
+pub(super) async fn read_form(state: &PublicState, request: Request) -> Result<Form, String> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -491,20 +492,25 @@ fn comune_of(
         .ok_or_else(|| format!("address_string: name the comune, one of {}", names()))
 }
 
-async fn post_request(
+/// The ticket a citizen's report asks for (Open311's fields; the web form
+/// uses the same), every rule checked: the service, the point or address
+/// and its comune, the photo re-encoded without metadata, the contact and
+/// consent.
+///
+/// # Errors
+/// The broken rule, naming the field.
+pub(super) async fn report_request(
     state: &PublicState,
-    actor: &Actor,
     headers: &HeaderMap,
-    form: Form,
-    fmt: Format,
-) -> Response {
-    let bad = |message: String| format::error(StatusCode::BAD_REQUEST, &message, fmt);
+    form: &Form,
+    channel: Channel,
+) -> Result<CreateTicketRequest, String> {
     let taxonomy = state.desk.taxonomy();
     let Some(code) = form.first("service_code") else {
-        return bad("service_code: is required".into());
+        return Err("service_code: is required".into());
     };
     let Some(category) = taxonomy.get(code).filter(|c| c.citizen.is_some()) else {
-        return bad(format!(
+        return Err(format!(
             "service_code: `{code}` is not a service of this node (GET services.xml lists them)"
         ));
     };
@@ -522,30 +528,30 @@ async fn post_request(
     };
     let (lat, lon) = match (number("lat"), number("long")) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return bad(e),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
     };
     let point = match (lat, lon) {
         (Some(a), Some(b)) => {
             if !(-90.0..=90.0).contains(&a) || !(-180.0..=180.0).contains(&b) {
-                return bad("lat/long: must be within -90..90 and -180..180".into());
+                return Err("lat/long: must be within -90..90 and -180..180".into());
             }
             Some((a, b))
         }
         (None, None) => None,
-        _ => return bad("lat/long: give both, or neither".into()),
+        _ => return Err("lat/long: give both, or neither".into()),
     };
     let address = form.first("address_string").unwrap_or_default().to_string();
     if point.is_none() && address.trim().is_empty() {
-        return bad("location: give lat and long, or address_string".into());
+        return Err("location: give lat and long, or address_string".into());
     }
     let istat = match comune_of(state, point, &address) {
         Ok(c) => c,
-        Err(e) => return bad(e),
+        Err(e) => return Err(e),
     };
     let mut description = form.first("description").unwrap_or_default().to_string();
     if let Some(url) = form.first("media_url") {
         if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2000 {
-            return bad("media_url: must be an http(s) URL of at most 2000 characters".into());
+            return Err("media_url: must be an http(s) URL of at most 2000 characters".into());
         }
         // Never fetched: the node calls nobody on a citizen's behalf.
         description.push_str(&format!("\n\nImmagine: {url}"));
@@ -553,7 +559,7 @@ async fn post_request(
     let mut attachments = Vec::new();
     if let Some((file, bytes)) = &form.media {
         if bytes.len() as u64 > state.config.attachments.max_bytes {
-            return bad(format!(
+            return Err(format!(
                 "media: the photo is larger than {} bytes",
                 state.config.attachments.max_bytes
             ));
@@ -565,8 +571,8 @@ async fn post_request(
         .await
         {
             Ok(Ok(clean)) => clean,
-            Ok(Err(e)) => return bad(e.0),
-            Err(_) => return bad("media: cannot be read".into()),
+            Ok(Err(e)) => return Err(e.0),
+            Err(_) => return Err("media: cannot be read".into()),
         };
         let stem: String = file
             .rsplit('/')
@@ -617,7 +623,7 @@ async fn post_request(
     let request_id = match headers.get("idempotency-key").map(|v| v.to_str()) {
         Some(Ok(key)) => key.to_string(),
         Some(Err(_)) => {
-            return bad("Idempotency-Key: must be 8..=64 characters of A-Z a-z 0-9 _ -".into());
+            return Err("Idempotency-Key: must be 8..=64 characters of A-Z a-z 0-9 _ -".into());
         }
         None => {
             // The same content within the window is the same report.
@@ -641,7 +647,7 @@ async fn post_request(
     let req = CreateTicketRequest {
         request_id,
         category: category.code.clone(),
-        channel: Channel::Open311 as i32,
+        channel: channel as i32,
         subject,
         description,
         location: Some(Location {
@@ -661,6 +667,20 @@ async fn post_request(
         citizen: has_contact.then_some(citizen),
         due_at: None,
         answers: answers_of(&form),
+    };
+    Ok(req)
+}
+
+async fn post_request(
+    state: &PublicState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    form: Form,
+    fmt: Format,
+) -> Response {
+    let req = match report_request(state, headers, &form, Channel::Open311).await {
+        Ok(req) => req,
+        Err(message) => return format::error(StatusCode::BAD_REQUEST, &message, fmt),
     };
     match state.desk.create(actor, req).await {
         Ok(created) => {

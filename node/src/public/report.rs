@@ -1,0 +1,134 @@
+//! The citizens' report form (a disservice, a pothole, a broken lamp),
+//! server-rendered and usable without JavaScript. It posts the Open311
+//! fields to the same rules ([`super::open311::report_request`]: service,
+//! place and comune, the photo re-encoded without metadata, contact and
+//! consent) and opens the same ticket, channel `web`; the citizen lands on
+//! the tracking page of their report.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use maud::html;
+use urpnet_proto::v1::Channel;
+
+use super::booking::{page, refusal};
+use super::format::Format;
+use super::{PublicState, Shared};
+use crate::auth::{Actor, Role};
+use crate::error::NodeError;
+
+/// The report form's routes.
+pub fn routes() -> Router<Arc<PublicState>> {
+    Router::new().route("/segnala", get(form).post(submit))
+}
+
+/// A rule broken (`field: rule`) as the domain's refusal.
+fn invalid(message: &str) -> NodeError {
+    match message.split_once(": ") {
+        Some((field, rule)) => NodeError::invalid(field, rule),
+        None => NodeError::invalid("form", message),
+    }
+}
+
+/// The actor recorded on reports made on the web form.
+fn website() -> Actor {
+    Actor {
+        id: "sito-web".into(),
+        name: "Sito web".into(),
+        role: Role::Integration,
+    }
+}
+
+async fn form(
+    state: Shared,
+    headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Response, Response> {
+    state.charge(
+        &super::client_of(&state, &headers, ConnectInfo(peer), None),
+        Format::Json,
+    )?;
+    let taxonomy = state.desk.taxonomy();
+    let mut services: Vec<(String, String)> = taxonomy
+        .categories()
+        .filter(|c| c.citizen.is_some())
+        .map(|c| (c.code.clone(), c.label.clone()))
+        .collect();
+    services.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(page(
+        &state,
+        StatusCode::OK,
+        "Segnala un disservizio",
+        html! {
+            p { "Descrivi il problema e dove si trova. Riceverai un codice e un link per seguire la segnalazione." }
+            form.card.wide method="post" action="/segnala" enctype="multipart/form-data" {
+                fieldset {
+                    legend { "Il problema" }
+                    label for="service_code" { "Di cosa si tratta" }
+                    select #service_code name="service_code" required {
+                        @for (code, label) in &services { option value=(code) { (label) } }
+                    }
+                    label for="description" { "Descrizione" }
+                    textarea #description name="description" rows="5" required maxlength="10000" {}
+                    label for="address_string" { "Indirizzo (via, numero civico, comune)" }
+                    input #address_string name="address_string" required maxlength="500" autocomplete="street-address";
+                    label for="media" { "Foto (facoltativa; posizione e dati del telefono vengono tolti)" }
+                    input #media type="file" name="media" accept="image/jpeg,image/png,image/webp";
+                }
+                fieldset {
+                    legend { "I tuoi dati (facoltativi)" }
+                    label for="first_name" { "Nome" }
+                    input #first_name name="first_name" autocomplete="given-name" maxlength="100";
+                    label for="last_name" { "Cognome" }
+                    input #last_name name="last_name" autocomplete="family-name" maxlength="100";
+                    label for="email" { "E-mail (per ricevere gli aggiornamenti)" }
+                    input #email name="email" type="email" autocomplete="email" maxlength="254";
+                    label for="phone" { "Telefono" }
+                    input #phone name="phone" type="tel" autocomplete="tel" maxlength="32";
+                    div.check {
+                        input #share_contact type="checkbox" name="share_contact" value="1";
+                        label for="share_contact" { "Se il problema è di un altro ente, passagli i miei dati" }
+                    }
+                }
+                button type="submit" { "Invia la segnalazione" }
+            }
+        },
+    ))
+}
+
+async fn submit(state: Shared, request: Request) -> Result<Response, Response> {
+    let headers = request.headers().clone();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .cloned()
+        .map(|ConnectInfo(p)| p)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    state.charge(
+        &super::client_of(&state, &headers, ConnectInfo(peer), None),
+        Format::Json,
+    )?;
+    let back = "/segnala";
+    let form = super::open311::read_form(&state, request)
+        .await
+        .map_err(|e| refusal(&state, invalid(&e), back))?;
+    let req = super::open311::report_request(&state, &headers, &form, Channel::Web)
+        .await
+        .map_err(|e| refusal(&state, invalid(&e), back))?;
+    let created = state
+        .desk
+        .create(&website(), req)
+        .await
+        .map_err(|e| refusal(&state, e, back))?;
+    let t = &created.ticket;
+    Ok(Redirect::to(&format!(
+        "/track/{}?key={}",
+        t.reference, created.tracking_key
+    ))
+    .into_response())
+}
