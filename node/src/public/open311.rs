@@ -666,7 +666,7 @@ pub(super) async fn report_request(
         }),
         citizen: has_contact.then_some(citizen),
         due_at: None,
-        answers: answers_of(&form),
+        answers: answers_of(form),
     };
     Ok(req)
 }
