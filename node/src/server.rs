@@ -354,13 +354,16 @@ pub async fn run(
         tokio::spawn(crate::public::serve(state, listener, shutdown.clone()))
     });
     let console_task = listeners.console.map(|listener| {
-        let state = Arc::new(crate::console::ConsoleState::new(
-            config.clone(),
-            desk.clone(),
-            auth.clone(),
-            Some(appointments.clone()),
-            federation.clone(),
-        ));
+        let state = Arc::new(
+            crate::console::ConsoleState::new(
+                config.clone(),
+                desk.clone(),
+                auth.clone(),
+                Some(appointments.clone()),
+                federation.clone(),
+            )
+            .with_faq(faq.clone()),
+        );
         tokio::spawn(crate::console::serve(state, listener, shutdown.clone()))
     });
     let service = DeskServer::new(DeskService::new(desk, auth))

@@ -165,15 +165,37 @@ async fn an_operator_works_the_queue_in_a_real_browser() {
         2
     );
 
-    // The new-request form and the appointments page are accessible too.
-    for (path, name) in [
-        ("/new", "console-new"),
-        ("/appointments", "console-appointments"),
-    ] {
-        c.goto(&format!("{base}{path}")).await.unwrap();
-        assert_accessible(&browser, path).await;
-        browser.screenshot(name).await;
-    }
+    // Answers while typing a new request: the charter's service comes up.
+    node.charter()
+        .await
+        .import_charter(urpnet_proto::v1::ImportCharterRequest {
+            charter: Some(urpnet_tests::shared::sample_charter("celano")),
+        })
+        .await
+        .unwrap();
+    c.goto(&format!("{base}/new")).await.unwrap();
+    c.find(Locator::Css("#c-subject"))
+        .await
+        .unwrap()
+        .send_keys("rinnovo carta d'identità scaduta")
+        .await
+        .unwrap();
+    wait_for("the ready answers", DEADLINE, || async {
+        let text = c
+            .find(Locator::Css("#suggest"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("Carta d'identità elettronica").then_some(())
+    })
+    .await;
+    assert_accessible(&browser, "/new").await;
+    browser.screenshot("console-new").await;
+    c.goto(&format!("{base}/appointments")).await.unwrap();
+    assert_accessible(&browser, "/appointments").await;
+    browser.screenshot("console-appointments").await;
     browser.close().await;
 
     // At 360 px nothing scrolls sideways.

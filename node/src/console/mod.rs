@@ -55,12 +55,20 @@ pub struct ConsoleState {
     auth: Arc<Authenticator>,
     appointments: Option<Arc<Appointments>>,
     federation: Arc<crate::registry_link::Federation>,
+    faq: Option<Arc<crate::faq::FaqBook>>,
     sessions: Sessions,
     logins: PerIdentity,
     secure: bool,
 }
 
 impl ConsoleState {
+    /// Suggests FAQ answers and charter services while operators type.
+    #[must_use]
+    pub fn with_faq(mut self, faq: Arc<crate::faq::FaqBook>) -> Self {
+        self.faq = Some(faq);
+        self
+    }
+
     /// A body's display name: this node's, a member's, or its id.
     pub fn body_name(&self, node: &str) -> String {
         self.federation
@@ -85,6 +93,7 @@ impl ConsoleState {
             auth,
             appointments,
             federation,
+            faq: None,
             sessions,
             logins,
             secure,
@@ -207,6 +216,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/tickets/{id}/answer", post(answer))
         .route("/inbox", get(inbox))
         .route("/new", get(new_page).post(create))
+        .route("/suggest", get(suggest))
         .route("/appointments", get(agenda))
         .route("/appointments/{id}/mark", post(mark))
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
@@ -805,6 +815,48 @@ async fn assign(
     .await
 }
 
+/// FAQ answers and charter services for the words typed so far (an HTML
+/// fragment for the new-request form's script).
+async fn suggest(State(state): Shared, headers: HeaderMap, Query(q): Params) -> Response {
+    let s = match signed(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let l = s.session.lang;
+    let text: String = param(&q, "q").chars().take(500).collect();
+    let Some(faq) = &state.faq else {
+        return html! {}.into_response();
+    };
+    if text.trim().chars().count() < 3 {
+        return html! {}.into_response();
+    }
+    let answers = faq
+        .suggest(&s.actor, "", &text, "", 5)
+        .await
+        .map(|(r, _, _)| r.hits)
+        .unwrap_or_default();
+    let services = faq
+        .charter()
+        .and_then(|c| c.search(&text, "", "", "", 5, true).ok())
+        .map(|(hits, _)| hits)
+        .unwrap_or_default();
+    html! {
+        h2 { (tr(l, "Risposte pronte", "Ready answers")) }
+        @if answers.is_empty() && services.is_empty() {
+            p { (tr(l, "Nessuna risposta pronta per queste parole.", "No ready answer for these words.")) }
+        }
+        @if !answers.is_empty() {
+            h3 { "FAQ" }
+            ul { @for h in &answers { li { (h.question) " — " (state.body_name(&h.owner)) } } }
+        }
+        @if !services.is_empty() {
+            h3 { (tr(l, "Carta dei servizi", "Service charter")) }
+            ul { @for h in &services { li { (h.title) " — " (h.body_name) } } }
+        }
+    }
+    .into_response()
+}
+
 async fn handoff_page(
     State(state): Shared,
     headers: HeaderMap,
@@ -998,6 +1050,11 @@ async fn new_page(State(state): Shared, headers: HeaderMap) -> Response {
                 input #c-subject name="subject" required minlength="3" maxlength="200";
                 label for="c-description" { (tr(l, "Descrizione", "Description")) }
                 textarea #c-description name="description" rows="5" maxlength="10000" {}
+                section.suggest #suggest aria-live="polite" data-suggest="/suggest" {
+                    h2 { (tr(l, "Risposte pronte", "Ready answers")) }
+                    p { (tr(l, "Mentre scrivi oggetto e descrizione, qui compaiono le FAQ e i servizi della carta che rispondono.",
+                            "As you type the subject and description, the FAQs and charter services that answer appear here.")) }
+                }
                 label for="c-istat" { (tr(l, "Comune (codice ISTAT)", "Comune (ISTAT code)")) }
                 input #c-istat name="istat_code" required inputmode="numeric" pattern="[0-9]{6}" value=(istat);
                 label for="c-address" { (tr(l, "Indirizzo", "Address")) }
