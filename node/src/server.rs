@@ -349,7 +349,8 @@ pub async fn run(
                 charter.clone(),
                 listener.local_addr().ok(),
             )
-            .with_appointments(appointments.clone()),
+            .with_appointments(appointments.clone())
+            .with_faq(faq.clone()),
         );
         tokio::spawn(crate::public::serve(state, listener, shutdown.clone()))
     });

@@ -201,3 +201,89 @@ async fn the_console_signs_in_escapes_text_and_refuses_forged_and_forbidden_form
     assert_eq!(r.status().as_u16(), 413);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn citizens_find_faqs_with_markup_shown_as_text_and_rate_the_page() {
+    let node = TestNode::start("c_c426", Backend::Sqlite, "faq_pages")
+        .await
+        .unwrap();
+    let mut faq = node.faq().await;
+    let mut content = urpnet_tests::shared::sample_faqs("comune")[0].clone();
+    content.answer = format!(
+        "{}\n\n**Importante**\n\n<script>alert('x')</script>",
+        content.answer
+    );
+    let question = content.question.clone();
+    let key = urpnet_tests::shared::publish(&mut faq, content).await;
+    let http = reqwest::Client::new();
+    let public = format!("http://{}", node.public_addr);
+    let words: String = question
+        .split_whitespace()
+        .filter(|w| w.len() > 4)
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let found = http
+        .get(format!("{public}/faq?q={}", url_escape(&words)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(found.contains(&question), "{words}: {found}");
+    assert!(
+        found.contains("data-element=\"faq\""),
+        "the model's footer link"
+    );
+    let entry = http
+        .get(format!("{public}/faq/{}", url_escape(&key)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        entry.contains("<strong>Importante</strong>"),
+        "Markdown rendered: {entry}"
+    );
+    assert!(!entry.contains("<script>alert"), "raw HTML shown as text");
+    // The page's 1-5 feedback: counted, a bad rating refused.
+    let ok = http
+        .post(format!("{public}/feedback"))
+        .form(&[("page", "/faq"), ("rating", "4")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let bad = http
+        .post(format!("{public}/feedback"))
+        .form(&[("page", "/faq"), ("rating", "9")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains("urpnet_page_feedback_total{page=\"faq\",rating=\"4\"} 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("feedback"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    node.stop().await;
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -84,6 +84,7 @@ pub(super) fn layout(state: &PublicState, title: &str, content: Markup) -> Marku
                     ul {
                         li { a href="/prenota" data-element="appointment-booking" { "Prenota un appuntamento" } }
                         li { a href="/segnala" data-element="report-inefficiency" { "Segnala un disservizio" } }
+                        li { a href="/faq" data-element="faq" { "Domande frequenti" } }
                         li { a href={ "/charter/" (state.config.node.id.as_str()) "/page" } data-element="contacts" { "Uffici, orari e contatti" } }
                     }
                     p { (body) }

@@ -13,6 +13,7 @@
 pub mod appointments;
 pub mod booking;
 pub mod charter;
+pub mod faq_pages;
 pub mod format;
 pub mod open311;
 pub mod photo;
@@ -53,6 +54,8 @@ pub struct PublicState {
     pub charter: Arc<crate::charter::CharterBook>,
     /// Booking at this body's offices.
     pub appointments: Option<Arc<crate::appointments::Appointments>>,
+    /// The FAQ set, for the citizens' FAQ pages.
+    pub faq: Option<Arc<crate::faq::FaqBook>>,
     /// A token bucket per client.
     pub limiter: PerIdentity,
     /// Where citizens reach this listener (no trailing slash).
@@ -90,10 +93,18 @@ impl PublicState {
             federation,
             charter,
             appointments: None,
+            faq: None,
             limiter,
             base_url,
             jurisdiction,
         }
+    }
+
+    /// Serves the FAQ pages too.
+    #[must_use]
+    pub fn with_faq(mut self, faq: Arc<crate::faq::FaqBook>) -> Self {
+        self.faq = Some(faq);
+        self
     }
 
     /// Serves booking too.
@@ -159,6 +170,7 @@ pub fn router(state: Arc<PublicState>) -> Router {
         .merge(appointments::routes())
         .merge(booking::routes())
         .merge(report::routes())
+        .merge(faq_pages::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
