@@ -240,7 +240,7 @@ async fn an_operator_works_the_queue_in_a_real_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_citizen_books_and_cancels_through_the_pages_in_a_real_browser() {
+async fn a_citizen_books_moves_and_cancels_through_the_pages_in_a_real_browser() {
     let Some((dir, mut config)) =
         urpnet_tests::node_config("c_c426", Backend::Sqlite, "booking_browser").await
     else {
@@ -355,6 +355,47 @@ async fn a_citizen_books_and_cancels_through_the_pages_in_a_real_browser() {
     assert_eq!(agenda.channel, "video");
     assert_eq!(agenda.citizen.unwrap().family_name, "Marchetti");
     assert_eq!(agenda.notes, "<b>Tettoia</b> in legno", "stored as typed");
+
+    // Move it to another time from the manage page: a new link.
+    let before = c.current_url().await.unwrap().to_string();
+    c.find(Locator::LinkText("Sposta l'appuntamento a un altro orario"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#t1"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action*='/sposta'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("the move", DEADLINE, || async {
+        let source = c.source().await.ok()?;
+        source.contains("Appuntamento spostato").then_some(())
+    })
+    .await;
+    let after = c.current_url().await.unwrap().to_string();
+    assert_ne!(before, after, "a new manage link");
+    let moved = node
+        .appointments()
+        .await
+        .get_appointment(urpnet_proto::v1::GetAppointmentRequest {
+            id: agenda.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .appointment
+        .unwrap();
+    assert_eq!(moved.sequence, 1);
+    assert_ne!(moved.start, agenda.start);
 
     // Cancel from the manage page.
     c.find(Locator::Css("form[action*='/annulla'] button"))

@@ -37,6 +37,7 @@ pub fn routes() -> Router<Arc<PublicState>> {
         .route("/prenota/{office}/{service}/dati", get(data).post(book))
         .route("/appuntamento/{id}", get(manage))
         .route("/appuntamento/{id}/annulla", post(cancel))
+        .route("/appuntamento/{id}/sposta", post(move_to))
         .route("/static/site.css", get(css))
 }
 
@@ -243,6 +244,24 @@ async fn days(
         d => d.to_string(),
     };
     let base = format!("/prenota/{}/{}", enc(&office), enc(&service));
+    // Moving a booking: the same choice, posted to the booking's move.
+    let moving = (!param(&q, "sposta").is_empty()).then(|| {
+        (
+            format!(
+                "&sposta={}&token={}",
+                enc(param(&q, "sposta")),
+                enc(param(&q, "token"))
+            ),
+            format!(
+                "/appuntamento/{}/sposta?token={}",
+                enc(param(&q, "sposta")),
+                enc(param(&q, "token"))
+            ),
+        )
+    });
+    let (keep, action) = moving
+        .clone()
+        .unwrap_or_else(|| (String::new(), format!("{base}/blocca")));
     let day_words = |d: &str| {
         d.parse::<jiff::civil::Date>()
             .map(crate::charter::explain::day_words)
@@ -262,16 +281,16 @@ async fn days(
                     @for (day, slots) in &by_day {
                         li {
                             @if *day == chosen {
-                                a href={ (base) "?giorno=" (day) } aria-current="date" { strong { (day_words(day)) } }
+                                a href={ (base) "?giorno=" (day) (keep) } aria-current="date" { strong { (day_words(day)) } }
                             } @else {
-                                a href={ (base) "?giorno=" (day) } { (day_words(day)) }
+                                a href={ (base) "?giorno=" (day) (keep) } { (day_words(day)) }
                             }
                             " (" (slots.len()) " orari liberi)"
                         }
                     }
                 }
                 @if let Some(slots) = by_day.get(&chosen) {
-                    form.card method="post" action={ (base) "/blocca" } {
+                    form.card method="post" action=(action) {
                         fieldset {
                             legend { "Scegli l'orario di " (day_words(&chosen)) }
                             @for (i, s) in slots.iter().enumerate() {
@@ -281,7 +300,7 @@ async fn days(
                                 }
                             }
                         }
-                        button type="submit" { "Continua" }
+                        button type="submit" { (if moving.is_some() { "Sposta qui l'appuntamento" } else { "Continua" }) }
                     }
                 }
             }
@@ -499,6 +518,9 @@ async fn manage(
             "Il tuo appuntamento"
         },
         html! {
+            @if param(&q, "spostato") == "1" {
+                p role="status" { "Appuntamento spostato: riceverai una e-mail con il nuovo orario e il nuovo link (quello vecchio non vale più)." }
+            }
             @if confirmed {
                 p role="status" { "Riceverai una e-mail con i dettagli, l'invito per il calendario e questo link." }
             }
@@ -520,9 +542,9 @@ async fn manage(
                     p { a href={ "/appointments/" (b.id) "/room?token=" (token) } { "Entra nella stanza video" } }
                 }
                 p { a href={ "/appointments/" (b.id) "/calendar.ics?token=" (token) } { "Aggiungi al calendario" } }
+                p { a href={ "/prenota/" (enc(&b.office)) "/" (enc(&b.service)) "?sposta=" (b.id) "&token=" (token) } { "Sposta l'appuntamento a un altro orario" } }
                 form.card method="post" action={ "/appuntamento/" (b.id) "/annulla?token=" (token) } {
                     h2 { "Annulla l'appuntamento" }
-                    p { "Per spostarlo, annullalo e prenota un altro orario." }
                     button type="submit" { "Annulla l'appuntamento" }
                 }
             }
@@ -548,4 +570,28 @@ async fn cancel(
         .await
         .map_err(|e| refusal(&state, e, &back))?;
     Ok(Redirect::to(&back).into_response())
+}
+
+async fn move_to(
+    state: Shared,
+    headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    Query(q): Params,
+    Form(f): Form<HoldForm>,
+) -> Result<Response, Response> {
+    let a = admit(&state, &headers, peer)?;
+    let token = param(&q, "token");
+    let back = format!("/appuntamento/{}?token={}", enc(&id), enc(token));
+    let view = a
+        .by_token(&id, token)
+        .await
+        .map_err(|e| refusal(&state, e, "/prenota"))?;
+    let moved = a
+        .move_to(&view, &f.start, "", false)
+        .await
+        .map_err(|e| refusal(&state, e, &back))?;
+    let b = &moved.booking;
+    let token = a.manage_token(&b.id, b.moves);
+    Ok(Redirect::to(&format!("/appuntamento/{}?token={token}&spostato=1", b.id)).into_response())
 }
