@@ -29,6 +29,8 @@ pub struct RunningRegistry {
     pub addr: SocketAddr,
     /// Its `/metrics` address, when `metrics.listen` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// Its coordinators' dashboard (a free loopback port).
+    pub dashboard_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<urpnet_registry::error::RegistryResult<()>>,
 }
@@ -49,13 +51,28 @@ pub async fn start_registry(mut config: RegistryConfig) -> anyhow::Result<Runnin
         Some(TcpListener::bind(&config.metrics.listen).await?)
     };
     let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
+    // The coordinators' dashboard, on a free loopback port.
+    let dashboard = if config.dashboard.listen.is_empty() {
+        None
+    } else {
+        Some(TcpListener::bind("127.0.0.1:0").await?)
+    };
+    let dashboard_addr = dashboard
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server::run(
         config.clone(),
-        Listeners { grpc, metrics },
+        Listeners {
+            grpc,
+            metrics,
+            dashboard,
+        },
         shutdown.clone(),
     ));
     let registry = RunningRegistry {
+        dashboard_addr,
         config,
         addr,
         metrics_addr,

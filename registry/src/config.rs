@@ -38,6 +38,9 @@ pub struct RegistryConfig {
     /// Prometheus.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// The coordinators' dashboard.
+    #[serde(default)]
+    pub dashboard: DashboardSection,
     /// The database.
     #[serde(default)]
     pub store: StoreSection,
@@ -155,6 +158,23 @@ impl Default for MetricsSection {
     }
 }
 
+/// `[dashboard]`: the coordinators' web dashboard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardSection {
+    /// Where it listens (loopback by default); empty disables it. Sign in
+    /// with the token in `<data_dir>/dashboard.token`.
+    pub listen: String,
+}
+
+impl Default for DashboardSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7490".into(),
+        }
+    }
+}
+
 /// `[store]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -233,6 +253,7 @@ impl RegistryConfig {
             },
             grpc: GrpcSection::default(),
             metrics: MetricsSection::default(),
+            dashboard: DashboardSection::default(),
             store: StoreSection::default(),
             membership: MembershipSection::default(),
             ca: CaSection::default(),

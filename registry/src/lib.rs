@@ -20,6 +20,7 @@
 pub mod archive;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod membership;
 pub mod registry;

@@ -176,6 +176,8 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// The Prometheus endpoint, if enabled.
     pub metrics: Option<TcpListener>,
+    /// The coordinators' dashboard, if enabled.
+    pub dashboard: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -190,7 +192,16 @@ impl Listeners {
         } else {
             Some(TcpListener::bind(&config.metrics.listen).await?)
         };
-        Ok(Self { grpc, metrics })
+        let dashboard = if config.dashboard.listen.is_empty() {
+            None
+        } else {
+            Some(TcpListener::bind(&config.dashboard.listen).await?)
+        };
+        Ok(Self {
+            grpc,
+            metrics,
+            dashboard,
+        })
     }
 }
 
@@ -272,6 +283,21 @@ pub async fn run(
         tracing::info!(addr = ?listener.local_addr().ok(), "metrics endpoint listening");
         tokio::spawn(telemetry::serve_metrics(listener, shutdown.clone()))
     });
+    let dashboard_task = match listeners.dashboard {
+        Some(listener) => {
+            let state = crate::dashboard::DashboardState::new(
+                config.clone(),
+                registry.clone(),
+                archive.clone(),
+            )?;
+            Some(tokio::spawn(crate::dashboard::serve(
+                std::sync::Arc::new(state),
+                listener,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let watch_task = tokio::spawn(tls.clone().watch(TLS_RELOAD_CHECK, shutdown.clone()));
     let sweep_task = tokio::spawn(sweep(registry.clone(), shutdown.clone()));
     let upstream_task = (!config.upstream.endpoint.is_empty()).then(|| {
@@ -309,6 +335,11 @@ pub async fn run(
         if let Err(e) = task.await {
             tracing::warn!(task = name, error = %e, "task panicked");
         }
+    }
+    if let Some(task) = dashboard_task
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::warn!(error = %e, "dashboard failed");
     }
     if let Some(task) = upstream_task
         && let Err(e) = task.await

@@ -188,6 +188,7 @@ impl ProcessRegistry {
             config.grpc.listen = probe.local_addr().expect("addr");
         }
         config.metrics.listen = String::new();
+        config.dashboard.listen = "127.0.0.1:0".into();
         urpnet_registry::server::ca_init(&config)
             .await
             .expect("ca init");

@@ -47,6 +47,7 @@ impl TestRegistry {
         let mut config = RegistryConfig::new("test", dir.path().join("data"));
         config.grpc.listen = "127.0.0.1:0".parse().expect("addr");
         config.metrics.listen = "127.0.0.1:0".into();
+        config.dashboard.listen = "127.0.0.1:0".into();
         if backend == Backend::Postgres {
             config.store.url = fresh_postgres_url(test).await?;
         }
@@ -73,6 +74,14 @@ impl TestRegistry {
             running: Some(running),
             _dir: dir,
         }
+    }
+
+    /// Where the coordinators' dashboard listens.
+    pub fn dashboard_addr(&self) -> std::net::SocketAddr {
+        self.running
+            .as_ref()
+            .and_then(|r| r.dashboard_addr)
+            .expect("a dashboard")
     }
 
     /// `https://127.0.0.1:<port>`.

@@ -406,7 +406,11 @@ pub fn query_table(r: &ArchiveQueryResponse) -> String {
     )
 }
 
-fn query_csv(r: &ArchiveQueryResponse, progress: bool) -> anyhow::Result<String> {
+/// A query's cells as CSV (the coordinator's download).
+///
+/// # Errors
+/// CSV writing failures.
+pub fn query_csv(r: &ArchiveQueryResponse, progress: bool) -> anyhow::Result<String> {
     let bar = if progress {
         indicatif::ProgressBar::new(r.cells.len() as u64)
     } else {
@@ -507,15 +511,31 @@ pub fn surge_weeks(weekly: &[u64], hidden: &[bool]) -> Vec<usize> {
     out
 }
 
-/// Draws the largest `max_series` series over the last `weeks` weeks;
-/// returns (series drawn, surges marked).
+/// Draws the largest `max_series` series over the last `weeks` weeks into
+/// `out`; returns (series drawn, surges marked).
 fn plot(
     r: &ArchiveTrendsResponse,
     weeks: usize,
     max_series: usize,
     out: &Path,
 ) -> anyhow::Result<(usize, usize)> {
+    let (svg, drawn, marked) = plot_svg(r, weeks, max_series)?;
+    std::fs::write(out, svg)?;
+    Ok((drawn, marked))
+}
+
+/// The same plot as SVG text (the dashboard embeds it): (SVG, series
+/// drawn, surges marked).
+///
+/// # Errors
+/// Nothing to draw, or a drawing failure.
+pub fn plot_svg(
+    r: &ArchiveTrendsResponse,
+    weeks: usize,
+    max_series: usize,
+) -> anyhow::Result<(String, usize, usize)> {
     use plotters::prelude::*;
+    let mut svg = String::new();
     if r.rows.is_empty() {
         bail!("nothing to draw: no records match");
     }
@@ -534,7 +554,7 @@ fn plot(
         .max()
         .unwrap_or(1)
         .max(1);
-    let root = SVGBackend::new(out, (1100, 560)).into_drawing_area();
+    let root = SVGBackend::with_string(&mut svg, (1100, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = format!(
         "Weekly contacts{}, {} to {}",
@@ -596,7 +616,10 @@ fn plot(
         .position(SeriesLabelPosition::UpperLeft)
         .draw()?;
     root.present()?;
-    Ok((rows.len(), marked))
+    let drawn = rows.len();
+    drop(chart);
+    drop(root);
+    Ok((svg, drawn, marked))
 }
 
 /// Runs `upstream init`.

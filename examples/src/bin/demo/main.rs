@@ -147,6 +147,16 @@ async fn main() -> anyhow::Result<()> {
         println!("{n} archive status");
         println!("{n} notify status");
         println!("\nIn the browser (sign in with the token shown):");
+        if let Some(dashboard) = registry.dashboard_addr {
+            let token = std::fs::read_to_string(urpnet_registry::dashboard::token_path(
+                &registry.config.registry.data_dir,
+            ))
+            .unwrap_or_default();
+            println!(
+                "  registry coordinators' dashboard: http://{dashboard}/login   token: {}",
+                token.trim()
+            );
+        }
         for node in &nodes {
             if let Some(console) = node.console_addr {
                 println!(
