@@ -287,3 +287,110 @@ fn url_escape(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_reach_operators_of_their_ticket_only_and_uploads_are_bounded() {
+    let node = TestNode::start("c_c426", Backend::Sqlite, "console_files")
+        .await
+        .unwrap();
+    let photo = urpnet_examples::samples::photo_with_gps(64, 48);
+    let mut with_photo = request("strade.buche", false);
+    with_photo.attachments = vec![urpnet_proto::v1::AttachmentUpload {
+        file_name: "buca.jpg".into(),
+        media_type: "image/jpeg".into(),
+        content: photo.clone(),
+    }];
+    let mut desk = node.desk().await;
+    let ticket = desk
+        .create_ticket(with_photo)
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let other = desk
+        .create_ticket(request("illuminazione", false))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let sha = ticket.attachments[0].sha256.clone();
+    let http = client();
+    assert_eq!(sign_in(&http, &node, &node.token).await.0, 303);
+    let (_, page_html) = page(&http, &node, &format!("/tickets/{}", ticket.id)).await;
+    assert!(page_html.contains(&format!(
+        "<img src=\"/tickets/{}/attachments/{sha}\"",
+        ticket.id
+    )));
+    let r = http
+        .get(url(
+            &node,
+            &format!("/tickets/{}/attachments/{sha}", ticket.id),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    assert!(!r.bytes().await.unwrap().is_empty());
+    // Another ticket's file by hash, a path in the hash: refused.
+    let (status, _) = page(
+        &http,
+        &node,
+        &format!("/tickets/{}/attachments/{sha}", other.id),
+    )
+    .await;
+    assert_eq!(status, 404);
+    for bad in ["..%2F..%2Fdata%2Fnode.key", "..", &"g".repeat(64)] {
+        let (status, _) = page(
+            &http,
+            &node,
+            &format!("/tickets/{}/attachments/{bad}", ticket.id),
+        )
+        .await;
+        assert!(status == 400 || status == 404, "{bad}: {status}");
+    }
+    // Without a session: the sign-in, not the file.
+    let anonymous = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let r = anonymous
+        .get(url(
+            &node,
+            &format!("/tickets/{}/attachments/{sha}", ticket.id),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+
+    // An over-large upload on the citizens' report form: 413, nothing made.
+    let big = reqwest::multipart::Form::new()
+        .text("service_code", "strade.buche")
+        .text("description", "Buca")
+        .text("address_string", "Via Roma 1, Celano")
+        .part(
+            "media",
+            reqwest::multipart::Part::bytes(vec![0u8; 13 * 1024 * 1024]).file_name("big.jpg"),
+        );
+    // The node answers 413 before reading the body whole; the client may
+    // see the answer or, still writing, the connection closed.
+    match reqwest::Client::new()
+        .post(format!("http://{}/segnala", node.public_addr))
+        .multipart(big)
+        .send()
+        .await
+    {
+        Ok(r) => assert_eq!(r.status().as_u16(), 413),
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
+    let list = desk
+        .list_tickets(urpnet_proto::v1::ListTicketsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.tickets.len(), 2);
+    node.stop().await;
+}

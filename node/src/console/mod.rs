@@ -209,6 +209,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/queue", get(queue))
         .route("/events", get(events))
         .route("/tickets/{id}", get(ticket))
+        .route("/tickets/{id}/attachments/{sha256}", get(attachment))
         .route("/tickets/{id}/notes", post(note))
         .route("/tickets/{id}/status", post(status))
         .route("/tickets/{id}/assign", post(assign))
@@ -613,7 +614,18 @@ async fn ticket(State(state): Shared, headers: HeaderMap, Path(id): Path<String>
         }
         @if !t.attachments.is_empty() {
             h2 { (tr(l, "Allegati", "Attachments")) }
-            ul { @for a in &t.attachments { li { (a.file_name) " (" (a.media_type) ", " (a.size_bytes) " byte)" } } }
+            ul.attachments {
+                @for a in &t.attachments {
+                    li {
+                        a href={ "/tickets/" (t.id) "/attachments/" (a.sha256) } { (a.file_name) }
+                        " (" (a.media_type) ", " (a.size_bytes) " byte)"
+                        @if a.media_type.starts_with("image/") {
+                            br;
+                            img src={ "/tickets/" (t.id) "/attachments/" (a.sha256) } alt=(a.file_name) loading="lazy" width="320";
+                        }
+                    }
+                }
+            }
         }
         h2 { (tr(l, "Storia", "History")) }
         table.history {
@@ -702,6 +714,69 @@ async fn ticket(State(state): Shared, headers: HeaderMap, Path(id): Path<String>
         &s.frame(&state, format!("{} — {}", t.reference, t.subject), "/queue"),
         content,
     )
+}
+
+/// A file sent with a ticket this node holds, to an operator who may read
+/// it: the ticket must name it (no reaching another ticket's files by
+/// hash), and the hash is checked before any path is made of it.
+async fn attachment(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path((id, sha256)): Path<(String, String)>,
+) -> Response {
+    let s = match signed(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (t, _) = match state.desk.get(&s.actor, &id, "").await {
+        Ok(x) => x,
+        Err(e) => return refusal(&state, &s, e),
+    };
+    let valid = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid {
+        return refusal(
+            &state,
+            &s,
+            NodeError::invalid("sha256", "must be 64 lowercase hex digits"),
+        );
+    }
+    if !t.attachments.iter().any(|a| a.sha256 == sha256) {
+        return refusal(
+            &state,
+            &s,
+            NodeError::NotFound(format!("attachment {sha256} of this ticket")),
+        );
+    }
+    match state.desk.attachment(&s.actor, &sha256).await {
+        Ok((meta, content)) => {
+            let inline = matches!(
+                meta.media_type.as_str(),
+                "image/jpeg" | "image/png" | "image/webp"
+            );
+            let mut r = (StatusCode::OK, content).into_response();
+            let h = r.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&meta.media_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            let name: String = meta
+                .file_name
+                .chars()
+                .filter(|c| c.is_alphanumeric() || ".-_ ".contains(*c))
+                .collect();
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{}; filename=\"{name}\"",
+                if inline { "inline" } else { "attachment" }
+            )) {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=300"),
+            );
+            r
+        }
+        Err(e) => refusal(&state, &s, e),
+    }
 }
 
 #[derive(Deserialize)]
