@@ -394,3 +394,79 @@ async fn attachments_reach_operators_of_their_ticket_only_and_uploads_are_bounde
     assert_eq!(list.tickets.len(), 2);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_taken_twice_on_the_phone_is_merged_from_the_console() {
+    let node = TestNode::start("c_c426", Backend::Sqlite, "console_merge")
+        .await
+        .unwrap();
+    let http = client();
+    assert_eq!(sign_in(&http, &node, &node.token).await.0, 303);
+    let take = |key: &'static str| {
+        let http = http.clone();
+        let node = &node;
+        async move {
+            let (_, form) = page(&http, node, "/new").await;
+            let r = http
+                .post(url(node, "/new"))
+                .form(&[
+                    ("csrf", csrf_of(&form).as_str()),
+                    ("request_id", key),
+                    ("channel", "phone"),
+                    ("category", "illuminazione"),
+                    (
+                        "subject",
+                        "Lampione spento in via Roma davanti al civico 12",
+                    ),
+                    ("description", "Il lampione è spento da tre sere."),
+                    ("istat_code", "066032"),
+                    ("address", "Via Roma 12, Celano"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 303);
+            r.headers()["location"].to_str().unwrap().to_string()
+        }
+    };
+    let first = take("console_first_call_0001").await;
+    let first_id = first.trim_start_matches("/tickets/").to_string();
+    let second = take("console_second_call_001").await;
+    assert!(
+        second.contains("?doppioni="),
+        "the first named as a duplicate: {second}"
+    );
+    let (_, page_html) = page(&http, &node, &second).await;
+    assert!(page_html.contains("Possibili doppioni"), "{page_html}");
+    let second_id = second
+        .trim_start_matches("/tickets/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = http
+        .post(url(&node, &format!("/tickets/{second_id}/merge")))
+        .form(&[
+            ("csrf", csrf_of(&page_html).as_str()),
+            ("into", first_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let merged = node
+        .desk()
+        .await
+        .get_ticket(urpnet_proto::v1::GetTicketRequest {
+            ticket_id: second_id,
+            reference: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(merged.status(), urpnet_proto::v1::Status::Merged);
+    assert_eq!(merged.merged_into, first_id);
+    node.stop().await;
+}

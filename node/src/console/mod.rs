@@ -215,6 +215,8 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/tickets/{id}/assign", post(assign))
         .route("/tickets/{id}/handoff", get(handoff_page).post(handoff))
         .route("/tickets/{id}/answer", post(answer))
+        .route("/tickets/{id}/share", post(share))
+        .route("/tickets/{id}/merge", post(merge))
         .route("/inbox", get(inbox))
         .route("/new", get(new_page).post(create))
         .route("/suggest", get(suggest))
@@ -578,7 +580,12 @@ async fn events(State(state): Shared, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-async fn ticket(State(state): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn ticket(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Response {
     let s = match signed(&state, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -594,6 +601,23 @@ async fn ticket(State(state): Shared, headers: HeaderMap, Path(id): Path<String>
     };
     let targets = crate::shared_ticket::lifecycle::allowed_targets(t.status());
     let location = t.location.clone().unwrap_or_default();
+    // Possible duplicates named at creation (the new-request form passes
+    // them on), each still open here.
+    let mut duplicates = Vec::new();
+    for other in param(&q, "doppioni")
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .take(5)
+    {
+        if let Ok((d, _)) = state.desk.get(&s.actor, other, "").await
+            && d.id != t.id
+            && !crate::shared_ticket::lifecycle::is_terminal(d.status())
+        {
+            duplicates.push(d);
+        }
+    }
+    let open_here = t.owner_node == state.config.node.id.as_str()
+        && !crate::shared_ticket::lifecycle::is_terminal(t.status());
     let content = html! {
         dl.fields {
             dt { (tr(l, "Riferimento", "Reference")) } dd { (t.reference) }
@@ -654,6 +678,25 @@ async fn ticket(State(state): Shared, headers: HeaderMap, Path(id): Path<String>
                 }
             }
         }
+        @if !duplicates.is_empty() && open_here {
+            section.card {
+                h2 { (tr(l, "Possibili doppioni", "Possible duplicates")) }
+                p { (tr(l, "Richieste aperte simili: se è la stessa, unisci questa a quella.",
+                        "Similar open requests: if it is the same, merge this one into it.")) }
+                ul {
+                    @for d in &duplicates {
+                        li {
+                            a href={ "/tickets/" (d.id) } { (d.reference) } " — " (d.subject)
+                            form.inline method="post" action={ "/tickets/" (t.id) "/merge" } {
+                                input type="hidden" name="csrf" value=(s.session.csrf);
+                                input type="hidden" name="into" value=(d.id);
+                                button type="submit" { (tr(l, "Unisci a questa", "Merge into this one")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         div.actions {
             form.card method="post" action={ "/tickets/" (t.id) "/notes" } {
                 h2 { (tr(l, "Aggiungi una nota", "Add a note")) }
@@ -698,6 +741,22 @@ async fn ticket(State(state): Shared, headers: HeaderMap, Path(id): Path<String>
                     button type="submit" name="decision" value="accept" { (tr(l, "Accetta", "Accept")) }
                     " "
                     button type="submit" name="decision" value="decline" { (tr(l, "Rifiuta", "Decline")) }
+                }
+            }
+            @if open_here {
+                form.card method="post" action={ "/tickets/" (t.id) "/share" } {
+                    h2 { (tr(l, "Condividi con un altro ente", "Share with another body")) }
+                    input type="hidden" name="csrf" value=(s.session.csrf);
+                    label for="sh-node" { (tr(l, "Ente (codice)", "Body (id)")) }
+                    input #sh-node name="with_node" required;
+                    button type="submit" { (tr(l, "Condividi", "Share")) }
+                }
+                form.card method="post" action={ "/tickets/" (t.id) "/merge" } {
+                    h2 { (tr(l, "Unisci a un'altra richiesta", "Merge into another request")) }
+                    input type="hidden" name="csrf" value=(s.session.csrf);
+                    label for="m-into" { (tr(l, "Richiesta che resta (id)", "Request kept (id)")) }
+                    input #m-into name="into" required;
+                    button type="submit" { (tr(l, "Unisci", "Merge")) }
                 }
             }
             form.card method="post" action={ "/tickets/" (t.id) "/assign" } {
@@ -858,6 +917,62 @@ async fn status(
                 to: to as i32,
                 reason: f.reason,
                 merged_into: String::new(),
+            },
+        )
+        .await
+        .map(|_| ())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct ShareForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    with_node: String,
+}
+
+async fn share(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<ShareForm>,
+) -> Response {
+    let desk = state.desk.clone();
+    let target = id.clone();
+    act(&state, &headers, &f.csrf, &id, |actor| async move {
+        desk.share(&actor, &target, f.with_node.trim())
+            .await
+            .map(|_| ())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct MergeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    into: String,
+}
+
+async fn merge(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<MergeForm>,
+) -> Response {
+    let desk = state.desk.clone();
+    let target = id.clone();
+    act(&state, &headers, &f.csrf, &id, |actor| async move {
+        desk.change_status(
+            &actor,
+            &target,
+            StatusChange {
+                to: Status::Merged as i32,
+                reason: String::new(),
+                merged_into: f.into.trim().to_string(),
             },
         )
         .await
@@ -1236,7 +1351,20 @@ async fn create(State(state): Shared, headers: HeaderMap, Form(f): Form<NewForm>
         ..CreateTicketRequest::default()
     };
     match state.desk.create(&s.actor, req).await {
-        Ok(created) => Redirect::to(&format!("/tickets/{}", created.ticket.id)).into_response(),
+        Ok(created) => {
+            let dups: Vec<&str> = created
+                .possible_duplicates
+                .iter()
+                .map(|d| d.ticket_id.as_str())
+                .take(5)
+                .collect();
+            let suffix = if dups.is_empty() {
+                String::new()
+            } else {
+                format!("?doppioni={}", dups.join(","))
+            };
+            Redirect::to(&format!("/tickets/{}{suffix}", created.ticket.id)).into_response()
+        }
         Err(e) => refusal(&state, &s, e),
     }
 }
