@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
             }
             if let Some(public) = node.public_addr {
                 println!(
-                    "  {:<8} citizens' side:     http://{public}/charter   http://{public}/appointments/services",
+                    "  {:<8} citizens' pages:    http://{public}/prenota   http://{public}/segnala   http://{public}/faq",
                     node.id
                 );
             }
