@@ -249,6 +249,33 @@ async fn citizens_find_faqs_with_markup_shown_as_text_and_rate_the_page() {
         "Markdown rendered: {entry}"
     );
     assert!(!entry.contains("<script>alert"), "raw HTML shown as text");
+    // English on request: the choice is remembered, the pages follow.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let chosen = no_redirect
+        .get(format!("{public}/lingua/en"))
+        .header("referer", format!("{public}/faq?q=carta"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chosen.status().as_u16(), 303);
+    assert_eq!(chosen.headers()["location"], "/faq?q=carta");
+    let cookie = chosen.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("lingua=en"), "{cookie}");
+    let english = http
+        .get(format!("{public}/segnala"))
+        .header("cookie", "lingua=en")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(english.contains("<html lang=\"en\"") && english.contains("Report a problem"));
+    assert!(english.contains("Frequently asked questions") && english.contains("Italiano"));
+
     // The page's 1-5 feedback: counted, a bad rating refused.
     let ok = http
         .post(format!("{public}/feedback"))

@@ -24,9 +24,57 @@ use urpnet_proto::v1::{AppointmentCitizen, BookRequest, FreeSlotsRequest};
 use super::format::Format;
 use super::{PublicState, Shared};
 use crate::appointments::{Appointments, local_words};
+use crate::console::pages::tr;
 use crate::error::NodeError;
 
 const CSS: &str = include_str!("../console/console.css");
+
+tokio::task_local! {
+    /// The language of the request being answered ("it" or "en").
+    static LANG: &'static str;
+}
+
+/// The language of the request being answered.
+pub(super) fn l() -> &'static str {
+    LANG.try_with(|l| *l).unwrap_or("it")
+}
+
+/// Answers each request in the language its `lingua` cookie names
+/// (Italian by default).
+pub(super) async fn language(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let lang = request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == "lingua")
+        .map_or("it", |(_, v)| if v == "en" { "en" } else { "it" });
+    LANG.scope(lang, next.run(request)).await
+}
+
+/// `GET /lingua/{it|en}`: remembers the choice and goes back.
+async fn choose_language(Path(lang): Path<String>, headers: HeaderMap) -> Response {
+    let lang = if lang == "en" { "en" } else { "it" };
+    let back = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.split_once("://").map(|(_, rest)| rest))
+        .and_then(|rest| rest.find('/').map(|i| rest[i..].to_string()))
+        .filter(|p| p.starts_with('/') && !p.starts_with("//"))
+        .unwrap_or_else(|| "/prenota".into());
+    let mut r = Redirect::to(&back).into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&format!(
+        "lingua={lang}; Path=/; SameSite=Lax; Max-Age=31536000"
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
 
 /// The booking pages' routes.
 pub fn routes() -> Router<Arc<PublicState>> {
@@ -39,6 +87,7 @@ pub fn routes() -> Router<Arc<PublicState>> {
         .route("/appuntamento/{id}/annulla", post(cancel))
         .route("/appuntamento/{id}/sposta", post(move_to))
         .route("/static/site.css", get(css))
+        .route("/lingua/{lang}", get(choose_language))
 }
 
 async fn css() -> Response {
@@ -67,7 +116,7 @@ pub(super) fn layout(state: &PublicState, title: &str, content: Markup) -> Marku
     let body = &state.config.node.name;
     html! {
         (DOCTYPE)
-        html lang="it" {
+        html lang=(l()) {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
@@ -75,18 +124,27 @@ pub(super) fn layout(state: &PublicState, title: &str, content: Markup) -> Marku
                 link rel="stylesheet" href="/static/site.css";
             }
             body {
-                a.skip href="#main" { "Vai al contenuto" }
-                header.top { div.brand { (body) " · Servizi al cittadino" } }
+                a.skip href="#main" { (tr(l(), "Vai al contenuto", "Skip to content")) }
+                header.top {
+                    div.brand { (body) " · " (tr(l(), "Servizi al cittadino", "Services for citizens")) }
+                    div.who {
+                        @if l() == "en" {
+                            a href="/lingua/it" lang="it" { "Italiano" }
+                        } @else {
+                            a href="/lingua/en" lang="en" { "English" }
+                        }
+                    }
+                }
                 main #main tabindex="-1" {
                     h1 { (title) }
                     (content)
                 }
                 footer.bottom {
                     ul {
-                        li { a href="/prenota" data-element="appointment-booking" { "Prenota un appuntamento" } }
-                        li { a href="/segnala" data-element="report-inefficiency" { "Segnala un disservizio" } }
-                        li { a href="/faq" data-element="faq" { "Domande frequenti" } }
-                        li { a href={ "/charter/" (state.config.node.id.as_str()) "/page" } data-element="contacts" { "Uffici, orari e contatti" } }
+                        li { a href="/prenota" data-element="appointment-booking" { (tr(l(), "Prenota un appuntamento", "Book an appointment")) } }
+                        li { a href="/segnala" data-element="report-inefficiency" { (tr(l(), "Segnala un disservizio", "Report a problem")) } }
+                        li { a href="/faq" data-element="faq" { (tr(l(), "Domande frequenti", "Frequently asked questions")) } }
+                        li { a href={ "/charter/" (state.config.node.id.as_str()) "/page" } data-element="contacts" { (tr(l(), "Uffici, orari e contatti", "Offices, hours and contacts")) } }
                     }
                     p { (body) }
                 }
@@ -126,17 +184,26 @@ pub(super) fn refusal(state: &PublicState, e: NodeError, back: &str) -> Response
     };
     let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(error = %e, "booking page failed");
-        "Errore interno: riprova più tardi.".to_string()
+        tr(
+            l(),
+            "Errore interno: riprova più tardi.",
+            "Internal error: try again later.",
+        )
+        .to_string()
     } else {
         e.to_string()
     };
     page(
         state,
         status,
-        "Non è stato possibile completare la richiesta",
+        tr(
+            l(),
+            "Non è stato possibile completare la richiesta",
+            "The request could not be completed",
+        ),
         html! {
             p.alert role="alert" { (message) }
-            p { a href=(back) { "Torna indietro" } }
+            p { a href=(back) { (tr(l(), "Torna indietro", "Go back")) } }
         },
     )
 }
@@ -199,17 +266,17 @@ async fn start(
     Ok(page(
         &state,
         StatusCode::OK,
-        "Prenota un appuntamento",
+        tr(l(), "Prenota un appuntamento", "Book an appointment"),
         html! {
-            p { "Scegli l'ufficio e il servizio: vedrai i giorni e gli orari liberi." }
-            @if by_office.is_empty() { p { "Al momento non ci sono servizi prenotabili." } }
+            p { (tr(l(), "Scegli l'ufficio e il servizio: vedrai i giorni e gli orari liberi.", "Choose the office and the service: you will see the free days and times.")) }
+            @if by_office.is_empty() { p { (tr(l(), "Al momento non ci sono servizi prenotabili.", "No service can be booked at the moment.")) } }
             @for (key, services) in &by_office {
                 @let (office_name, office) = key.split_once('\u{0}').unwrap_or((key, key));
                 section.card {
                     h2 { (office_name) }
                     ul {
                         @for (id, title, minutes) in services {
-                            li { a href={ "/prenota/" (enc(office)) "/" (enc(id)) } { (title) } " (" (minutes) " minuti)" }
+                            li { a href={ "/prenota/" (enc(office)) "/" (enc(id)) } { (title) } " (" (minutes) " " (tr(l(), "minuti", "minutes")) ")" }
                         }
                     }
                 }
@@ -272,11 +339,11 @@ async fn days(
         StatusCode::OK,
         &free.service_title,
         html! {
-            p { "Presso: " strong { (free.office_name) } }
+            p { (tr(l(), "Presso: ", "At: ")) strong { (free.office_name) } }
             @if by_day.is_empty() {
-                p { "Nessun orario libero nelle prossime due settimane: riprova più avanti o contatta l'ufficio." }
+                p { (tr(l(), "Nessun orario libero nelle prossime due settimane: riprova più avanti o contatta l'ufficio.", "No free time in the next two weeks: try again later or contact the office.")) }
             } @else {
-                h2 { "Scegli il giorno" }
+                h2 { (tr(l(), "Scegli il giorno", "Choose the day")) }
                 ul.days {
                     @for (day, slots) in &by_day {
                         li {
@@ -285,14 +352,14 @@ async fn days(
                             } @else {
                                 a href={ (base) "?giorno=" (day) (keep) } { (day_words(day)) }
                             }
-                            " (" (slots.len()) " orari liberi)"
+                            " (" (slots.len()) " " (tr(l(), "orari liberi", "free times")) ")"
                         }
                     }
                 }
                 @if let Some(slots) = by_day.get(&chosen) {
                     form.card method="post" action=(action) {
                         fieldset {
-                            legend { "Scegli l'orario di " (day_words(&chosen)) }
+                            legend { (tr(l(), "Scegli l'orario di ", "Choose the time on ")) (day_words(&chosen)) }
                             @for (i, s) in slots.iter().enumerate() {
                                 div.check {
                                     input type="radio" name="start" id={ "t" (i) } value=(s.start) required checked[i == 0];
@@ -300,7 +367,7 @@ async fn days(
                                 }
                             }
                         }
-                        button type="submit" { (if moving.is_some() { "Sposta qui l'appuntamento" } else { "Continua" }) }
+                        button type="submit" { (if moving.is_some() { tr(l(), "Sposta qui l'appuntamento", "Move the appointment here") } else { tr(l(), "Continua", "Continue") }) }
                     }
                 }
             }
@@ -364,46 +431,46 @@ async fn data(
     Ok(page(
         &state,
         StatusCode::OK,
-        "I tuoi dati",
+        tr(l(), "I tuoi dati", "Your details"),
         html! {
-            p { "Appuntamento: " strong { (when) } ". Il posto è tenuto per te per qualche minuto mentre compili il modulo." }
+            p { (tr(l(), "Appuntamento: ", "Appointment: ")) strong { (when) } (tr(l(), ". Il posto è tenuto per te per qualche minuto mentre compili il modulo.", ". The seat is held for you for a few minutes while you fill in the form.")) }
             form.card.wide method="post" action={ "/prenota/" (enc(&office)) "/" (enc(&service)) "/dati" } {
                 input type="hidden" name="start" value=(start);
                 input type="hidden" name="hold_id" value=(param(&q, "hold"));
                 input type="hidden" name="idempotency_key" value=(key);
                 fieldset {
-                    legend { "Come vuoi svolgere l'appuntamento" }
+                    legend { (tr(l(), "Come vuoi svolgere l'appuntamento", "How you want the appointment")) }
                     div.check {
                         input #ch-desk type="radio" name="channel" value="desk" checked[!video];
-                        label for="ch-desk" { "Allo sportello" }
+                        label for="ch-desk" { (tr(l(), "Allo sportello", "At the desk")) }
                     }
                     @if video {
                         div.check {
                             input #ch-video type="radio" name="channel" value="video" checked;
-                            label for="ch-video" { "In videochiamata" }
+                            label for="ch-video" { (tr(l(), "In videochiamata", "By video call")) }
                         }
                     }
                 }
                 fieldset {
-                    legend { "I tuoi dati" }
-                    label for="given_name" { "Nome" }
+                    legend { (tr(l(), "I tuoi dati", "Your details")) }
+                    label for="given_name" { (tr(l(), "Nome", "Given name")) }
                     input #given_name name="given_name" autocomplete="given-name" required maxlength="100";
-                    label for="family_name" { "Cognome" }
+                    label for="family_name" { (tr(l(), "Cognome", "Family name")) }
                     input #family_name name="family_name" autocomplete="family-name" required maxlength="100";
-                    label for="address" { "Indirizzo" }
+                    label for="address" { (tr(l(), "Indirizzo", "Address")) }
                     input #address name="address" autocomplete="street-address" required maxlength="300";
-                    label for="email" { "E-mail (riceverai la conferma e il link per spostare o annullare)" }
+                    label for="email" { (tr(l(), "E-mail (riceverai la conferma e il link per spostare o annullare)", "E-mail (you will get the confirmation and the link to move or cancel)")) }
                     input #email name="email" type="email" autocomplete="email" required maxlength="254";
-                    label for="phone" { "Telefono (facoltativo)" }
+                    label for="phone" { (tr(l(), "Telefono (facoltativo)", "Phone (optional)")) }
                     input #phone name="phone" type="tel" autocomplete="tel" maxlength="32";
-                    label for="notes" { "Di cosa hai bisogno (facoltativo)" }
+                    label for="notes" { (tr(l(), "Di cosa hai bisogno (facoltativo)", "What you need (optional)")) }
                     textarea #notes name="notes" rows="3" maxlength="2000" {}
                 }
                 div.check {
                     input #consent type="checkbox" name="consent" value="1" required;
-                    label for="consent" { "Acconsento al trattamento dei miei dati per l'appuntamento" }
+                    label for="consent" { (tr(l(), "Acconsento al trattamento dei miei dati per l'appuntamento", "I agree to the processing of my data for the appointment")) }
                 }
-                button type="submit" { "Conferma la prenotazione" }
+                button type="submit" { (tr(l(), "Conferma la prenotazione", "Confirm the booking")) }
             }
         },
     ))
@@ -513,39 +580,39 @@ async fn manage(
         &state,
         StatusCode::OK,
         if confirmed {
-            "Prenotazione confermata"
+            tr(l(), "Prenotazione confermata", "Booking confirmed")
         } else {
-            "Il tuo appuntamento"
+            tr(l(), "Il tuo appuntamento", "Your appointment")
         },
         html! {
             @if param(&q, "spostato") == "1" {
-                p role="status" { "Appuntamento spostato: riceverai una e-mail con il nuovo orario e il nuovo link (quello vecchio non vale più)." }
+                p role="status" { (tr(l(), "Appuntamento spostato: riceverai una e-mail con il nuovo orario e il nuovo link (quello vecchio non vale più).", "Appointment moved: you will get an e-mail with the new time and a new link (the old one no longer works).")) }
             }
             @if confirmed {
-                p role="status" { "Riceverai una e-mail con i dettagli, l'invito per il calendario e questo link." }
+                p role="status" { (tr(l(), "Riceverai una e-mail con i dettagli, l'invito per il calendario e questo link.", "You will get an e-mail with the details, the calendar invitation and this link.")) }
             }
             dl.fields {
-                dt { "Servizio" } dd { (service) }
-                dt { "Quando" } dd { (local_words(b.start_ms)) " (" ((b.end_ms - b.start_ms) / 60_000) " minuti)" }
-                dt { "Dove" } dd {
-                    @if b.channel == "video" { "In videochiamata: il collegamento si apre 10 minuti prima" }
+                dt { (tr(l(), "Servizio", "Service")) } dd { (service) }
+                dt { (tr(l(), "Quando", "When")) } dd { (local_words(b.start_ms)) " (" ((b.end_ms - b.start_ms) / 60_000) " " (tr(l(), "minuti", "minutes")) ")" }
+                dt { (tr(l(), "Dove", "Where")) } dd {
+                    @if b.channel == "video" { (tr(l(), "In videochiamata: il collegamento si apre 10 minuti prima", "By video call: the room opens 10 minutes before")) }
                     @else { (office) ", " (address) }
                 }
-                dt { "Stato" } dd { (crate::appointments::status_it(&b.status)) }
+                dt { (tr(l(), "Stato", "Status")) } dd { (if l() == "en" { crate::appointments::status_en(&b.status) } else { crate::appointments::status_it(&b.status).to_string() }) }
             }
             @if !documents.is_empty() && b.status == "booked" {
-                h2 { "Cosa portare" }
+                h2 { (tr(l(), "Cosa portare", "What to bring")) }
                 ul { @for d in &documents { li { (d) } } }
             }
             @if b.status == "booked" {
                 @if b.channel == "video" {
-                    p { a href={ "/appointments/" (b.id) "/room?token=" (token) } { "Entra nella stanza video" } }
+                    p { a href={ "/appointments/" (b.id) "/room?token=" (token) } { (tr(l(), "Entra nella stanza video", "Enter the video room")) } }
                 }
-                p { a href={ "/appointments/" (b.id) "/calendar.ics?token=" (token) } { "Aggiungi al calendario" } }
-                p { a href={ "/prenota/" (enc(&b.office)) "/" (enc(&b.service)) "?sposta=" (b.id) "&token=" (token) } { "Sposta l'appuntamento a un altro orario" } }
+                p { a href={ "/appointments/" (b.id) "/calendar.ics?token=" (token) } { (tr(l(), "Aggiungi al calendario", "Add to calendar")) } }
+                p { a href={ "/prenota/" (enc(&b.office)) "/" (enc(&b.service)) "?sposta=" (b.id) "&token=" (token) } { (tr(l(), "Sposta l'appuntamento a un altro orario", "Move the appointment to another time")) } }
                 form.card method="post" action={ "/appuntamento/" (b.id) "/annulla?token=" (token) } {
-                    h2 { "Annulla l'appuntamento" }
-                    button type="submit" { "Annulla l'appuntamento" }
+                    h2 { (tr(l(), "Annulla l'appuntamento", "Cancel the appointment")) }
+                    button type="submit" { (tr(l(), "Annulla l'appuntamento", "Cancel the appointment")) }
                 }
             }
         },

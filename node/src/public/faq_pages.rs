@@ -16,10 +16,11 @@ use axum::routing::{get, post};
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
-use super::booking::{page, refusal};
+use super::booking::{l, page, refusal};
 use super::format::Format;
 use super::{PublicState, Shared};
 use crate::auth::{Actor, Role};
+use crate::console::pages::tr;
 use crate::error::NodeError;
 
 /// The FAQ pages' routes and the page feedback.
@@ -52,16 +53,16 @@ pub fn feedback_form(path: &str) -> Markup {
     html! {
         form.card method="post" action="/feedback" data-element="feedback" {
             fieldset {
-                legend { "Quanto sono chiare le informazioni su questa pagina?" }
+                legend { (tr(l(), "Quanto sono chiare le informazioni su questa pagina?", "How clear is the information on this page?")) }
                 input type="hidden" name="page" value=(path);
                 @for n in 1..=5u8 {
                     div.check {
                         input type="radio" name="rating" id={ "r" (n) } value=(n) required;
-                        label for={ "r" (n) } { (n) @if n == 1 { " (per niente)" } @if n == 5 { " (molto)" } }
+                        label for={ "r" (n) } { (n) @if n == 1 { (tr(l(), " (per niente)", " (not at all)")) } @if n == 5 { (tr(l(), " (molto)", " (very)")) } }
                     }
                 }
             }
-            button type="submit" { "Invia" }
+            button type="submit" { (tr(l(), "Invia", "Send")) }
         }
     }
 }
@@ -93,18 +94,18 @@ async fn search(
     Ok(page(
         &state,
         StatusCode::OK,
-        "Domande frequenti",
+        tr(l(), "Domande frequenti", "Frequently asked questions"),
         html! {
             form.filters role="search" method="get" action="/faq" {
                 div {
-                    label for="q" { "Cerca tra le domande frequenti" }
+                    label for="q" { (tr(l(), "Cerca tra le domande frequenti", "Search the frequently asked questions")) }
                     input #q type="search" name="q" value=(text);
                 }
-                button type="submit" { "Cerca" }
+                button type="submit" { (tr(l(), "Cerca", "Search")) }
             }
             @if !text.is_empty() {
                 @if hits.is_empty() {
-                    p { "Nessuna risposta per queste parole. Puoi scrivere all'URP o " a href="/segnala" { "fare una segnalazione" } "." }
+                    p { (tr(l(), "Nessuna risposta per queste parole. Puoi scrivere all'URP o ", "No answer for these words. You can write to the URP or ")) a href="/segnala" { (tr(l(), "fare una segnalazione", "send a report")) } "." }
                 } @else {
                     ul.faq {
                         @for h in &hits {
@@ -157,11 +158,11 @@ async fn entry(
         html! {
             div.answer data-element="faq-item" { (PreEscaped(answer)) }
             @if !content.links.is_empty() {
-                h2 { "Per saperne di più" }
+                h2 { (tr(l(), "Per saperne di più", "To know more")) }
                 ul { @for l in &content.links { li { a href=(l.url) { (l.title) } } } }
             }
-            p { "Risposta di " (state.body_name(&current.owner)) "." }
-            p { a href="/faq" { "Altre domande frequenti" } }
+            p { (tr(l(), "Risposta di ", "Answer by ")) (state.body_name(&current.owner)) "." }
+            p { a href="/faq" { (tr(l(), "Altre domande frequenti", "More frequently asked questions")) } }
             (feedback_form(&format!("/faq/{key}")))
         },
     ))
@@ -207,8 +208,8 @@ async fn feedback(
     Ok(page(
         &state,
         StatusCode::OK,
-        "Grazie per il tuo parere",
-        html! { p role="status" { "Il tuo parere ci aiuta a migliorare le informazioni." } p { a href=(back) { "Torna alla pagina" } } },
+        tr(l(), "Grazie per il tuo parere", "Thank you for your opinion"),
+        html! { p role="status" { (tr(l(), "Il tuo parere ci aiuta a migliorare le informazioni.", "Your opinion helps us improve the information.")) } p { a href=(back) { (tr(l(), "Torna alla pagina", "Back to the page")) } } },
     )
     .into_response())
 }

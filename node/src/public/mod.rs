@@ -172,6 +172,7 @@ pub fn router(state: Arc<PublicState>) -> Router {
         .merge(report::routes())
         .merge(faq_pages::routes())
         .fallback(not_found)
+        .layer(middleware::from_fn(booking::language))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

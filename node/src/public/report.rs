@@ -16,10 +16,11 @@ use axum::routing::get;
 use maud::html;
 use urpnet_proto::v1::Channel;
 
-use super::booking::{page, refusal};
+use super::booking::{l, page, refusal};
 use super::format::Format;
 use super::{PublicState, Shared};
 use crate::auth::{Actor, Role};
+use crate::console::pages::tr;
 use crate::error::NodeError;
 
 /// The report form's routes.
@@ -63,39 +64,39 @@ async fn form(
     Ok(page(
         &state,
         StatusCode::OK,
-        "Segnala un disservizio",
+        tr(l(), "Segnala un disservizio", "Report a problem"),
         html! {
-            p { "Descrivi il problema e dove si trova. Riceverai un codice e un link per seguire la segnalazione." }
+            p { (tr(l(), "Descrivi il problema e dove si trova. Riceverai un codice e un link per seguire la segnalazione.", "Describe the problem and where it is. You will get a code and a link to follow your report.")) }
             form.card.wide method="post" action="/segnala" enctype="multipart/form-data" {
                 fieldset {
-                    legend { "Il problema" }
-                    label for="service_code" { "Di cosa si tratta" }
+                    legend { (tr(l(), "Il problema", "The problem")) }
+                    label for="service_code" { (tr(l(), "Di cosa si tratta", "What it is about")) }
                     select #service_code name="service_code" required {
                         @for (code, label) in &services { option value=(code) { (label) } }
                     }
-                    label for="description" { "Descrizione" }
+                    label for="description" { (tr(l(), "Descrizione", "Description")) }
                     textarea #description name="description" rows="5" required maxlength="10000" {}
-                    label for="address_string" { "Indirizzo (via, numero civico, comune)" }
+                    label for="address_string" { (tr(l(), "Indirizzo (via, numero civico, comune)", "Address (street, number, comune)")) }
                     input #address_string name="address_string" required maxlength="500" autocomplete="street-address";
-                    label for="media" { "Foto (facoltativa; posizione e dati del telefono vengono tolti)" }
+                    label for="media" { (tr(l(), "Foto (facoltativa; posizione e dati del telefono vengono tolti)", "Photo (optional; location and phone data are removed)")) }
                     input #media type="file" name="media" accept="image/jpeg,image/png,image/webp";
                 }
                 fieldset {
-                    legend { "I tuoi dati (facoltativi)" }
-                    label for="first_name" { "Nome" }
+                    legend { (tr(l(), "I tuoi dati (facoltativi)", "Your details (optional)")) }
+                    label for="first_name" { (tr(l(), "Nome", "Given name")) }
                     input #first_name name="first_name" autocomplete="given-name" maxlength="100";
-                    label for="last_name" { "Cognome" }
+                    label for="last_name" { (tr(l(), "Cognome", "Family name")) }
                     input #last_name name="last_name" autocomplete="family-name" maxlength="100";
-                    label for="email" { "E-mail (per ricevere gli aggiornamenti)" }
+                    label for="email" { (tr(l(), "E-mail (per ricevere gli aggiornamenti)", "E-mail (to get updates)")) }
                     input #email name="email" type="email" autocomplete="email" maxlength="254";
-                    label for="phone" { "Telefono" }
+                    label for="phone" { (tr(l(), "Telefono", "Phone")) }
                     input #phone name="phone" type="tel" autocomplete="tel" maxlength="32";
                     div.check {
                         input #share_contact type="checkbox" name="share_contact" value="1";
-                        label for="share_contact" { "Se il problema è di un altro ente, passagli i miei dati" }
+                        label for="share_contact" { (tr(l(), "Se il problema è di un altro ente, passagli i miei dati", "If another body is competent, pass my details on to it")) }
                     }
                 }
-                button type="submit" { "Invia la segnalazione" }
+                button type="submit" { (tr(l(), "Invia la segnalazione", "Send the report")) }
             }
         },
     ))
