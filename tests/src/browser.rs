@@ -149,3 +149,31 @@ impl Browser {
         let _ = self.driver.kill().await;
     }
 }
+
+/// Clicks the element `css` names.
+pub async fn click(c: &Client, css: &str) {
+    c.find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+/// Types `text` into the field `css` names.
+pub async fn type_into(c: &Client, css: &str, text: &str) {
+    c.find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+}
+
+/// Waits until the page's source contains `text`.
+pub async fn page_has(c: &Client, what: &str, text: &str) {
+    crate::wait_for(what, Duration::from_secs(30), || async {
+        c.source().await.ok()?.contains(text).then_some(())
+    })
+    .await;
+}

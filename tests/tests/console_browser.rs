@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fantoccini::Locator;
 use fantoccini::key::Key;
-use urpnet_tests::browser::Browser;
+use urpnet_tests::browser::{Browser, click, type_into};
 use urpnet_tests::shared::request;
 use urpnet_tests::{Backend, TestNode, wait_for};
 
@@ -110,24 +110,9 @@ async fn an_operator_works_the_queue_in_a_real_browser() {
     })
     .await;
     assert_accessible(&browser, "ticket").await;
-    c.find(Locator::Css("#n-text"))
-        .await
-        .unwrap()
-        .send_keys("Ritiro fissato per giovedì mattina.")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#n-public"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("form[action$='/notes'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "#n-text", "Ritiro fissato per giovedì mattina.").await;
+    click(c, "#n-public").await;
+    click(c, "form[action$='/notes'] button").await;
     wait_for("the note in the history", DEADLINE, || async {
         let source = c.source().await.ok()?;
         source
@@ -143,18 +128,8 @@ async fn an_operator_works_the_queue_in_a_real_browser() {
     browser
         .eval("document.querySelector(\"form[action$='/notes'] input[name=csrf]\").value = 'x'.repeat(64); return true;")
         .await;
-    c.find(Locator::Css("#n-text"))
-        .await
-        .unwrap()
-        .send_keys("forged")
-        .await
-        .unwrap();
-    c.find(Locator::Css("form[action$='/notes'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "#n-text", "forged").await;
+    click(c, "form[action$='/notes'] button").await;
     wait_for("the refusal", DEADLINE, || async {
         let source = c.source().await.ok()?;
         source.contains("Il modulo è scaduto").then_some(())
@@ -174,12 +149,7 @@ async fn an_operator_works_the_queue_in_a_real_browser() {
         .await
         .unwrap();
     c.goto(&format!("{base}/new")).await.unwrap();
-    c.find(Locator::Css("#c-subject"))
-        .await
-        .unwrap()
-        .send_keys("rinnovo carta d'identità scaduta")
-        .await
-        .unwrap();
+    type_into(c, "#c-subject", "rinnovo carta d'identità scaduta").await;
     wait_for("the ready answers", DEADLINE, || async {
         let text = c
             .find(Locator::Css("#suggest"))
@@ -292,12 +262,7 @@ async fn a_citizen_books_moves_and_cancels_through_the_pages_in_a_real_browser()
     c.find(Locator::Css("input[name=start]")).await.unwrap();
     assert_accessible(&browser, "days and times").await;
     browser.screenshot("booking-times").await;
-    c.find(Locator::Css("form[action$='/blocca'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "form[action$='/blocca'] button").await;
     // The citizen's data.
     c.find(Locator::Css("#given_name")).await.unwrap();
     assert_accessible(&browser, "data form").await;
@@ -308,26 +273,11 @@ async fn a_citizen_books_moves_and_cancels_through_the_pages_in_a_real_browser()
         ("#email", "giulia.marchetti@example.it"),
         ("#notes", "<b>Tettoia</b> in legno"),
     ] {
-        c.find(Locator::Css(field))
-            .await
-            .unwrap()
-            .send_keys(value)
-            .await
-            .unwrap();
+        type_into(c, field, value).await;
     }
-    c.find(Locator::Css("#consent"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#consent").await;
     browser.screenshot("booking-data").await;
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "form button[type=submit]").await;
     wait_for("the confirmation", DEADLINE, || async {
         let source = c.source().await.ok()?;
         source.contains("Prenotazione confermata").then_some(())
@@ -364,18 +314,8 @@ async fn a_citizen_books_moves_and_cancels_through_the_pages_in_a_real_browser()
         .click()
         .await
         .unwrap();
-    c.find(Locator::Css("#t1"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("form[action*='/sposta'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#t1").await;
+    click(c, "form[action*='/sposta'] button").await;
     wait_for("the move", DEADLINE, || async {
         let source = c.source().await.ok()?;
         source.contains("Appuntamento spostato").then_some(())
@@ -398,12 +338,7 @@ async fn a_citizen_books_moves_and_cancels_through_the_pages_in_a_real_browser()
     assert_ne!(moved.start, agenda.start);
 
     // Cancel from the manage page.
-    c.find(Locator::Css("form[action*='/annulla'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "form[action*='/annulla'] button").await;
     wait_for("the cancellation", DEADLINE, || async {
         let source = c.source().await.ok()?;
         source.contains("annullato").then_some(())

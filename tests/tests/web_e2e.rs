@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
-use urpnet_tests::browser::Browser;
+use urpnet_tests::browser::{Browser, click, page_has, type_into};
 use urpnet_tests::federation::{ABRUZZO, CELANO, TestFederation};
 use urpnet_tests::{Backend, wait_for};
 
@@ -17,36 +17,10 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 async fn sign_in(c: &Client, base: &str, token: &str) {
     c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(token)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "#token", token).await;
+    click(c, "form button[type=submit]").await;
     wait_for("the queue", DEADLINE, || async {
         (c.current_url().await.ok()?.path() == "/queue").then_some(())
-    })
-    .await;
-}
-
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
-
-async fn page_has(c: &Client, what: &str, text: &str) {
-    wait_for(what, DEADLINE, || async {
-        c.source().await.ok()?.contains(text).then_some(())
     })
     .await;
 }
@@ -98,19 +72,9 @@ async fn a_web_report_is_handed_to_the_region_and_its_answer_reaches_the_citizen
         ("#last_name", "Di Censo"),
         ("#email", "anna.dicenso@example.it"),
     ] {
-        c.find(Locator::Css(field))
-            .await
-            .unwrap()
-            .send_keys(value)
-            .await
-            .unwrap();
+        type_into(c, field, value).await;
     }
-    c.find(Locator::Css("#media"))
-        .await
-        .unwrap()
-        .send_keys(photo.to_str().unwrap())
-        .await
-        .unwrap();
+    type_into(c, "#media", photo.to_str().unwrap()).await;
     click(c, "#share_contact").await;
     citizen.screenshot("citizen-report").await;
     click(c, "form button[type=submit]").await;
@@ -194,12 +158,12 @@ async fn a_web_report_is_handed_to_the_region_and_its_answer_reaches_the_citizen
             .then_some(())
     })
     .await;
-    o.find(Locator::Css("#n-text"))
-        .await
-        .unwrap()
-        .send_keys("La Regione ha chiesto a Trenitalia il ripristino della corsa dal 15 dicembre.")
-        .await
-        .unwrap();
+    type_into(
+        o,
+        "#n-text",
+        "La Regione ha chiesto a Trenitalia il ripristino della corsa dal 15 dicembre.",
+    )
+    .await;
     click(o, "#n-public").await;
     click(o, "form[action$='/notes'] button").await;
     page_has(o, "the Region's note", "ripristino della corsa").await;
