@@ -384,8 +384,14 @@ pub async fn run(
         .set_serving::<AppointmentDeskServer<crate::appointments::service::AppointmentDeskService>>(
         )
         .await;
-    let (reflection_v1, reflection_v1alpha) = telemetry::reflection_services()
-        .map_err(|e| NodeError::Internal(format!("reflection: {e}")))?;
+    let (reflection_v1, reflection_v1alpha) = telemetry::reflection_services(&[
+        "urpnet.v1.Desk",
+        "urpnet.v1.FaqDesk",
+        "urpnet.v1.CharterDesk",
+        "urpnet.v1.ArchiveDesk",
+        "urpnet.v1.AppointmentDesk",
+    ])
+    .map_err(|e| NodeError::Internal(format!("reflection: {e}")))?;
 
     let desk_addr = listeners
         .desk
@@ -532,7 +538,11 @@ async fn serve_peering(
     health
         .set_serving::<FaqExchangeServer<ExchangeService>>()
         .await;
-    let (reflection_v1, reflection_v1alpha) = match telemetry::reflection_services() {
+    let (reflection_v1, reflection_v1alpha) = match telemetry::reflection_services(&[
+        "urpnet.v1.Peering",
+        "urpnet.v1.FaqExchange",
+        "urpnet.v1.AppointmentPeer",
+    ]) {
         Ok(services) => services,
         Err(error) => {
             tracing::error!(%error, "peering cannot serve reflection");

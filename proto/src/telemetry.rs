@@ -244,11 +244,14 @@ pub fn server_builder() -> tonic::transport::Server {
 }
 
 /// gRPC reflection services (v1 and v1alpha: many clients still speak only
-/// v1alpha) describing every urpnet service and gRPC health.
+/// v1alpha) listing `services` (full names, those one port serves) and gRPC
+/// health.
 ///
 /// # Errors
 /// If the embedded descriptor sets do not decode (a build defect).
-pub fn reflection_services() -> Result<
+pub fn reflection_services(
+    services: &[&str],
+) -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,
@@ -259,10 +262,17 @@ pub fn reflection_services() -> Result<
     ),
     tonic_reflection::server::Error,
 > {
+    // Only the services this port serves, plus health: a client of one
+    // port never sees another port's API in the list.
     let builder = || {
-        tonic_reflection::server::Builder::configure()
+        let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for s in services {
+            b = b.with_service_name(*s);
+        }
+        b
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }

@@ -276,7 +276,13 @@ pub async fn run(
     health
         .set_serving::<RegistryAdminServer<AdminService>>()
         .await;
-    let (reflection_v1, reflection_v1alpha) = telemetry::reflection_services().map_err(internal)?;
+    let (reflection_v1, reflection_v1alpha) = telemetry::reflection_services(&[
+        "urpnet.v1.Registry",
+        "urpnet.v1.RegistryAdmin",
+        "urpnet.v1.Archive",
+        "urpnet.v1.ArchiveAdmin",
+    ])
+    .map_err(internal)?;
 
     let addr = listeners.grpc.local_addr().map_err(internal)?;
     let metrics_task = listeners.metrics.map(|listener| {

@@ -62,6 +62,25 @@ async fn health_and_reflection_answer_in_v1_and_v1alpha() {
             names.contains(&"grpc.health.v1.Health".to_string()),
             "{names:?}"
         );
+        for served in [
+            "urpnet.v1.FaqDesk",
+            "urpnet.v1.CharterDesk",
+            "urpnet.v1.AppointmentDesk",
+        ] {
+            assert!(names.contains(&served.to_string()), "{served}: {names:?}");
+        }
+        // Only what this port serves: the peering and registry APIs are
+        // not listed on the Desk port.
+        for elsewhere in [
+            "urpnet.v1.Peering",
+            "urpnet.v1.FaqExchange",
+            "urpnet.v1.RegistryAdmin",
+        ] {
+            assert!(
+                !names.contains(&elsewhere.to_string()),
+                "{elsewhere}: {names:?}"
+            );
+        }
     }
     {
         use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
