@@ -614,6 +614,9 @@ pub struct ArchiveSection {
     pub interval: std::time::Duration,
     /// Records per signed batch (1..=2000).
     pub batch: usize,
+    /// How long records the registry acknowledged stay in the outbox.
+    #[serde(with = "urpnet_proto::config::duration")]
+    pub keep_sent: std::time::Duration,
     /// Districts of large comuni: a closed ticket with coordinates inside a
     /// district's box is archived as `<comune>/<code>` instead of the comune.
     pub districts: Vec<District>,
@@ -636,6 +639,7 @@ impl Default for ArchiveSection {
         Self {
             interval: std::time::Duration::from_secs(60),
             batch: 2000,
+            keep_sent: std::time::Duration::from_secs(30 * 24 * 3600),
             districts: Vec::new(),
         }
     }

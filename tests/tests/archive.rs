@@ -30,6 +30,7 @@ urpnet_tests::on_both_backends!(
     a_coordinator_sees_a_planted_surge,
     bad_batches_are_refused_and_counted_and_good_records_kept,
     a_regional_registry_replicates_upward_without_duplicates,
+    acknowledged_records_leave_the_outbox_and_stay_counted,
 );
 
 /// Every text, number and blob of the archive tables, as one string.
@@ -962,4 +963,42 @@ async fn archive_desk(addr: &str, token: &str) -> urpnet_node::cli::archive::Arc
         .await
         .expect("connect");
     ArchiveDeskClient::with_interceptor(channel, interceptor)
+}
+
+async fn acknowledged_records_leave_the_outbox_and_stay_counted(backend: Backend, test: &str) {
+    let Some(fed) = TestFederation::start(backend, test, &[CELANO], |c| {
+        c.archive.interval = Duration::from_millis(100);
+        // Acknowledged records leave at once.
+        c.archive.keep_sent = Duration::ZERO;
+    })
+    .await
+    else {
+        return;
+    };
+    let admin = admin(&fed.registry);
+    close_tickets(
+        &mut fed.node(CELANO.id).desk().await,
+        6,
+        "anagrafe.residenza",
+    )
+    .await;
+    wait_records(&admin, 6, Duration::from_secs(30)).await;
+    let node = fed.node(CELANO.id);
+    let desk = archive_desk(&node.desk_addr.to_string(), &node.token).await;
+    wait_for("the outbox pruned", Duration::from_secs(30), || {
+        let mut desk = desk.clone();
+        let url = node.config.database_url();
+        async move {
+            let s = desk
+                .archive_status(ArchiveStatusRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            let held = outbox_records(&url).await.len();
+            // Made and sent stay truthful after the rows are gone.
+            (held == 0 && (s.made, s.sent, s.pending) == (6, 6, 0)).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(stats(&admin).await.expect("stats").records, 6);
 }

@@ -340,14 +340,17 @@ impl Archiver {
                 tracing::warn!(refused = resp.refused.len(), first = %resp.refused[0].detail, "the registry refused archive records");
             }
             let now = system_time_ms() as i64;
-            crate::archive::tables::write(
+            // Acknowledged records older than `keep_sent` leave the outbox
+            // (the registry holds them; its ids make a re-made one a no-op).
+            crate::archive::tables::acknowledge(
                 &self.store,
-                Vec::new(),
                 vec![
                     ("sent_seq", last),
                     ("refused", refused + resp.refused.len() as i64),
                     ("last_push_ms", now),
                 ],
+                last,
+                now - self.config.archive.keep_sent.as_millis() as i64,
             )
             .await?;
             metrics::counter!("urpnet_archive_pushed_total").increment(n);
@@ -395,7 +398,9 @@ impl Archiver {
     pub async fn status(&self) -> NodeResult<ArchiveStatusResponse> {
         let state = crate::archive::tables::state(&self.store).await?;
         let cursor = state.get("sent_seq").copied().unwrap_or(0);
-        let (made, pending) = crate::archive::tables::counts(&self.store, cursor).await?;
+        let (held, pending) = crate::archive::tables::counts(&self.store, cursor).await?;
+        // Records pruned after their acknowledgement were made and sent.
+        let made = held + state.get("pruned").copied().unwrap_or(0).max(0) as u64;
         let status = self.status.lock().expect("status lock").clone();
         metrics::gauge!("urpnet_archive_pending").set(pending as f64);
         Ok(ArchiveStatusResponse {

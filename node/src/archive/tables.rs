@@ -17,7 +17,34 @@ pub async fn write(
     records: Vec<(Vec<u8>, Vec<u8>, i64)>,
     state: Vec<(&'static str, i64)>,
 ) -> NodeResult<()> {
-    store.write(WriteArchive { records, state }).await
+    store
+        .write(WriteArchive {
+            records,
+            state,
+            prune: None,
+        })
+        .await
+}
+
+/// Sets cursors and, in the same transaction, deletes the records the
+/// registry acknowledged (`seq <= sent_seq`) made before `before_ms`,
+/// counting them in the `pruned` tally; returns how many.
+///
+/// # Errors
+/// Storage failures.
+pub async fn acknowledge(
+    store: &Store,
+    state: Vec<(&'static str, i64)>,
+    sent_seq: i64,
+    before_ms: i64,
+) -> NodeResult<()> {
+    store
+        .write(WriteArchive {
+            records: Vec::new(),
+            state,
+            prune: Some((sent_seq, before_ms)),
+        })
+        .await
 }
 
 struct WriteArchive {
@@ -25,6 +52,9 @@ struct WriteArchive {
     records: Vec<(Vec<u8>, Vec<u8>, i64)>,
     /// Cursors and tallies to set, by name.
     state: Vec<(&'static str, i64)>,
+    /// Acknowledged records (up to this seq) made before this instant to
+    /// delete.
+    prune: Option<(i64, i64)>,
 }
 
 impl Write for WriteArchive {
@@ -51,6 +81,24 @@ impl Write for WriteArchive {
                 &[&Value::Text(name), &Value::Int(*value)],
             )
             .await?;
+        }
+        if let Some((sent_seq, before_ms)) = self.prune {
+            let gone = tx
+                .texts(
+                    "DELETE FROM archive_outbox WHERE seq <= $1 AND made_ms < $2 RETURNING CAST(seq AS TEXT)",
+                    &[&Value::Int(sent_seq), &Value::Int(before_ms)],
+                )
+                .await?
+                .len() as i64;
+            if gone > 0 {
+                tx.texts(
+                    "INSERT INTO archive_state (name, value) VALUES ('pruned', $1) \
+                     ON CONFLICT (name) DO UPDATE SET value = archive_state.value + excluded.value",
+                    &[&Value::Int(gone)],
+                )
+                .await?;
+                metrics::counter!("urpnet_archive_pruned_total").increment(gone as u64);
+            }
         }
         Ok(Ok(()))
     }
