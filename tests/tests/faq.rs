@@ -560,3 +560,52 @@ async fn bad_entries_and_odd_queries_get_clear_answers() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_bodys_faqs_are_no_longer_offered() {
+    let Some(fed) = TestFederation::start(
+        Backend::Sqlite,
+        "faq_revoked_owner",
+        &[CELANO, ABRUZZO],
+        fast,
+    )
+    .await
+    else {
+        return;
+    };
+    let mut region = fed.node(ABRUZZO.id).faq().await;
+    let mut celano = fed.node(CELANO.id).faq().await;
+    let theirs = publish(&mut region, sample_faqs("regione")[0].clone()).await;
+    let ours = publish(&mut celano, sample_faqs("comune")[0].clone()).await;
+    wait_found(&celano, "prenotare visita specialistica", &theirs, 1).await;
+
+    fed.registry
+        .admin()
+        .set_status(urpnet_proto::v1::SetStatusRequest {
+            id: ABRUZZO.id.into(),
+            status: urpnet_proto::v1::MemberStatus::Revoked as i32,
+            reason: "left the federation".into(),
+        })
+        .await
+        .expect("revoke");
+    // Once Celano knows, the Region's entries are not offered any more;
+    // Celano's own still are.
+    wait_for(
+        "the revoked body's entry gone from results",
+        DEADLINE,
+        || {
+            let celano = celano.clone();
+            let theirs = theirs.clone();
+            async move {
+                let r = search(&celano, "prenotare visita specialistica")
+                    .await
+                    .ok()?;
+                (!r.hits.iter().any(|h| h.key == theirs)).then_some(())
+            }
+        },
+    )
+    .await;
+    let own = sample_faqs("comune")[0].question.clone();
+    let r = search(&celano, &own).await.expect("search");
+    assert!(r.hits.iter().any(|h| h.key == ours), "{r:?}");
+}

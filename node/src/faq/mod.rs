@@ -388,10 +388,25 @@ impl FaqBook {
     pub fn search(&self, actor: &Actor, query: &SearchQuery) -> NodeResult<Results> {
         actor.require(Action::Read)?;
         let started = std::time::Instant::now();
-        let results = self.index.search(query).map_err(|e| match e {
+        let mut results = self.index.search(query).map_err(|e| match e {
             SearchError::Invalid(v) => NodeError::InvalidArgument(v),
             SearchError::Engine(e) => NodeError::Internal(format!("search index: {e}")),
         })?;
+        // A body the federation revoked no longer answers anywhere: its
+        // entries stay held (its history is kept) but are not offered.
+        let members = self.replica.federation().members();
+        let before = results.hits.len();
+        results.hits.retain(|h| {
+            members
+                .by_id
+                .get(&h.owner)
+                .is_none_or(|m| m.status != urpnet_proto::v1::MemberStatus::Revoked as i32)
+        });
+        let dropped = before - results.hits.len();
+        if dropped > 0 {
+            results.total = results.total.saturating_sub(dropped);
+            metrics::counter!("urpnet_faq_hits_of_revoked_total").increment(dropped as u64);
+        }
         metrics::histogram!("urpnet_faq_search_seconds", "kind" => if query.suggest { "suggest" } else { "search" })
             .record(started.elapsed().as_secs_f64());
         Ok(results)

@@ -456,6 +456,11 @@ impl<K: Kind, S: Default + Send + 'static> Replica<K, S> {
         Ok(out)
     }
 
+    /// The federation's member list as this node knows it.
+    pub fn federation(&self) -> &Arc<Federation> {
+        &self.federation
+    }
+
     /// Verifies and applies versions received from `from`. Good versions
     /// are stored whatever the bad ones did; versions of an origin this
     /// node does not hold are refused as `not_held`.
