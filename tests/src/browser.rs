@@ -150,11 +150,20 @@ impl Browser {
     }
 }
 
-/// Clicks the element `css` names.
-pub async fn click(c: &Client, css: &str) {
-    c.find(fantoccini::Locator::Css(css))
+/// The element `css` names, once the page shows it (after a click that
+/// navigates, the next page may not be there yet).
+pub async fn element(c: &Client, css: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(fantoccini::Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
+}
+
+/// Clicks the element `css` names.
+pub async fn click(c: &Client, css: &str) {
+    element(c, css)
+        .await
         .click()
         .await
         .unwrap_or_else(|e| panic!("click {css}: {e}"));
@@ -162,9 +171,8 @@ pub async fn click(c: &Client, css: &str) {
 
 /// Types `text` into the field `css` names.
 pub async fn type_into(c: &Client, css: &str, text: &str) {
-    c.find(fantoccini::Locator::Css(css))
+    element(c, css)
         .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
         .send_keys(text)
         .await
         .unwrap_or_else(|e| panic!("type into {css}: {e}"));

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fantoccini::Locator;
 use fantoccini::key::Key;
-use urpnet_tests::browser::{Browser, click, type_into};
+use urpnet_tests::browser::{Browser, click, element, type_into};
 use urpnet_tests::shared::request;
 use urpnet_tests::{Backend, TestNode, wait_for};
 
@@ -51,17 +51,14 @@ async fn an_operator_works_the_queue_in_a_real_browser() {
     assert_eq!(c.current_url().await.unwrap().path(), "/login");
     assert_accessible(&browser, "login").await;
     browser.screenshot("console-login").await;
-    let field = c.find(Locator::Css("#token")).await.unwrap();
+    let field = element(c, "#token").await;
     field.send_keys(&node.token).await.unwrap();
     field.send_keys(&Key::Enter.to_string()).await.unwrap();
     wait_for("the queue", DEADLINE, || async {
         (c.current_url().await.ok()?.path() == "/queue").then_some(())
     })
     .await;
-    let row = c
-        .find(Locator::Css(&format!("tr[data-ticket='{}']", first.id)))
-        .await
-        .expect("the first request in the queue");
+    let row = element(c, &format!("tr[data-ticket='{}']", first.id)).await;
     assert!(row.text().await.unwrap().contains("Lampione spento"));
     assert_accessible(&browser, "queue").await;
 
@@ -174,7 +171,7 @@ async fn an_operator_works_the_queue_in_a_real_browser() {
     };
     let n = &narrow.client;
     n.goto(&format!("{base}/login")).await.unwrap();
-    let field = n.find(Locator::Css("#token")).await.unwrap();
+    let field = element(n, "#token").await;
     field.send_keys(&node.token).await.unwrap();
     field.send_keys(&Key::Enter.to_string()).await.unwrap();
     wait_for("the queue at 360 px", DEADLINE, || async {
@@ -244,10 +241,7 @@ async fn a_citizen_books_moves_and_cancels_through_the_pages_in_a_real_browser()
     // Office and service.
     c.goto(&format!("{base}/prenota")).await.unwrap();
     assert_accessible(&browser, "/prenota").await;
-    let footer = c
-        .find(Locator::Css("footer [data-element='appointment-booking']"))
-        .await
-        .expect("the model's booking link");
+    let footer = element(c, "footer [data-element='appointment-booking']").await;
     assert_eq!(
         footer.attr("href").await.unwrap().as_deref(),
         Some("/prenota")
@@ -259,12 +253,12 @@ async fn a_citizen_books_moves_and_cancels_through_the_pages_in_a_real_browser()
         .await
         .unwrap();
     // Day and time: the first free time of the first day is chosen.
-    c.find(Locator::Css("input[name=start]")).await.unwrap();
+    element(c, "input[name=start]").await;
     assert_accessible(&browser, "days and times").await;
     browser.screenshot("booking-times").await;
     click(c, "form[action$='/blocca'] button").await;
     // The citizen's data.
-    c.find(Locator::Css("#given_name")).await.unwrap();
+    element(c, "#given_name").await;
     assert_accessible(&browser, "data form").await;
     for (field, value) in [
         ("#given_name", "Giulia"),

@@ -7,13 +7,12 @@
 
 use std::time::Duration;
 
-use fantoccini::Locator;
 use reqwest::redirect::Policy;
 use urpnet_proto::archive::{add_weeks, week_of_ms};
 use urpnet_proto::hlc::system_time_ms;
 use urpnet_proto::v1::{ArchiveRecord, Level};
 use urpnet_tests::archive::{admin, push, record, wait_records};
-use urpnet_tests::browser::Browser;
+use urpnet_tests::browser::{Browser, element};
 use urpnet_tests::federation::{CELANO, TestRegistry};
 use urpnet_tests::{Backend, wait_for};
 
@@ -136,27 +135,18 @@ async fn a_coordinator_reads_members_routes_trends_and_the_archive_in_the_dashbo
     };
     let c = &browser.client;
     c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Css("#token"))
+    element(c, "#token")
         .await
-        .unwrap()
         .send_keys(token.trim())
         .await
         .unwrap();
-    c.find(Locator::Css("form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    element(c, "form button").await.click().await.unwrap();
     wait_for("the members page", Duration::from_secs(20), || async {
         (c.current_url().await.ok()?.path() == "/members").then_some(())
     })
     .await;
     c.goto(&format!("{base}/trends")).await.unwrap();
-    let plot = c
-        .find(Locator::Css("figure.plot svg"))
-        .await
-        .expect("the plot");
+    let plot = element(c, "figure.plot svg").await;
     let size = plot.rectangle().await.unwrap();
     assert!(size.2 > 300.0 && size.3 > 100.0, "drawn: {size:?}");
     let page = c.source().await.unwrap();
