@@ -41,9 +41,46 @@ impl PeeringService {
 }
 
 pub(crate) fn refused(reason: &'static str, remote: &str, peer: &str) {
-    tracing::warn!(reason, %remote, peer, "peering call refused");
     metrics::counter!("urpnet_peering_refused_total", "reason" => reason).increment(1);
+    // One warning per peer and reason a minute: at start-up, nodes whose
+    // member lists are not fresh yet refuse each other's first calls
+    // several times a second; the metric counts every one.
+    if REFUSAL_LOG.first_in_window(reason, peer, std::time::Instant::now()) {
+        tracing::warn!(reason, %remote, peer, "peering call refused (repeats within a minute are counted, not logged)");
+    } else {
+        tracing::debug!(reason, %remote, peer, "peering call refused");
+    }
 }
+
+/// When each (reason, peer) was last logged.
+struct RefusalLog {
+    last: std::sync::Mutex<std::collections::HashMap<(&'static str, String), std::time::Instant>>,
+    window: std::time::Duration,
+}
+
+impl RefusalLog {
+    /// Whether a refusal at `now` is the first of its (reason, peer) in the
+    /// window (and so is logged).
+    fn first_in_window(&self, reason: &'static str, peer: &str, now: std::time::Instant) -> bool {
+        let mut last = self.last.lock().expect("refusal log");
+        if last.len() > 10_000 {
+            last.clear();
+        }
+        let key = (reason, peer.to_string());
+        match last.get(&key) {
+            Some(at) if now.saturating_duration_since(*at) < self.window => false,
+            _ => {
+                last.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
+static REFUSAL_LOG: std::sync::LazyLock<RefusalLog> = std::sync::LazyLock::new(|| RefusalLog {
+    last: std::sync::Mutex::new(std::collections::HashMap::new()),
+    window: std::time::Duration::from_secs(60),
+});
 
 fn item_refused(peer: &str, code: &'static str, id: &str, reason: &str) {
     tracing::warn!(
@@ -347,4 +384,36 @@ pub fn digest(sorted_ids: &[String]) -> Vec<u8> {
         h.update(b"\n");
     }
     h.finalize().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_storm_is_logged_once_per_peer_and_reason_a_minute() {
+        let log = RefusalLog {
+            last: std::sync::Mutex::new(std::collections::HashMap::new()),
+            window: std::time::Duration::from_secs(60),
+        };
+        let t0 = std::time::Instant::now();
+        assert!(log.first_in_window("not_active_member", "r_abruzz", t0));
+        for i in 1..100 {
+            let at = t0 + std::time::Duration::from_millis(i * 100);
+            assert!(!log.first_in_window("not_active_member", "r_abruzz", at));
+        }
+        assert!(
+            log.first_in_window("not_active_member", "c_a515", t0),
+            "another peer"
+        );
+        assert!(
+            log.first_in_window("quarantined", "r_abruzz", t0),
+            "another reason"
+        );
+        let later = t0 + std::time::Duration::from_secs(61);
+        assert!(
+            log.first_in_window("not_active_member", "r_abruzz", later),
+            "a minute on"
+        );
+    }
 }
