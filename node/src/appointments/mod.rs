@@ -1106,20 +1106,18 @@ impl Appointments {
             .map_err(|e| NodeError::invalid("date", e.to_string()))?;
         let contacts = actor.require(Action::ReadContact).is_ok();
         let plans = self.plans().await?;
-        let mut out = Vec::new();
-        for b in tables::agenda(
-            &self.store,
-            office,
+        let (from_ms, until_ms) = (
             from.timestamp().as_millisecond(),
             until.timestamp().as_millisecond(),
-        )
-        .await?
-        {
+        );
+        let mut docs = tables::documents_between(&self.store, office, from_ms, until_ms).await?;
+        let mut out = Vec::new();
+        for b in tables::agenda(&self.store, office, from_ms, until_ms).await? {
             let plan = plans
                 .by_key
                 .get(&(b.office.clone(), b.service.clone()))
                 .cloned();
-            let docs = tables::documents(&self.store, &b.id).await?;
+            let docs = docs.remove(&b.id).unwrap_or_default();
             out.push(self.to_proto(&b, plan.as_deref(), contacts, docs));
         }
         Ok(out)

@@ -225,23 +225,56 @@ pub async fn documents(
     id: &str,
 ) -> NodeResult<Vec<urpnet_proto::v1::AppointmentDocument>> {
     let rows = sqlx::query(
-        "SELECT sha256, file_name, media_type, size, received_ms FROM appointment_documents \
+        "SELECT sha256, file_name, media_type, size, received_ms, appointment_id FROM appointment_documents \
          WHERE appointment_id = $1 ORDER BY received_ms, sha256",
     )
     .bind(id)
     .fetch_all(store.reader())
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(urpnet_proto::v1::AppointmentDocument {
-                sha256: r.try_get(0)?,
-                file_name: r.try_get(1)?,
-                media_type: r.try_get(2)?,
-                size: r.try_get::<i64, _>(3)? as u64,
-                received_ms: r.try_get::<i64, _>(4)? as u64,
-            })
-        })
-        .collect()
+    rows.iter().map(|r| document(r).map(|(_, d)| d)).collect()
+}
+
+/// The documents of every booking starting in `[from, until)` (at one
+/// office or all), by booking: one read for a day's agenda.
+///
+/// # Errors
+/// Storage failures.
+pub async fn documents_between(
+    store: &Store,
+    office: &str,
+    from_ms: i64,
+    until_ms: i64,
+) -> NodeResult<std::collections::HashMap<String, Vec<urpnet_proto::v1::AppointmentDocument>>> {
+    let rows = sqlx::query(
+        "SELECT d.sha256, d.file_name, d.media_type, d.size, d.received_ms, d.appointment_id \
+         FROM appointment_documents d JOIN appointments a ON a.id = d.appointment_id \
+         WHERE a.start_ms >= $1 AND a.start_ms < $2 AND ($3 = '' OR a.office_id = $3) \
+         ORDER BY d.received_ms, d.sha256",
+    )
+    .bind(from_ms)
+    .bind(until_ms)
+    .bind(office)
+    .fetch_all(store.reader())
+    .await?;
+    let mut out: std::collections::HashMap<String, Vec<_>> = std::collections::HashMap::new();
+    for r in &rows {
+        let (id, d) = document(r)?;
+        out.entry(id).or_default().push(d);
+    }
+    Ok(out)
+}
+
+fn document(r: &sqlx::any::AnyRow) -> NodeResult<(String, urpnet_proto::v1::AppointmentDocument)> {
+    Ok((
+        r.try_get(5)?,
+        urpnet_proto::v1::AppointmentDocument {
+            sha256: r.try_get(0)?,
+            file_name: r.try_get(1)?,
+            media_type: r.try_get(2)?,
+            size: r.try_get::<i64, _>(3)? as u64,
+            received_ms: r.try_get::<i64, _>(4)? as u64,
+        },
+    ))
 }
 
 /// Empties the personal data of the bookings linked to `ticket_id` (the

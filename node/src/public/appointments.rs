@@ -36,7 +36,6 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use urpnet_proto::v1::{AppointmentCitizen, BookRequest, FreeSlotsRequest};
 
-use super::format::Format;
 use super::{PublicState, Shared};
 use crate::appointments::{Appointments, View, local_text};
 use crate::error::NodeError;
@@ -102,10 +101,7 @@ fn admit<'a>(
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<&'a Arc<Appointments>, Response> {
-    state.charge(
-        &super::client_of(state, headers, ConnectInfo(peer), None),
-        Format::Json,
-    )?;
+    state.admit(headers, peer)?;
     state.appointments.as_ref().ok_or_else(|| {
         error(
             StatusCode::NOT_FOUND,

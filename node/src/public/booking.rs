@@ -21,7 +21,6 @@ use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use urpnet_proto::v1::{AppointmentCitizen, BookRequest, FreeSlotsRequest};
 
-use super::format::Format;
 use super::{PublicState, Shared};
 use crate::appointments::{Appointments, local_words};
 use crate::console::pages::tr;
@@ -214,10 +213,7 @@ fn admit<'a>(
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<&'a Arc<Appointments>, Response> {
-    state.charge(
-        &super::client_of(state, headers, ConnectInfo(peer), None),
-        Format::Json,
-    )?;
+    state.admit(headers, peer)?;
     state.appointments.as_ref().ok_or_else(|| {
         refusal(
             state,

@@ -49,14 +49,6 @@ pub fn routes() -> Router<Arc<PublicState>> {
 
 type Params = Query<BTreeMap<String, String>>;
 
-#[allow(clippy::result_large_err)]
-fn admit(state: &PublicState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
-    state.charge(
-        &super::client_of(state, headers, ConnectInfo(peer), None),
-        Format::Json,
-    )
-}
-
 fn fail(e: NodeError) -> Response {
     node_error(e, Format::Json)
 }
@@ -77,7 +69,7 @@ async fn list(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Err(r) = admit(&state, &headers, peer) {
+    if let Err(r) = state.admit(&headers, peer) {
         return r;
     }
     Json(serde_json::json!({ "charters": state.charter.list().await })).into_response()
@@ -89,7 +81,7 @@ async fn search(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Err(r) = admit(&state, &headers, peer) {
+    if let Err(r) = state.admit(&headers, peer) {
         return r;
     }
     let get = |k: &str| p.get(k).map(String::as_str).unwrap_or_default();
@@ -123,7 +115,7 @@ async fn charter(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Err(r) = admit(&state, &headers, peer) {
+    if let Err(r) = state.admit(&headers, peer) {
         return r;
     }
     let as_of = p.get("as_of").map(String::as_str).unwrap_or_default();
@@ -141,7 +133,7 @@ async fn history(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Err(r) = admit(&state, &headers, peer) {
+    if let Err(r) = state.admit(&headers, peer) {
         return r;
     }
     match state.charter.history(&body).await {
@@ -157,7 +149,7 @@ async fn explain(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Err(r) = admit(&state, &headers, peer) {
+    if let Err(r) = state.admit(&headers, peer) {
         return r;
     }
     let at_ms = match p.get("at").map(String::as_str) {
@@ -189,7 +181,7 @@ async fn render(
         &urpnet_proto::v1::Charter,
     ) -> Result<Response, NodeError>,
 ) -> Response {
-    if let Err(r) = admit(state, headers, peer) {
+    if let Err(r) = state.admit(headers, peer) {
         return r;
     }
     match state

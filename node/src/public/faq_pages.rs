@@ -17,7 +17,6 @@ use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use super::booking::{l, page, refusal};
-use super::format::Format;
 use super::{PublicState, Shared};
 use crate::auth::{Actor, Role};
 use crate::console::pages::tr;
@@ -38,14 +37,6 @@ fn public() -> Actor {
         name: "Sito web".into(),
         role: Role::ReadOnly,
     }
-}
-
-#[allow(clippy::result_large_err)]
-fn admit(state: &PublicState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
-    state.charge(
-        &super::client_of(state, headers, ConnectInfo(peer), None),
-        Format::Json,
-    )
 }
 
 /// "Was this page clear?" (1–5), posted to `/feedback`.
@@ -73,7 +64,7 @@ async fn search(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, Response> {
-    admit(&state, &headers, peer)?;
+    state.admit(&headers, peer)?;
     let text = q.get("q").map_or("", String::as_str).trim().to_string();
     let Some(faq) = &state.faq else {
         return Err(refusal(
@@ -125,7 +116,7 @@ async fn entry(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(key): Path<String>,
 ) -> Result<Response, Response> {
-    admit(&state, &headers, peer)?;
+    state.admit(&headers, peer)?;
     let Some(faq) = &state.faq else {
         return Err(refusal(
             &state,
@@ -182,7 +173,7 @@ async fn feedback(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Form(f): Form<Feedback>,
 ) -> Result<Response, Response> {
-    admit(&state, &headers, peer)?;
+    state.admit(&headers, peer)?;
     let Ok(rating @ 1..=5) = f.rating.parse::<u8>() else {
         return Err(refusal(
             &state,

@@ -142,6 +142,19 @@ impl PublicState {
         })
     }
 
+    /// Takes one request from the bucket of a client without an
+    /// `api_key` (its address), answering JSON errors.
+    ///
+    /// # Errors
+    /// A 429 answer with `Retry-After` when the bucket is empty.
+    #[allow(clippy::result_large_err)]
+    pub fn admit(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
+        self.charge(
+            &client_of(self, headers, ConnectInfo(peer), None),
+            Format::Json,
+        )
+    }
+
     /// The client's address: the connection's, or the last hop of
     /// `X-Forwarded-For` when the configuration trusts the proxy.
     pub fn client_ip(&self, headers: &HeaderMap, peer: SocketAddr) -> String {

@@ -17,7 +17,6 @@ use maud::html;
 use urpnet_proto::v1::Channel;
 
 use super::booking::{l, page, refusal};
-use super::format::Format;
 use super::{PublicState, Shared};
 use crate::auth::{Actor, Role};
 use crate::console::pages::tr;
@@ -50,10 +49,7 @@ async fn form(
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Result<Response, Response> {
-    state.charge(
-        &super::client_of(&state, &headers, ConnectInfo(peer), None),
-        Format::Json,
-    )?;
+    state.admit(&headers, peer)?;
     let taxonomy = state.desk.taxonomy();
     let mut services: Vec<(String, String)> = taxonomy
         .categories()
@@ -110,10 +106,7 @@ async fn submit(state: Shared, request: Request) -> Result<Response, Response> {
         .cloned()
         .map(|ConnectInfo(p)| p)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    state.charge(
-        &super::client_of(&state, &headers, ConnectInfo(peer), None),
-        Format::Json,
-    )?;
+    state.admit(&headers, peer)?;
     let back = "/segnala";
     let form = super::open311::read_form(&state, request)
         .await
