@@ -268,10 +268,12 @@ impl Desk for DeskService {
         request: Request<ListOffersRequest>,
     ) -> Result<Response<ListOffersResponse>, Status> {
         let actor = self.actor(&request).await?;
-        let (incoming, outgoing) = self.desk.offers(&actor).await?;
+        let lists = self.desk.offers(&actor, request.get_ref()).await?;
         Ok(Response::new(ListOffersResponse {
-            incoming: incoming.into_iter().map(offer).collect(),
-            outgoing: outgoing.into_iter().map(offer).collect(),
+            incoming: lists.incoming.into_iter().map(offer).collect(),
+            outgoing: lists.outgoing.into_iter().map(offer).collect(),
+            next_incoming_page_token: lists.next_incoming,
+            next_outgoing_page_token: lists.next_outgoing,
         }))
     }
 

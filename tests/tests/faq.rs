@@ -169,7 +169,7 @@ async fn an_faq_published_at_the_region_is_found_revised_and_retired_at_every_co
         let id = proposal.ticket_id.clone();
         async move {
             let offers = desk
-                .list_offers(ListOffersRequest {})
+                .list_offers(ListOffersRequest::default())
                 .await
                 .ok()?
                 .into_inner();

@@ -754,7 +754,7 @@ async fn a_report_at_the_comune_about_a_regional_matter_shows_the_region_once_it
         let mut d = region_desk.clone();
         async move {
             let offers = d
-                .list_offers(urpnet_proto::v1::ListOffersRequest {})
+                .list_offers(urpnet_proto::v1::ListOffersRequest::default())
                 .await
                 .ok()?
                 .into_inner();

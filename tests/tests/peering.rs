@@ -18,7 +18,142 @@ urpnet_tests::on_both_backends!(
     a_regional_matter_is_handed_to_the_region_accepted_and_resolved,
     a_declined_offer_returns_the_ticket_to_the_offering_office,
     consent_passes_the_contact_sharing_is_read_only_and_overflow_finds_a_peer,
+    offers_are_listed_a_page_at_a_time_in_order_without_loss,
 );
+
+/// Every offer on some page, once, oldest first, with its reason; a bad
+/// page size or token is refused naming the field.
+async fn offers_are_listed_a_page_at_a_time_in_order_without_loss(backend: Backend, test: &str) {
+    let Some(fed) = TestFederation::start(backend, test, &[CELANO, ABRUZZO], |_| {}).await else {
+        eprintln!("{test}: skipped (no PostgreSQL URL)");
+        return;
+    };
+    let mut celano = fed.node(CELANO.id).desk().await;
+    let region = fed.node(ABRUZZO.id).desk().await;
+    let mut offered = Vec::new();
+    for i in 0..7 {
+        let id = create(&mut celano, request("sanita.prenotazioni", false))
+            .await
+            .id;
+        celano
+            .handoff(HandoffRequest {
+                ticket_id: id.clone(),
+                to_node: ABRUZZO.id.into(),
+                reason: format!("offer {i}"),
+                ..Default::default()
+            })
+            .await
+            .expect("handoff");
+        offered.push(id);
+    }
+    // Pages of 3 of the offers made: 3 + 3 + 1, then no token.
+    let page = |desk: &urpnet_node::cli::Desk, req: ListOffersRequest| {
+        let mut desk = desk.clone();
+        async move { desk.list_offers(req).await.map(tonic::Response::into_inner) }
+    };
+    let mut seen = Vec::new();
+    let mut reasons = Vec::new();
+    let mut r = page(
+        &celano,
+        ListOffersRequest {
+            page_size: 3,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("first page");
+    let mut pages = 1;
+    loop {
+        assert!(r.outgoing.len() <= 3);
+        assert!(r.incoming.is_empty(), "Celano was offered nothing");
+        for o in &r.outgoing {
+            seen.push(o.ticket.as_ref().expect("ticket").id.clone());
+            reasons.push(o.reason.clone());
+        }
+        if r.next_outgoing_page_token.is_empty() {
+            break;
+        }
+        pages += 1;
+        r = page(
+            &celano,
+            ListOffersRequest {
+                page_size: 3,
+                outgoing_page_token: r.next_outgoing_page_token.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("next page");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, offered, "every offer once, oldest first");
+    assert_eq!(
+        reasons,
+        (0..7).map(|i| format!("offer {i}")).collect::<Vec<_>>()
+    );
+
+    // The region's inbox fills to all seven, read in pages of 5.
+    wait_for("seven offers in the region's inbox", DEADLINE, || {
+        let region = region.clone();
+        async move {
+            let r = page(
+                &region,
+                ListOffersRequest {
+                    page_size: 5,
+                    ..Default::default()
+                },
+            )
+            .await
+            .ok()?;
+            let mut n = r.incoming.len();
+            if r.next_incoming_page_token.is_empty() {
+                return None;
+            }
+            let more = page(
+                &region,
+                ListOffersRequest {
+                    page_size: 5,
+                    incoming_page_token: r.next_incoming_page_token,
+                    ..Default::default()
+                },
+            )
+            .await
+            .ok()?;
+            assert!(more.outgoing.is_empty(), "only the inbox was asked for");
+            n += more.incoming.len();
+            (n == 7 && more.next_incoming_page_token.is_empty()).then_some(())
+        }
+    })
+    .await;
+
+    for (req, field) in [
+        (
+            ListOffersRequest {
+                page_size: 501,
+                ..Default::default()
+            },
+            "page_size",
+        ),
+        (
+            ListOffersRequest {
+                incoming_page_token: "not a token".into(),
+                ..Default::default()
+            },
+            "incoming_page_token",
+        ),
+        (
+            ListOffersRequest {
+                outgoing_page_token: "bzEuMS5ub3RhbmlkCg".into(),
+                ..Default::default()
+            },
+            "outgoing_page_token",
+        ),
+    ] {
+        let err = page(&celano, req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(field), "{err:?}");
+    }
+}
 
 async fn a_regional_matter_is_handed_to_the_region_accepted_and_resolved(
     backend: Backend,
@@ -74,7 +209,7 @@ async fn a_regional_matter_is_handed_to_the_region_accepted_and_resolved(
         let id = id.clone();
         async move {
             let offers = region
-                .list_offers(ListOffersRequest {})
+                .list_offers(ListOffersRequest::default())
                 .await
                 .ok()?
                 .into_inner();
@@ -243,7 +378,7 @@ async fn a_declined_offer_returns_the_ticket_to_the_offering_office(backend: Bac
     );
     // Nothing pending any more on either side; Celano works it itself.
     let offers = celano
-        .list_offers(ListOffersRequest {})
+        .list_offers(ListOffersRequest::default())
         .await
         .unwrap()
         .into_inner();

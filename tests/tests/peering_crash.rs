@@ -81,7 +81,7 @@ fn accept_in_a_loop(desk: Desk) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut desk = desk;
         loop {
-            let Ok(offers) = desk.list_offers(ListOffersRequest {}).await else {
+            let Ok(offers) = desk.list_offers(ListOffersRequest::default()).await else {
                 return;
             };
             let incoming = offers.into_inner().incoming;
@@ -262,7 +262,7 @@ async fn every_event_arrives_exactly_once_despite_kill_9_of_sender_or_receiver(
 async fn region_desk_offers(desk: &Desk) -> Option<usize> {
     let offers = desk
         .clone()
-        .list_offers(ListOffersRequest {})
+        .list_offers(ListOffersRequest::default())
         .await
         .ok()?
         .into_inner();

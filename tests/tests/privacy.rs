@@ -45,7 +45,7 @@ async fn an_erasure_at_the_origin_reaches_every_body_holding_the_contact() {
         let mut d = region_desk.clone();
         async move {
             let o = d
-                .list_offers(urpnet_proto::v1::ListOffersRequest {})
+                .list_offers(urpnet_proto::v1::ListOffersRequest::default())
                 .await
                 .ok()?
                 .into_inner();

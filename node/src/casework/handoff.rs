@@ -8,6 +8,8 @@
 //! answers the owner's `HandoffOffered`, in the fold, on every node alike.
 
 use std::sync::Arc;
+
+use base64::Engine as _;
 use std::time::Duration;
 
 use urpnet_proto::ids::NodeId;
@@ -15,8 +17,8 @@ use urpnet_proto::tls;
 use urpnet_proto::v1::registry_client::RegistryClient;
 use urpnet_proto::v1::ticket_event::Kind;
 use urpnet_proto::v1::{
-    HandoffAccepted, HandoffDeclined, HandoffOffered, OverflowRequest, PeerDelivery, RouteRequest,
-    Shared, Ticket,
+    HandoffAccepted, HandoffDeclined, HandoffOffered, ListOffersRequest, OverflowRequest,
+    PeerDelivery, RouteRequest, Shared, Ticket,
 };
 use urpnet_proto::validate::Violations;
 
@@ -39,6 +41,51 @@ pub struct OfferView {
     pub reason: String,
     /// When it was offered (HLC wall ms).
     pub offered_ms: u64,
+}
+
+/// A page of each list of offers.
+#[derive(Debug, Clone, Default)]
+pub struct OfferLists {
+    /// Offered to this node, oldest first.
+    pub incoming: Vec<OfferView>,
+    /// Offered by this node, oldest first.
+    pub outgoing: Vec<OfferView>,
+    /// Token for the next page of `incoming` (empty: none).
+    pub next_incoming: String,
+    /// Token for the next page of `outgoing` (empty: none).
+    pub next_outgoing: String,
+}
+
+/// The largest page of offers.
+const MAX_OFFER_PAGE: u32 = 500;
+
+/// `None` for no token, `Some(position)` for a valid one; a malformed token
+/// is added to `v` (and read as `Some(None)`, unused since `v` fails).
+fn offer_position(v: &mut Violations, field: &str, token: &str) -> Option<Option<(i64, String)>> {
+    if token.is_empty() {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|raw| {
+            let rest = raw.strip_prefix("o1.")?;
+            let (ms, id) = rest.split_once('.')?;
+            urpnet_proto::ids::TicketId::parse(id).ok()?;
+            Some((ms.parse::<i64>().ok()?, id.to_string()))
+        });
+    if decoded.is_none() {
+        v.add(
+            field,
+            "is malformed (pass back the next page token unchanged)",
+        );
+    }
+    Some(decoded)
+}
+
+fn encode_offer_position((ms, id): &(i64, String)) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("o1.{ms}.{id}"))
 }
 
 impl TicketDesk {
@@ -333,58 +380,93 @@ impl TicketDesk {
         Ok(ticket)
     }
 
-    /// Offers pending for this node (its inbox) and offers it made.
+    /// Offers pending for this node (its inbox) and offers it made, a page
+    /// of each (see `ListOffersRequest`).
     ///
     /// # Errors
+    /// `InvalidArgument` for a page size over 500 or a malformed page token;
     /// `PermissionDenied`, storage failures.
-    pub async fn offers(&self, actor: &Actor) -> NodeResult<(Vec<OfferView>, Vec<OfferView>)> {
+    pub async fn offers(&self, actor: &Actor, req: &ListOffersRequest) -> NodeResult<OfferLists> {
         actor.require(Action::Read)?;
-        let (incoming, outgoing) =
-            crate::shared_ticket::tables::offers(&self.store, self.config.node.id.as_str()).await?;
-        let views = |tickets: Vec<Ticket>| async move {
-            let mut out = Vec::with_capacity(tickets.len());
-            for ticket in tickets {
-                out.push(self.offer_view(ticket).await?);
-            }
-            NodeResult::Ok(out)
+        let mut v = Violations::new();
+        if req.page_size > MAX_OFFER_PAGE {
+            v.add("page_size", format!("must be at most {MAX_OFFER_PAGE}"));
+        }
+        let incoming_after =
+            offer_position(&mut v, "incoming_page_token", &req.incoming_page_token);
+        let outgoing_after =
+            offer_position(&mut v, "outgoing_page_token", &req.outgoing_page_token);
+        v.into_result()?;
+        let limit = if req.page_size == 0 {
+            100
+        } else {
+            req.page_size
         };
-        let incoming = views(incoming).await?;
-        let outgoing = views(outgoing).await?;
-        Ok((incoming, outgoing))
+        let first = req.incoming_page_token.is_empty() && req.outgoing_page_token.is_empty();
+        let node = self.config.node.id.as_str();
+        let mut lists = OfferLists::default();
+        if first || incoming_after.is_some() {
+            let (tickets, next) = crate::shared_ticket::tables::offers_page(
+                &self.store,
+                node,
+                true,
+                incoming_after.flatten(),
+                limit,
+            )
+            .await?;
+            lists.incoming = self.offer_views(tickets).await?;
+            lists.next_incoming = next.map(|p| encode_offer_position(&p)).unwrap_or_default();
+        }
+        if first || outgoing_after.is_some() {
+            let (tickets, next) = crate::shared_ticket::tables::offers_page(
+                &self.store,
+                node,
+                false,
+                outgoing_after.flatten(),
+                limit,
+            )
+            .await?;
+            lists.outgoing = self.offer_views(tickets).await?;
+            lists.next_outgoing = next.map(|p| encode_offer_position(&p)).unwrap_or_default();
+        }
+        Ok(lists)
     }
 
-    async fn offer_view(&self, ticket: Ticket) -> NodeResult<OfferView> {
-        let pending = ticket.pending_handoff.clone().unwrap_or_default();
+    /// Each ticket with its pending offer's reason and time, read in one
+    /// query for the whole page.
+    async fn offer_views(&self, tickets: Vec<Ticket>) -> NodeResult<Vec<OfferView>> {
         // The pending offer was signed by the owner it would replace.
-        let key =
-            crate::shared_ticket::tables::event_key(&ticket.owner_node, &pending.offer_event_id);
-        let events = crate::shared_ticket::tables::envelopes(
-            &self.store,
-            &ticket.id,
-            std::slice::from_ref(&key),
-        )
-        .await?;
-        let (reason, offered_ms) = events
-            .first()
-            .and_then(|e| {
-                use prost::Message as _;
-                urpnet_proto::v1::TicketEvent::decode(e.payload.as_slice()).ok()
+        let wanted: Vec<(String, String, String)> = tickets
+            .iter()
+            .filter_map(|t| {
+                let p = t.pending_handoff.as_ref()?;
+                Some((t.id.clone(), t.owner_node.clone(), p.offer_event_id.clone()))
             })
-            .map(|e| {
-                let reason = match e.kind {
-                    Some(Kind::HandoffOffered(o)) => o.reason,
-                    _ => String::new(),
-                };
-                (reason, e.hlc.map(|h| h.wall_ms).unwrap_or_default())
+            .collect();
+        let events = crate::shared_ticket::tables::events_named(&self.store, &wanted).await?;
+        Ok(tickets
+            .into_iter()
+            .map(|ticket| {
+                let pending = ticket.pending_handoff.clone().unwrap_or_default();
+                let (reason, offered_ms) = events
+                    .get(&ticket.id)
+                    .map(|e| {
+                        let reason = match &e.kind {
+                            Some(Kind::HandoffOffered(o)) => o.reason.clone(),
+                            _ => String::new(),
+                        };
+                        (reason, e.hlc.map(|h| h.wall_ms).unwrap_or_default())
+                    })
+                    .unwrap_or_default();
+                OfferView {
+                    from_node: ticket.owner_node.clone(),
+                    to_node: pending.to_node,
+                    reason,
+                    offered_ms,
+                    ticket,
+                }
             })
-            .unwrap_or_default();
-        Ok(OfferView {
-            from_node: ticket.owner_node.clone(),
-            to_node: pending.to_node,
-            reason,
-            offered_ms,
-            ticket,
-        })
+            .collect())
     }
 
     /// Delivery to each peer this node shares tickets with or has items for.

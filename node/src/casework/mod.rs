@@ -25,7 +25,7 @@ use urpnet_proto::validate::Violations;
 mod handoff;
 pub mod tables;
 
-pub use handoff::OfferView;
+pub use handoff::{OfferLists, OfferView};
 
 use crate::auth::{Action, Actor};
 use crate::config::NodeConfig;

@@ -1091,11 +1091,27 @@ async fn ticket(
         }
         TicketCommand::Offers { conn } => {
             let mut desk = desk_from(config_path, env, &conn).await?;
-            let r = desk
-                .list_offers(ListOffersRequest {})
+            // Every page of both lists.
+            let mut r = desk
+                .list_offers(ListOffersRequest::default())
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            while !r.next_incoming_page_token.is_empty() || !r.next_outgoing_page_token.is_empty() {
+                let more = desk
+                    .list_offers(ListOffersRequest {
+                        page_size: 0,
+                        incoming_page_token: std::mem::take(&mut r.next_incoming_page_token),
+                        outgoing_page_token: std::mem::take(&mut r.next_outgoing_page_token),
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                r.incoming.extend(more.incoming);
+                r.outgoing.extend(more.outgoing);
+                r.next_incoming_page_token = more.next_incoming_page_token;
+                r.next_outgoing_page_token = more.next_outgoing_page_token;
+            }
             if json {
                 println!("{}", output::to_json("urpnet.v1.ListOffersResponse", &r));
             } else {

@@ -1155,8 +1155,12 @@ async fn inbox(State(state): Shared, headers: HeaderMap) -> Response {
         Err(r) => return r,
     };
     let l = s.session.lang;
-    let (incoming, outgoing) = match state.desk.offers(&s.actor).await {
-        Ok(x) => x,
+    let req = urpnet_proto::v1::ListOffersRequest {
+        page_size: 500,
+        ..Default::default()
+    };
+    let (incoming, outgoing) = match state.desk.offers(&s.actor, &req).await {
+        Ok(x) => (x.incoming, x.outgoing),
         Err(e) => return refusal(&state, &s, e),
     };
     let table = |offers: &[crate::casework::OfferView], caption: &str, other: bool| {

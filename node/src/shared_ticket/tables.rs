@@ -741,33 +741,77 @@ pub async fn load_counts(store: &Store, owner: &str) -> NodeResult<(u32, u32)> {
 }
 
 /// Tickets with a handoff pending to `node` (`incoming`) or offered by
-/// `node` (the rest), oldest first, at most 500 of each.
+/// `node` (otherwise), oldest change first, after the `(updated_ms, id)`
+/// position `after`, at most `limit`; with the position of the last one
+/// when more follow.
 ///
 /// # Errors
 /// Storage failures.
-pub async fn offers(store: &Store, node: &str) -> NodeResult<(Vec<Ticket>, Vec<Ticket>)> {
-    let incoming = sqlx::query(
-        "SELECT state FROM tickets WHERE pending_to = $1 ORDER BY updated_ms LIMIT 500",
-    )
-    .bind(node)
-    .fetch_all(store.reader())
-    .await?;
-    let outgoing = sqlx::query(
-        "SELECT state FROM tickets WHERE pending_to <> '' AND owner_node = $1 ORDER BY updated_ms LIMIT 500",
-    )
-    .bind(node)
-    .fetch_all(store.reader())
-    .await?;
-    Ok((
-        incoming
-            .iter()
-            .map(decode_state)
-            .collect::<NodeResult<_>>()?,
-        outgoing
-            .iter()
-            .map(decode_state)
-            .collect::<NodeResult<_>>()?,
+pub async fn offers_page(
+    store: &Store,
+    node: &str,
+    incoming: bool,
+    after: Option<(i64, String)>,
+    limit: u32,
+) -> NodeResult<(Vec<Ticket>, Option<(i64, String)>)> {
+    let which = if incoming {
+        "pending_to = $1"
+    } else {
+        "pending_to <> '' AND owner_node = $1"
+    };
+    let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
+    let rows = sqlx::query(&format!(
+        "SELECT state, updated_ms, id FROM tickets WHERE {which} \
+         AND (updated_ms > $2 OR (updated_ms = $2 AND id > $3)) \
+         ORDER BY updated_ms, id LIMIT $4"
     ))
+    .bind(node)
+    .bind(after_ms)
+    .bind(after_id)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(store.reader())
+    .await?;
+    let more = rows.len() > limit as usize;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    let next = match rows.last() {
+        Some(last) if more => Some((last.try_get(1)?, last.try_get(2)?)),
+        _ => None,
+    };
+    Ok((
+        rows.iter().map(decode_state).collect::<NodeResult<_>>()?,
+        next,
+    ))
+}
+
+/// The events named by `(ticket, author, event id)`, in a few statements
+/// (not one per event), keyed by ticket id; those not held are absent.
+///
+/// # Errors
+/// Storage failures or an envelope that does not decode.
+pub async fn events_named(
+    store: &Store,
+    wanted: &[(String, String, String)],
+) -> NodeResult<HashMap<String, TicketEvent>> {
+    let mut out = HashMap::new();
+    for chunk in wanted.chunks(MAX_IN) {
+        let sql = format!(
+            "SELECT envelope, ticket_id, author_node, event_id FROM ticket_events WHERE event_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for (_, _, id) in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(store.reader()).await? {
+            let key: (String, String, String) = (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+            // An id is its author's: the same id on another ticket or by
+            // another author is another event.
+            if chunk.contains(&key) {
+                out.insert(key.0, decode_envelope(&row)?.1);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The event keys (`<author>/<event id>`, since an event is its author's

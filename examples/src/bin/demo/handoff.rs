@@ -65,7 +65,7 @@ pub(crate) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
     let inbox = wait_until("the offer in the region's inbox", || async {
         let offers = region_desk
             .clone()
-            .list_offers(ListOffersRequest {})
+            .list_offers(ListOffersRequest::default())
             .await
             .ok()?
             .into_inner();

@@ -207,7 +207,11 @@ pub(crate) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
         let mut r = region_desk.clone();
         let bus_ref = bus_ref.clone();
         async move {
-            let offers = r.list_offers(ListOffersRequest {}).await.ok()?.into_inner();
+            let offers = r
+                .list_offers(ListOffersRequest::default())
+                .await
+                .ok()?
+                .into_inner();
             offers
                 .incoming
                 .iter()
