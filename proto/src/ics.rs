@@ -72,6 +72,13 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// A URI value (not TEXT, so not escaped) without control characters: a
+/// line break in an address checked elsewhere must still not start a
+/// property of its own.
+fn no_controls(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
 /// Folds one content line at 75 octets (§3.1), never inside a character,
 /// and ends it with CRLF.
 pub fn fold(line: &str) -> String {
@@ -140,15 +147,15 @@ pub fn render(method: Method, a: &Appointment) -> String {
         event.push(format!("LOCATION:{}", escape(&a.url)));
     }
     if !a.url.is_empty() {
-        event.push(format!("URL:{}", a.url));
+        event.push(format!("URL:{}", no_controls(&a.url)));
     }
     if !a.organizer.is_empty() {
-        event.push(format!("ORGANIZER:mailto:{}", a.organizer));
+        event.push(format!("ORGANIZER:mailto:{}", no_controls(&a.organizer)));
     }
     if !a.attendee.is_empty() {
         event.push(format!(
             "ATTENDEE;ROLE=REQ-PARTICIPANT;PARTSTAT=ACCEPTED:mailto:{}",
-            a.attendee
+            no_controls(&a.attendee)
         ));
     }
     if method == Method::Request {

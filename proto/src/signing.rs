@@ -67,6 +67,15 @@ impl NodeSigner {
         Self { node, key }
     }
 
+    /// A signer whose key comes from a fixed seed: for tests and fuzz
+    /// targets that need the same key every run, never for a real node.
+    pub fn from_seed(node: NodeId, seed: [u8; 32]) -> Self {
+        Self {
+            node,
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
     /// Loads the key from a PKCS#8 PEM file.
     ///
     /// # Errors

@@ -357,6 +357,17 @@ impl RegistryConfig {
     }
 }
 
+/// Entry point for the fuzz target of the registry's configuration file
+/// (`fuzz/`): any text parses or is refused with a message, never a panic.
+pub fn fuzz(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(message) = RegistryConfig::parse(text, &BTreeMap::new()) {
+        assert!(!message.is_empty());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,7 +160,8 @@ pub async fn converged(a: &Desk, b: &Desk, id: &str, deadline: Duration) -> Vec<
     .await
 }
 
-async fn try_history(desk: &Desk, id: &str) -> Option<Vec<(String, bool)>> {
+/// The history of `id` at `desk`, `None` while it is not there.
+pub async fn try_history(desk: &Desk, id: &str) -> Option<Vec<(String, bool)>> {
     Some(
         desk.clone()
             .get_history(GetHistoryRequest {

@@ -101,6 +101,26 @@ pub enum Command {
     /// Re-fold every ticket's events and compare with the stored state
     /// (local: needs the data directory).
     Check,
+    /// Write a consistent backup of the data directory to one file while
+    /// the node serves: a snapshot of the SQLite database, the signing key,
+    /// secrets, certificate, registry cache and attachments (with
+    /// PostgreSQL, back the database up with `pg_dump`: see the operations
+    /// guide). The file holds the signing key: keep it as you keep the key.
+    Backup {
+        /// The file to write (a gzip'd tar, mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Put a backup back into the data directory of a stopped node; when it
+    /// starts, its peers' anti-entropy brings back what happened since.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace an existing database (kept as `*.before-restore`).
+        #[arg(long)]
+        force: bool,
+    },
     /// The shared FAQ set: search, suggest answers for a ticket, publish,
     /// revise, retire, propose changes, local overrides.
     Faq {
@@ -462,6 +482,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check => check(&cli.config, &env).await,
+        Command::Backup { out } => backup(&cli.config, &env, &out, cli.json),
+        Command::Restore { from, force } => restore(&cli.config, &env, &from, force, cli.json),
         Command::Faq { conn, action } => {
             let (channel, token, max) = connect_parts(&cli.config, &env, &conn).await?;
             let client = FaqDeskClient::with_interceptor(channel, token)
@@ -1486,6 +1508,71 @@ async fn local_desk(
     )
     .await?;
     Ok((desk, store, writer))
+}
+
+fn backup(
+    config_path: &Path,
+    env: &BTreeMap<String, String>,
+    out: &Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = NodeConfig::load(config_path, env)?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} files, {msg}").expect("template"),
+    );
+    let mut bytes = 0u64;
+    let manifest = crate::backup::backup(&config, out, |_, n| {
+        bytes += n;
+        bar.inc(1);
+        bar.set_message(format!("{:.1} MB", bytes as f64 / 1e6));
+    })?;
+    bar.finish_and_clear();
+    print_manifest("backup written", out, &manifest, json);
+    if manifest.database == "postgres" {
+        eprintln!(
+            "The database is PostgreSQL and is not in this file: back it up with pg_dump (docs/operations.md, \"Backup and restore\")."
+        );
+    }
+    Ok(())
+}
+
+fn restore(
+    config_path: &Path,
+    env: &BTreeMap<String, String>,
+    from: &Path,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = NodeConfig::load(config_path, env)?;
+    let manifest = crate::backup::restore(&config, from, force)?;
+    print_manifest("restored", from, &manifest, json);
+    if !json {
+        println!(
+            "Start the node: its peers bring back what happened after {} (watch urpnet_anti_entropy_repairs_total), then run `urpnet-node check`.",
+            output::when_ms(manifest.taken_at_ms)
+        );
+    }
+    Ok(())
+}
+
+fn print_manifest(what: &str, file: &Path, m: &crate::backup::Manifest, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(m).expect("manifest"));
+        return;
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    table.add_row(vec!["file".to_string(), file.display().to_string()]);
+    table.add_row(vec!["node".to_string(), m.node_id.clone()]);
+    table.add_row(vec!["taken".to_string(), output::when_ms(m.taken_at_ms)]);
+    table.add_row(vec!["database".to_string(), m.database.clone()]);
+    table.add_row(vec!["files".to_string(), m.files.to_string()]);
+    table.add_row(vec![
+        "size".to_string(),
+        format!("{:.1} MB", m.bytes as f64 / 1e6),
+    ]);
+    println!("{what}:\n{table}");
 }
 
 async fn check(config_path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()> {

@@ -23,6 +23,13 @@ pub fn time(ts: Option<&prost_types::Timestamp>) -> String {
     .unwrap_or_else(|| "-".into())
 }
 
+/// Milliseconds since the Unix epoch as `2026-11-23 16:40:12Z`.
+pub fn when_ms(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms))
+        .to_string()
+        .replace('T', " ")
+}
+
 fn short(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_string()

@@ -120,7 +120,7 @@ async fn post_resource(
         );
     }
     let headers = request.headers().clone();
-    let form = match read_form(&state, request).await {
+    let form = match read_form(state.config.public.max_body_bytes, request).await {
         Ok(form) => form,
         Err(message) => {
             let client = super::client_of(&state, &headers, peer, None);
@@ -330,12 +330,17 @@ fn open<'a>(
 
 /// A POST body: its fields (repeated names kept in order) and a photo.
 #[derive(Debug, Default)]
-pub(super) struct Form {
+pub struct Form {
     fields: Vec<(String, String)>,
     media: Option<(String, Vec<u8>)>,
 }
 
 impl Form {
+    /// Every field, in order.
+    pub fn fields(&self) -> &[(String, String)] {
+        &self.fields
+    }
+
     /// The first non-empty value of a field.
     pub(super) fn first(&self, name: &str) -> Option<&str> {
         self.fields
@@ -348,7 +353,7 @@ impl Form {
 
 /// Reads a form-encoded or multipart body. Nothing else is parsed (an XML
 /// or JSON body is refused unread, entities and all).
-pub(super) async fn read_form(state: &PublicState, request: Request) -> Result<Form, String> {
+pub async fn read_form(max_body_bytes: usize, request: Request) -> Result<Form, String> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -356,7 +361,7 @@ pub(super) async fn read_form(state: &PublicState, request: Request) -> Result<F
         .unwrap_or_default()
         .to_ascii_lowercase();
     if content_type.starts_with("multipart/form-data") {
-        let mut multipart = Multipart::from_request(request, state)
+        let mut multipart = Multipart::from_request(request, &())
             .await
             .map_err(|e| format!("body: not a valid multipart form: {e}"))?;
         let mut form = Form::default();
@@ -385,10 +390,9 @@ pub(super) async fn read_form(state: &PublicState, request: Request) -> Result<F
         }
         Ok(form)
     } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        let body: Bytes =
-            axum::body::to_bytes(request.into_body(), state.config.public.max_body_bytes)
-                .await
-                .map_err(|e| format!("body: cannot be read: {e}"))?;
+        let body: Bytes = axum::body::to_bytes(request.into_body(), max_body_bytes)
+            .await
+            .map_err(|e| format!("body: cannot be read: {e}"))?;
         Ok(Form {
             fields: form_urlencoded::parse(&body).into_owned().collect(),
             media: None,

@@ -108,7 +108,7 @@ async fn submit(state: Shared, request: Request) -> Result<Response, Response> {
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     state.admit(&headers, peer)?;
     let back = "/segnala";
-    let form = super::open311::read_form(&state, request)
+    let form = super::open311::read_form(state.config.public.max_body_bytes, request)
         .await
         .map_err(|e| refusal(&state, invalid(&e), back))?;
     let req = super::open311::report_request(&state, &headers, &form, Channel::Web)

@@ -1,0 +1,172 @@
+//! Backup and restore (issue 19): `urpnet-node backup` copies a serving
+//! node's data; after more traffic the node loses its data directory, gets
+//! the backup back, and its peer's anti-entropy returns everything that
+//! happened since, its own events included; the database checks out.
+
+use std::path::Path;
+use std::time::Duration;
+
+use urpnet_tests::federation::{ABRUZZO, CELANO, TestFederation};
+use urpnet_tests::shared::{converged, create, get, handed_over, note, request, try_history};
+use urpnet_tests::{Backend, wait_for};
+
+urpnet_tests::on_both_backends!(a_restored_node_gets_back_what_happened_since_from_its_peers,);
+
+async fn cli(config: &urpnet_node::NodeConfig, args: &[&str]) -> std::process::Output {
+    let dir = config.node.data_dir.parent().expect("parent");
+    let path = dir.join("backup-test.toml");
+    std::fs::write(&path, toml::to_string(config).expect("config serialises")).unwrap();
+    tokio::process::Command::new(urpnet_tests::binary("urpnet-node"))
+        .arg("--config")
+        .arg(&path)
+        .args(args)
+        .output()
+        .await
+        .expect("urpnet-node runs")
+}
+
+async fn a_restored_node_gets_back_what_happened_since_from_its_peers(
+    backend: Backend,
+    test: &str,
+) {
+    let Some(mut fed) = TestFederation::start(backend, test, &[CELANO, ABRUZZO], |c| {
+        c.peering.anti_entropy_interval = Duration::from_millis(300);
+    })
+    .await
+    else {
+        eprintln!("{test}: skipped (no PostgreSQL URL)");
+        return;
+    };
+    let mut celano = fed.node(CELANO.id).desk().await;
+    let mut region = fed.node(ABRUZZO.id).desk().await;
+    let before = handed_over(&mut celano, &mut region, ABRUZZO.id, "sanita.prenotazioni").await;
+    let local = create(&mut celano, request("rifiuti.ingombranti", false)).await;
+
+    // The backup, taken by the CLI while the node serves.
+    let config = fed.node(CELANO.id).config.clone();
+    let file = config.node.data_dir.parent().unwrap().join("celano.backup");
+    let out = cli(
+        &config,
+        &["--json", "backup", "--out", file.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: urpnet_node::backup::Manifest =
+        serde_json::from_slice(&out.stdout).expect("manifest as JSON");
+    assert_eq!(manifest.node_id, CELANO.id);
+    assert_eq!(
+        file.metadata().unwrap().permissions().mode() & 0o777,
+        0o600,
+        "it holds the key"
+    );
+    if backend == Backend::Postgres {
+        // The database is not in the file (pg_dump's job); the key is.
+        assert_eq!(manifest.database, "postgres");
+        let names = entries(&file);
+        assert!(names.iter().any(|n| n == "node.key"), "{names:?}");
+        assert!(!names.iter().any(|n| n.ends_with(".db")), "{names:?}");
+        return;
+    }
+    assert_eq!(manifest.database, "sqlite");
+
+    // After the backup: a new ticket handed over, notes by both bodies.
+    let after = handed_over(&mut celano, &mut region, ABRUZZO.id, "sanita.prenotazioni").await;
+    note(&mut celano, &before.id, "nota di Celano dopo il backup").await;
+    note(&mut region, &before.id, "nota della Regione dopo il backup").await;
+    // Both bodies hold the same events (both notes) before the loss.
+    let expected = converged(&celano, &region, &before.id, Duration::from_secs(20)).await;
+    assert!(expected.len() >= 5, "{expected:?}");
+
+    // The disk is lost; the backup comes back.
+    let mut restored = None;
+    fed.restart(CELANO.id, |config| {
+        std::fs::remove_dir_all(&config.node.data_dir).unwrap();
+        restored = Some(urpnet_node::backup::restore(config, &file, false).expect("restore"));
+        // A second restore over the restored database needs --force.
+        let again = urpnet_node::backup::restore(config, &file, false).unwrap_err();
+        assert!(again.to_string().contains("--force"), "{again}");
+    })
+    .await;
+    assert_eq!(restored.expect("restored"), manifest);
+    let celano = fed.node(CELANO.id).desk().await;
+    assert!(
+        get(&celano, &local.id).await.is_some(),
+        "the local ticket came back from the backup"
+    );
+
+    // Anti-entropy returns the ticket handed over after the backup, and
+    // every event of the older one, Celano's own note included.
+    wait_for(
+        "the post-backup ticket at Celano",
+        Duration::from_secs(30),
+        || {
+            let celano = celano.clone();
+            let id = after.id.clone();
+            async move {
+                get(&celano, &id)
+                    .await
+                    .filter(|t| t.owner_node == ABRUZZO.id)
+            }
+        },
+    )
+    .await;
+    wait_for(
+        "the same history at Celano as at the region",
+        Duration::from_secs(30),
+        || {
+            let celano = celano.clone();
+            let id = before.id.clone();
+            let expected = expected.clone();
+            async move { (try_history(&celano, &id).await? == expected).then_some(()) }
+        },
+    )
+    .await;
+    drop(celano);
+
+    fed.restart(CELANO.id, |config| {
+        let check = std::process::Command::new(urpnet_tests::binary("urpnet-node"))
+            .arg("--config")
+            .arg(
+                config
+                    .node
+                    .data_dir
+                    .parent()
+                    .unwrap()
+                    .join("backup-test.toml"),
+            )
+            .arg("check")
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "check after restore: {} {}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    })
+    .await;
+    // A backup of another node is refused.
+    let mut other = fed.node(ABRUZZO.id).config.clone();
+    other.node.data_dir = other.node.data_dir.join("elsewhere");
+    let err = urpnet_node::backup::restore(&other, &file, true).unwrap_err();
+    assert!(err.to_string().contains("not of this node"), "{err}");
+    // A file that is not a backup is refused.
+    let bogus = file.with_extension("bogus");
+    std::fs::write(&bogus, b"not a backup").unwrap();
+    assert!(urpnet_node::backup::manifest(&bogus).is_err());
+}
+
+fn entries(file: &Path) -> Vec<String> {
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(file).unwrap());
+    tar::Archive::new(gz)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
+}
+
+use std::os::unix::fs::PermissionsExt as _;
