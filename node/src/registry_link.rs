@@ -68,14 +68,83 @@ pub fn status_name(status: i32) -> &'static str {
     }
 }
 
+/// Whether the registry answers, as the heartbeat last found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegistryReach {
+    /// Not asked yet (or the node runs without a registry).
+    #[default]
+    Unknown,
+    /// The last heartbeat was answered.
+    Reachable,
+    /// Heartbeats fail since this instant (ms since the Unix epoch); the node
+    /// works on its cached member list and taxonomy.
+    Unreachable {
+        /// First failure of this outage.
+        since_ms: u64,
+    },
+}
+
+/// The gRPC health service name that reports the registry's reachability
+/// (SERVING / NOT_SERVING; the node's own services stay SERVING).
+pub const REGISTRY_HEALTH: &str = "urpnet.node.Registry";
+
 /// What the node knows of its federation; shared with every part that needs
 /// the member list.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Federation {
     members: RwLock<Arc<Members>>,
+    reach: tokio::sync::watch::Sender<RegistryReach>,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Self {
+            members: RwLock::default(),
+            reach: tokio::sync::watch::Sender::new(RegistryReach::Unknown),
+        }
+    }
 }
 
 impl Federation {
+    /// Whether the registry answers.
+    pub fn registry_reach(&self) -> RegistryReach {
+        *self.reach.borrow()
+    }
+
+    /// Follows [`Federation::registry_reach`].
+    pub fn watch_reach(&self) -> tokio::sync::watch::Receiver<RegistryReach> {
+        self.reach.subscribe()
+    }
+
+    /// Records a heartbeat's outcome: logs and counts the start and the end
+    /// of an outage once each.
+    fn heartbeat_outcome(&self, ok: bool, error: &str) {
+        let now = urpnet_proto::hlc::system_time_ms();
+        let before = self.registry_reach();
+        if ok {
+            if let RegistryReach::Unreachable { since_ms } = before {
+                tracing::info!(
+                    down_for_s = now.saturating_sub(since_ms) / 1000,
+                    "the registry answers again"
+                );
+            }
+            self.reach.send_replace(RegistryReach::Reachable);
+            metrics::gauge!("urpnet_node_registry_reachable").set(1.0);
+            metrics::gauge!("urpnet_node_registry_last_contact_seconds").set(now as f64 / 1000.0);
+        } else {
+            if !matches!(before, RegistryReach::Unreachable { .. }) {
+                tracing::warn!(
+                    %error,
+                    members_version = self.members().version,
+                    "the registry is unreachable: working on the cached member list and taxonomy (handoffs need a named body until it returns)"
+                );
+                self.reach
+                    .send_replace(RegistryReach::Unreachable { since_ms: now });
+            }
+            metrics::gauge!("urpnet_node_registry_reachable").set(0.0);
+        }
+    }
+
     /// The display name of a body: `own` for this node (`own_id`), a
     /// member's name as the registry publishes it, or else its id.
     pub fn body_name(&self, node: &str, own_id: &str, own: &str) -> String {
@@ -182,6 +251,7 @@ impl RegistryLink {
                     Ok(c) => client = Some(c),
                     Err(error) => {
                         tracing::warn!(%error, dir = %self.config.tls_dir().display(), "cannot build the registry connection");
+                        self.federation.heartbeat_outcome(false, &error.to_string());
                     }
                 }
             }
@@ -196,6 +266,7 @@ impl RegistryLink {
                     .await;
                 match step {
                     Ok((next, renewed)) => {
+                        self.federation.heartbeat_outcome(true, "");
                         interval = next;
                         if renewed {
                             // New certificate: new connections from now on.
@@ -204,7 +275,17 @@ impl RegistryLink {
                     }
                     Err(status) => {
                         metrics::counter!("urpnet_node_registry_errors_total").increment(1);
-                        tracing::warn!(code = ?status.code(), message = status.message(), "registry call failed");
+                        if matches!(
+                            status.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::DeadlineExceeded
+                                | tonic::Code::Unknown
+                        ) {
+                            // Counted every time, logged once per outage.
+                            self.federation.heartbeat_outcome(false, status.message());
+                        } else {
+                            tracing::warn!(code = ?status.code(), message = status.message(), "registry call failed");
+                        }
                         if status.code() == tonic::Code::PermissionDenied {
                             registered = false;
                         }

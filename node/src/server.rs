@@ -384,6 +384,29 @@ pub async fn run(
         .set_serving::<AppointmentDeskServer<crate::appointments::service::AppointmentDeskService>>(
         )
         .await;
+    // The registry's reachability as a health service of its own: the
+    // node's services stay SERVING while it works on its cached lists.
+    {
+        let health = health.clone();
+        let mut reach = federation.watch_reach();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            use crate::registry_link::{REGISTRY_HEALTH, RegistryReach};
+            use tonic_health::ServingStatus;
+            loop {
+                let status = match *reach.borrow_and_update() {
+                    RegistryReach::Reachable => ServingStatus::Serving,
+                    RegistryReach::Unreachable { .. } => ServingStatus::NotServing,
+                    RegistryReach::Unknown => ServingStatus::Unknown,
+                };
+                health.set_service_status(REGISTRY_HEALTH, status).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = reach.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+    }
     let (reflection_v1, reflection_v1alpha) = telemetry::reflection_services(&[
         "urpnet.v1.Desk",
         "urpnet.v1.FaqDesk",

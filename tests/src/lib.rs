@@ -423,7 +423,10 @@ impl ProcessNode {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
         config.desk.listen = probe.local_addr().expect("addr");
         drop(probe);
-        config.metrics.listen = String::new();
+        if config.metrics.listen.ends_with(":0") {
+            // Only a fixed port can be read back from a child.
+            config.metrics.listen = String::new();
+        }
         let base = config
             .node
             .data_dir

@@ -56,6 +56,13 @@ pub struct OfferLists {
     pub next_outgoing: String,
 }
 
+/// The answer when `Route` or `Overflow` cannot be asked.
+fn registry_unreachable(detail: &str) -> NodeError {
+    NodeError::Unavailable(format!(
+        "the registry is unreachable ({detail}): name the receiving body with to_node; members and categories come from this node's cached list meanwhile"
+    ))
+}
+
 /// The largest page of offers.
 const MAX_OFFER_PAGE: u32 = 500;
 
@@ -138,9 +145,17 @@ impl TicketDesk {
     /// (`Route`), or with `overflow` a peer with spare capacity.
     async fn choose_target(&self, ticket: &Ticket, overflow: bool) -> NodeResult<(String, String)> {
         let mut client = self.registry().await?;
-        let unavailable = |s: tonic::Status| {
-            NodeError::Unavailable(format!("the registry did not answer: {}", s.message()))
-        };
+        if let crate::registry_link::RegistryReach::Unreachable { since_ms } =
+            self.federation.registry_reach()
+        {
+            // The heartbeat already knows: answer at once instead of
+            // waiting for a connection timeout.
+            return Err(registry_unreachable(&format!(
+                "no heartbeat answered since {}",
+                crate::cli::output::when_ms(since_ms)
+            )));
+        }
+        let unavailable = |s: tonic::Status| registry_unreachable(s.message());
         if overflow {
             let resp = client
                 .overflow(OverflowRequest {
