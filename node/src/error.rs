@@ -32,10 +32,10 @@ pub enum NodeError {
     RateLimited(String, u64),
     /// The database failed.
     #[error("storage: {0}")]
-    Storage(#[from] sqlx::Error),
+    Storage(sqlx::Error),
     /// The SQLite writer failed.
     #[error("storage: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// Anything else that is this node's fault.
     #[error("internal: {0}")]
     Internal(String),
@@ -72,6 +72,61 @@ impl NodeError {
             Self::Storage(_) | Self::Sqlite(_) | Self::Internal(_) => tonic::Code::Internal,
         }
     }
+}
+
+/// A full disk is not an internal error: nothing was stored, the caller
+/// may retry once space is freed, and the operator must hear of it. Every
+/// storage error passes here on its way into a [`NodeError`].
+impl From<sqlx::Error> for NodeError {
+    fn from(e: sqlx::Error) -> Self {
+        let full = match &e {
+            // SQLITE_FULL (13), PostgreSQL disk_full (53100).
+            sqlx::Error::Database(db) => {
+                matches!(db.code().as_deref(), Some("13" | "53100"))
+                    || db.message().contains("No space left on device")
+            }
+            sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        };
+        if full {
+            disk_full(&e)
+        } else {
+            Self::Storage(e)
+        }
+    }
+}
+
+impl From<rusqlite::Error> for NodeError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+                disk_full(&e)
+            }
+            _ => Self::Sqlite(e),
+        }
+    }
+}
+
+/// The error for a write the disk had no room for: `UNAVAILABLE` (HTTP
+/// 503), counted in `urpnet_store_disk_full_total`, logged at most every
+/// ten seconds.
+pub fn disk_full(cause: &dyn std::fmt::Display) -> NodeError {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_LOGGED_MS: AtomicU64 = AtomicU64::new(0);
+    metrics::counter!("urpnet_store_disk_full_total").increment(1);
+    let now = urpnet_proto::hlc::system_time_ms();
+    let last = LAST_LOGGED_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && LAST_LOGGED_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::error!(error = %cause, "the disk is full: writes are refused (nothing acknowledged is lost); free space on the data directory's file system and the node resumes by itself");
+    }
+    NodeError::Unavailable(
+        "the node's disk is full: nothing was stored; retry when its operator has freed space"
+            .into(),
+    )
 }
 
 impl From<Violations> for NodeError {

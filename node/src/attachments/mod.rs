@@ -27,14 +27,28 @@ pub async fn write_content(store: &Store, sha256: &str, content: &[u8]) -> NodeR
     if tokio::fs::try_exists(&path).await.unwrap_or(false) {
         return Ok(());
     }
-    let io = |e: std::io::Error| NodeError::Internal(format!("writing attachment {sha256}: {e}"));
+    let io = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            crate::error::disk_full(&e)
+        } else {
+            NodeError::Internal(format!("writing attachment {sha256}: {e}"))
+        }
+    };
     let dir = path.parent().expect("blob paths have a parent");
     tokio::fs::create_dir_all(dir).await.map_err(io)?;
     let tmp = dir.join(format!(".{sha256}.{}", ulid::Ulid::new()));
-    let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-    file.write_all(content).await.map_err(io)?;
-    file.sync_all().await.map_err(io)?;
-    tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+    let written = async {
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        file.write_all(content).await?;
+        file.sync_all().await?;
+        tokio::fs::rename(&tmp, &path).await
+    }
+    .await;
+    if let Err(e) = written {
+        // A partial file must not hold the space the disk lacks.
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(io(e));
+    }
     Ok(())
 }
 

@@ -179,6 +179,7 @@ pub(super) fn refusal(state: &PublicState, e: NodeError, back: &str) -> Response
         NodeError::NotFound(_) => StatusCode::NOT_FOUND,
         NodeError::FailedPrecondition(_) | NodeError::AlreadyExists(_) => StatusCode::CONFLICT,
         NodeError::RateLimited(..) => StatusCode::TOO_MANY_REQUESTS,
+        NodeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
