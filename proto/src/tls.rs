@@ -37,6 +37,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ids::NodeId;
 
+/// How far back certificates' `not_before` is set: a member whose clock
+/// runs behind the registry's must still accept a certificate minted a
+/// moment ago (with one minute, a node five minutes slow refused every
+/// peer's fresh certificate for four).
+const CLOCK_SLACK: Duration = Duration::from_secs(3600);
 /// Prefix of every identity URI.
 pub const URN_PREFIX: &str = "urn:urpnet:";
 
@@ -271,7 +276,7 @@ impl FederationCa {
             KeyUsagePurpose::DigitalSignature,
         ];
         let now = SystemTime::now();
-        params.not_before = (now - Duration::from_secs(60)).into();
+        params.not_before = (now - CLOCK_SLACK).into();
         params.not_after = (now + validity).into();
         params.serial_number = Some(random_serial());
         let cert = params.self_signed(&key)?;
@@ -372,7 +377,7 @@ fn leaf_params(request: &CertRequest) -> Result<CertificateParams, TlsError> {
     ];
     params.use_authority_key_identifier_extension = true;
     let now = SystemTime::now();
-    let not_before = request.not_before.unwrap_or(now - Duration::from_secs(60));
+    let not_before = request.not_before.unwrap_or(now - CLOCK_SLACK);
     params.not_before = not_before.into();
     params.not_after = (not_before + request.validity).into();
     params.serial_number = Some(random_serial());

@@ -410,6 +410,12 @@ impl ProcessNode {
     /// Writes `config` to a file in its data directory's parent, reserves a
     /// port, and starts `urpnet-node serve` on it.
     pub async fn start(config: &NodeConfig) -> ProcessNode {
+        Self::start_with_env(config, &[]).await
+    }
+
+    /// As [`ProcessNode::start`], with extra environment variables for the
+    /// child (e.g. libfaketime's, to skew its clock).
+    pub async fn start_with_env(config: &NodeConfig, env: &[(&str, &str)]) -> ProcessNode {
         let token = match server::initialise(config).await.expect("initialise") {
             Some(t) => t,
             None => std::fs::read_to_string(server::paths::operator_token(&config.node.data_dir))
@@ -446,6 +452,7 @@ impl ProcessNode {
             .arg(&config_path)
             .arg("serve")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)

@@ -83,13 +83,25 @@ static REFUSAL_LOG: std::sync::LazyLock<RefusalLog> = std::sync::LazyLock::new(|
 });
 
 fn item_refused(peer: &str, code: &'static str, id: &str, reason: &str) {
-    tracing::warn!(
-        peer,
-        reason = code,
-        item = id,
-        detail = reason,
-        "peering item refused"
-    );
+    // A batch of a thousand events from a skewed clock is one warning a
+    // minute, not a thousand.
+    if REFUSAL_LOG.first_in_window(code, peer, std::time::Instant::now()) {
+        tracing::warn!(
+            peer,
+            reason = code,
+            item = id,
+            detail = reason,
+            "peering item refused (repeats within a minute are counted, not logged)"
+        );
+    } else {
+        tracing::debug!(
+            peer,
+            reason = code,
+            item = id,
+            detail = reason,
+            "peering item refused"
+        );
+    }
     metrics::counter!("urpnet_peering_refused_total", "reason" => code).increment(1);
 }
 

@@ -288,17 +288,26 @@ fn finish(index: usize, envelope: &Signed, clock: &HybridClock) -> Result<Incomi
     shape(&event).map_err(|reason| Refusal::refuse("malformed", reason))?;
     let stamp = event.hlc.expect("shape checked the stamp");
     if let Err(skew) = clock.check(&stamp) {
-        return Err(Refusal::Retry {
-            code: "clock_ahead",
-            reason: skew.to_string(),
-            after_ms: skew.ahead_ms.saturating_sub(skew.max_offset_ms).max(100),
-        });
+        return Err(clock_ahead(&event.author_node, &skew));
     }
     Ok(Incoming {
         index,
         stored: StoredEvent::of(&event, envelope),
         event,
     })
+}
+
+/// A stamp too far ahead: kept by the sender and retried once this node's
+/// clock is within the offset (so nothing is lost), the author's lead shown
+/// in `urpnet_peer_clock_ahead_seconds{peer}`.
+pub fn clock_ahead(author: &str, skew: &urpnet_proto::hlc::ClockSkew) -> Refusal {
+    metrics::gauge!("urpnet_peer_clock_ahead_seconds", "peer" => author.to_string())
+        .set(skew.ahead_ms as f64 / 1000.0);
+    Refusal::Retry {
+        code: "clock_ahead",
+        reason: format!("{author}'s clock runs ahead of this node's: {skew}"),
+        after_ms: skew.ahead_ms.saturating_sub(skew.max_offset_ms).max(100),
+    }
 }
 
 /// The structural rules every stored event meets: ids, stamp, kind, and the

@@ -53,11 +53,7 @@ fn finish<K: Kind>(envelope: &Signed, clock: &HybridClock) -> Result<(K::Version
         .map_err(|v| refuse("malformed", format!("{}/{}: {v}", h.owner, h.entry_id)))?;
     let stamp = h.published_at.expect("validated");
     if let Err(skew) = clock.observe(stamp) {
-        return Err(Refusal::Retry {
-            code: "clock_ahead",
-            reason: skew.to_string(),
-            after_ms: skew.ahead_ms.saturating_sub(skew.max_offset_ms).max(100),
-        });
+        return Err(crate::peering::verify::clock_ahead(h.owner, &skew));
     }
     let s = stamp_of::<K>(&version, &envelope.payload);
     Ok((version, s))
