@@ -792,6 +792,16 @@ async fn roles_limit_what_a_token_may_do(backend: Backend, test: &str) {
 
     let mut bot = node.desk_as(&bot_token).await;
     create(&mut bot, request("Dal chatbot")).await;
+    // An integration never reads a citizen's contact back (API3).
+    let seen = bot
+        .get_ticket(GetTicketRequest {
+            ticket_id: ticket.id.clone(),
+            reference: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(seen.citizen.is_none(), "integrations never see contacts");
     bot.add_note(AddNoteRequest {
         ticket_id: ticket.id.clone(),
         public: true,

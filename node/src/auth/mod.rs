@@ -96,8 +96,12 @@ impl Action {
     fn min_role(self) -> Role {
         match self {
             Action::Read => Role::ReadOnly,
-            Action::ReadContact | Action::Create | Action::PublicNote => Role::Integration,
-            Action::InternalNote
+            Action::Create | Action::PublicNote => Role::Integration,
+            // A citizen's contact is for the body's operators: an
+            // integration (a civic app, a chatbot, the Open311 key) never
+            // reads one back, whoever entered it (docs/security.md, API3).
+            Action::ReadContact
+            | Action::InternalNote
             | Action::ChangeStatus
             | Action::Assign
             | Action::Handoff
