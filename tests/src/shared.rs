@@ -378,3 +378,30 @@ pub fn exchange(
     .max_encoding_message_size(64 * 1024 * 1024)
     .max_decoding_message_size(64 * 1024 * 1024)
 }
+
+/// Waits until the offer of ticket `id` is in `desk`'s inbox; the offer.
+pub async fn wait_offer(desk: &Desk, id: &str) -> urpnet_proto::v1::Offer {
+    wait_for(&format!("the offer of {id} in the inbox"), DEADLINE, || {
+        let mut desk = desk.clone();
+        async move {
+            desk.list_offers(urpnet_proto::v1::ListOffersRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .incoming
+                .into_iter()
+                .find(|o| o.ticket.as_ref().is_some_and(|t| t.id == id))
+        }
+    })
+    .await
+}
+
+/// Waits until the member list cached in `data_dir` shows every one of
+/// `ids` active (a node as a child process is known to its peers then).
+pub async fn wait_cached_members(data_dir: &std::path::Path, ids: &[&str]) {
+    wait_for("every member known", Duration::from_secs(30), || async {
+        let m = urpnet_node::registry_link::load_cache(data_dir).0?;
+        ids.iter().all(|id| m.is_active(id)).then_some(())
+    })
+    .await;
+}

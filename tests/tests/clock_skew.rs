@@ -7,9 +7,11 @@
 
 use std::time::Duration;
 
-use urpnet_proto::v1::{HandoffRequest, ListOffersRequest};
+use urpnet_proto::v1::HandoffRequest;
 use urpnet_tests::federation::{ABRUZZO, CELANO, TestRegistry, counter};
-use urpnet_tests::shared::{accept, converged, create, note, request};
+use urpnet_tests::shared::{
+    accept, converged, create, note, request, wait_cached_members, wait_offer,
+};
 use urpnet_tests::{Backend, ProcessNode, TestNode, node_config, wait_for};
 
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -55,18 +57,8 @@ async fn events_from_a_clock_ahead_wait_and_arrive_without_loss() {
         ],
     )
     .await;
-    for dir in [
-        celano_config.node.data_dir.clone(),
-        region.config.node.data_dir.clone(),
-    ] {
-        wait_for("both members known", Duration::from_secs(30), || {
-            let dir = dir.clone();
-            async move {
-                let m = urpnet_node::registry_link::load_cache(&dir).0?;
-                (m.is_active(CELANO.id) && m.is_active(ABRUZZO.id)).then_some(())
-            }
-        })
-        .await;
+    for dir in [&celano_config.node.data_dir, &region.config.node.data_dir] {
+        wait_cached_members(dir, &[CELANO.id, ABRUZZO.id]).await;
     }
 
     // Celano's offer is stamped AHEAD_S seconds in the region's future.
@@ -106,23 +98,7 @@ async fn events_from_a_clock_ahead_wait_and_arrive_without_loss() {
     );
 
     // Once within the offset, the offer arrives: nothing was dropped.
-    wait_for("the offer at the region", Duration::from_secs(30), || {
-        let mut region_desk = region_desk.clone();
-        let id = ticket.id.clone();
-        async move {
-            let offers = region_desk
-                .list_offers(ListOffersRequest::default())
-                .await
-                .ok()?
-                .into_inner();
-            offers
-                .incoming
-                .iter()
-                .any(|o| o.ticket.as_ref().is_some_and(|t| t.id == id))
-                .then_some(())
-        }
-    })
-    .await;
+    wait_offer(&region_desk, &ticket.id).await;
     assert!(
         stamped.elapsed() >= Duration::from_millis(AHEAD_S * 1000 - 1000),
         "accepted only once the region's clock caught up ({:?})",

@@ -2,7 +2,8 @@
 //! nodes run as child processes; the registry is killed and stays down
 //! while the nodes, one of them restarted in the middle of the outage, go
 //! on working from their cached member list and taxonomy: handoffs to a
-//! named body, accept, notes, FAQ spread. `Route` answers UNAVAILABLE
+//! named body, accept, notes, FAQ and charter spread, an appointment booked
+//! at the other body. `Route` answers UNAVAILABLE
 //! saying the registry is unreachable and how to name a body; a revocation
 //! made just before the outage still holds; health and metrics show the
 //! registry unreachable; archive records queue and, when the registry comes
@@ -23,7 +24,8 @@ use urpnet_proto::v1::{ArchiveStatusRequest, HandoffRequest, MemberStatus, SetSt
 use urpnet_tests::archive::{ProcessRegistry, close_tickets, stats, wait_records};
 use urpnet_tests::federation::{ABRUZZO, AVEZZANO, CELANO, SAMPLE_TAXONOMY, TestRegistry, counter};
 use urpnet_tests::shared::{
-    DEADLINE, converged, create, handed_over, note, publish, request, sample_faqs, wait_found,
+    DEADLINE, converged, create, handed_over, note, publish, request, sample_charter, sample_faqs,
+    sample_plans, wait_cached_members, wait_found,
 };
 use urpnet_tests::{Backend, ProcessNode, http_get, node_config, wait_for};
 
@@ -103,18 +105,7 @@ async fn nodes_keep_working_while_the_registry_is_down() {
     let region = ProcessNode::start(&region_config).await;
     let cached = |config: &urpnet_node::NodeConfig| config.node.data_dir.clone();
     for config in [&celano_config, &region_config] {
-        let dir = cached(config);
-        wait_for("every member known", Duration::from_secs(30), || {
-            let dir = dir.clone();
-            async move {
-                let m = urpnet_node::registry_link::load_cache(&dir).0?;
-                [CELANO.id, ABRUZZO.id, AVEZZANO.id]
-                    .iter()
-                    .all(|id| m.is_active(id))
-                    .then_some(())
-            }
-        })
-        .await;
+        wait_cached_members(&config.node.data_dir, &[CELANO.id, ABRUZZO.id, AVEZZANO.id]).await;
     }
     wait_health(&celano, ServingStatus::Serving).await;
 
@@ -212,6 +203,100 @@ async fn nodes_keep_working_while_the_registry_is_down() {
     let question = content.question.clone();
     let key = publish(&mut faq(&region).await, content).await;
     wait_found(&faq(&celano).await, &question, &key, 1).await;
+
+    // The Region publishes its charter and booking plans during the
+    // outage: the charter spreads, and Celano books a caller at the Region.
+    let (channel, token) =
+        urpnet_node::cli::channel_with_token(&region.desk_addr.to_string(), &region.token)
+            .await
+            .unwrap();
+    urpnet_proto::v1::charter_desk_client::CharterDeskClient::with_interceptor(
+        channel.clone(),
+        token.clone(),
+    )
+    .max_encoding_message_size(64 << 20)
+    .import_charter(urpnet_proto::v1::ImportCharterRequest {
+        charter: Some(sample_charter("regione-abruzzo")),
+    })
+    .await
+    .expect("charter");
+    urpnet_proto::v1::appointment_desk_client::AppointmentDeskClient::with_interceptor(
+        channel, token,
+    )
+    .set_plans(urpnet_proto::v1::SetPlansRequest {
+        plans: sample_plans("regione-abruzzo"),
+        dry_run: false,
+    })
+    .await
+    .expect("plans");
+    let (channel, token) =
+        urpnet_node::cli::channel_with_token(&celano.desk_addr.to_string(), &celano.token)
+            .await
+            .unwrap();
+    let charters = urpnet_proto::v1::charter_desk_client::CharterDeskClient::with_interceptor(
+        channel.clone(),
+        token.clone(),
+    )
+    .max_decoding_message_size(64 << 20);
+    wait_for("the Region's charter at Celano", DEADLINE, || {
+        let mut charters = charters.clone();
+        async move {
+            let list = charters
+                .list_charters(urpnet_proto::v1::ListChartersRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            list.charters
+                .iter()
+                .any(|c| c.body == ABRUZZO.id)
+                .then_some(())
+        }
+    })
+    .await;
+    let appointments =
+        urpnet_proto::v1::appointment_desk_client::AppointmentDeskClient::with_interceptor(
+            channel, token,
+        );
+    let ask = urpnet_proto::v1::FreeSlotsRequest {
+        body: ABRUZZO.id.into(),
+        office: "urp-avezzano".into(),
+        service: "tessera-sanitaria".into(),
+        limit: 3,
+        ..Default::default()
+    };
+    let slots = wait_for("the Region's free slots from Celano", DEADLINE, || {
+        let mut appointments = appointments.clone();
+        let ask = ask.clone();
+        async move {
+            let r = appointments.free_slots(ask).await.ok()?.into_inner();
+            (!r.slots.is_empty()).then_some(r)
+        }
+    })
+    .await;
+    let booked = appointments
+        .clone()
+        .book(urpnet_proto::v1::BookRequest {
+            body: ABRUZZO.id.into(),
+            idempotency_key: "outage-call-1".into(),
+            office: "urp-avezzano".into(),
+            service: "tessera-sanitaria".into(),
+            start: slots.slots[0].start.clone(),
+            channel: "desk".into(),
+            citizen: Some(urpnet_proto::v1::AppointmentCitizen {
+                given_name: "Mario".into(),
+                family_name: "Di Pietro".into(),
+                email: "mario.dipietro@example.it".into(),
+                address: "Via Roma 3, 67043 Celano (AQ)".into(),
+                phone: "0863 123456".into(),
+            }),
+            consent_processing: true,
+            consent_share: true,
+            ..Default::default()
+        })
+        .await
+        .expect("booked at the Region without the registry")
+        .into_inner();
+    assert_eq!(booked.appointment.expect("appointment").body, ABRUZZO.id);
 
     // Archive records queue while the registry is away.
     close_tickets(&mut desk, 4, "informazioni").await;
