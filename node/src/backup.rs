@@ -21,6 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::NodeConfig;
 
+/// Left in the data directory by `restore`: the node holds writes until
+/// its peers have given back what happened after the backup, then removes
+/// it.
+pub const RESTORED_MARKER: &str = "restored.json";
+
 /// The manifest's name inside the archive.
 pub const MANIFEST: &str = "urpnet-backup.json";
 /// The database snapshot's name inside the archive.
@@ -196,6 +201,7 @@ fn collect(
             });
             if is_db
                 || REBUILT.contains(&file_name.as_ref())
+                || file_name == RESTORED_MARKER
                 || file_name.starts_with(".urpnet-backup-")
             {
                 continue;
@@ -324,6 +330,12 @@ pub fn restore(config: &NodeConfig, from: &Path, force: bool) -> Result<Manifest
         out.flush().map_err(io(&target))?;
         out.sync_all().map_err(io(&target))?;
     }
+    let marker = data_dir.join(RESTORED_MARKER);
+    std::fs::write(
+        &marker,
+        serde_json::to_vec_pretty(&manifest).expect("manifest"),
+    )
+    .map_err(io(&marker))?;
     Ok(manifest)
 }
 

@@ -94,6 +94,7 @@ pub const REGISTRY_HEALTH: &str = "urpnet.node.Registry";
 pub struct Federation {
     members: RwLock<Arc<Members>>,
     reach: tokio::sync::watch::Sender<RegistryReach>,
+    catching_up: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Federation {
@@ -101,11 +102,25 @@ impl Default for Federation {
         Self {
             members: RwLock::default(),
             reach: tokio::sync::watch::Sender::new(RegistryReach::Unknown),
+            catching_up: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
 impl Federation {
+    /// Whether this node, restored from a backup, still waits for its
+    /// peers to give back what happened since (writes are held meanwhile:
+    /// an event it signed now could reuse a place in its own author chain).
+    pub fn catching_up(&self) -> bool {
+        self.catching_up.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// See [`Federation::catching_up`].
+    pub fn set_catching_up(&self, on: bool) {
+        self.catching_up
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Whether the registry answers.
     pub fn registry_reach(&self) -> RegistryReach {
         *self.reach.borrow()

@@ -201,6 +201,18 @@ pub async fn run(
         cached_taxonomy.unwrap_or_else(crate::taxonomy::builtin),
     ));
     let federation = Arc::new(Federation::default());
+    let restored = config.node.data_dir.join(crate::backup::RESTORED_MARKER);
+    if restored.exists() {
+        if config.registry.endpoint.is_empty() {
+            // Alone, there is nobody to catch up with.
+            let _ = std::fs::remove_file(&restored);
+        } else {
+            tracing::warn!(
+                "restored from a backup: writes wait until every peer has been heard (anti-entropy)"
+            );
+            federation.set_catching_up(true);
+        }
+    }
     if let Some(members) = cached_members {
         federation.replace(members);
     }

@@ -81,6 +81,16 @@ async fn a_restored_node_gets_back_what_happened_since_from_its_peers(
     let expected = converged(&celano, &region, &before.id, Duration::from_secs(20)).await;
     assert!(expected.len() >= 5, "{expected:?}");
 
+    // The Region is down while Celano comes back, so Celano cannot catch up.
+    let at = fed
+        .nodes
+        .iter()
+        .position(|n| n.config.node.id.as_str() == ABRUZZO.id)
+        .expect("region");
+    let region_node = fed.nodes.remove(at);
+    let region_config = region_node.config.clone();
+    let region_dir = region_node.stop_keep_dir().await;
+
     // The disk is lost; the backup comes back.
     let mut restored = None;
     fed.restart(CELANO.id, |config| {
@@ -92,11 +102,38 @@ async fn a_restored_node_gets_back_what_happened_since_from_its_peers(
     })
     .await;
     assert_eq!(restored.expect("restored"), manifest);
-    let celano = fed.node(CELANO.id).desk().await;
+    let mut celano = fed.node(CELANO.id).desk().await;
     assert!(
         get(&celano, &local.id).await.is_some(),
         "the local ticket came back from the backup"
     );
+    // Until its peers have been heard, it signs nothing: a note now could
+    // reuse the place of the note it made after the backup.
+    let held = celano
+        .add_note(urpnet_proto::v1::AddNoteRequest {
+            ticket_id: before.id.clone(),
+            public: false,
+            text: "troppo presto".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(held.code(), tonic::Code::Unavailable, "{held:?}");
+    assert!(
+        held.message().contains("restored from a backup"),
+        "{held:?}"
+    );
+    let held = celano
+        .create_ticket(request("rifiuti.ingombranti", false))
+        .await
+        .unwrap_err();
+    assert_eq!(held.code(), tonic::Code::Unavailable, "{held:?}");
+
+    // The Region returns: Celano catches up and writes again by itself.
+    fed.nodes.insert(
+        at,
+        urpnet_tests::TestNode::start_with(region_config, region_dir).await,
+    );
+    let region = fed.node(ABRUZZO.id).desk().await;
 
     // Anti-entropy returns the ticket handed over after the backup, and
     // every event of the older one, Celano's own note included.
@@ -125,6 +162,33 @@ async fn a_restored_node_gets_back_what_happened_since_from_its_peers(
         },
     )
     .await;
+    // Caught up, it writes again: its next note follows its own chain, and
+    // both bodies agree on every event (none is an equivocation).
+    wait_for("writes at Celano again", Duration::from_secs(30), || {
+        let mut celano = celano.clone();
+        let id = before.id.clone();
+        async move {
+            celano
+                .add_note(urpnet_proto::v1::AddNoteRequest {
+                    ticket_id: id,
+                    public: false,
+                    text: "dopo il ripristino".into(),
+                })
+                .await
+                .ok()
+        }
+    })
+    .await;
+    let after_restore = converged(&celano, &region, &before.id, Duration::from_secs(20)).await;
+    assert_eq!(after_restore.len(), expected.len() + 1);
+    assert!(
+        after_restore.iter().all(|(_, effective)| *effective),
+        "{after_restore:?}"
+    );
+    assert!(
+        !config_dir(&fed).join("restored.json").exists(),
+        "the restore marker is removed once caught up"
+    );
     drop(celano);
 
     fed.restart(CELANO.id, |config| {
@@ -158,6 +222,10 @@ async fn a_restored_node_gets_back_what_happened_since_from_its_peers(
     let bogus = file.with_extension("bogus");
     std::fs::write(&bogus, b"not a backup").unwrap();
     assert!(urpnet_node::backup::manifest(&bogus).is_err());
+}
+
+fn config_dir(fed: &TestFederation) -> std::path::PathBuf {
+    fed.node(CELANO.id).config.node.data_dir.clone()
 }
 
 fn entries(file: &Path) -> Vec<String> {

@@ -192,6 +192,18 @@ impl TicketDesk {
     }
 
     /// A new event of this node's on ticket `t`, next in this node's chain.
+    /// Writes wait while a restored node catches up (decision 134): a new
+    /// event could reuse a place in its author chain, a new ticket a
+    /// reference, that its peers already hold.
+    fn not_catching_up(&self) -> NodeResult<()> {
+        if self.federation.catching_up() {
+            return Err(NodeError::Unavailable(
+                "this node was restored from a backup and is catching up with its peers; writes resume by themselves once every peer has been heard (docs/operations.md, \"Backup and restore\")".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn new_event(
         &self,
         t: &Ticket,
@@ -238,6 +250,7 @@ impl TicketDesk {
     #[tracing::instrument(skip_all, fields(actor = %actor.id, request_id = %req.request_id))]
     pub async fn create(&self, actor: &Actor, req: CreateTicketRequest) -> NodeResult<Creation> {
         actor.require(Action::Create)?;
+        self.not_catching_up()?;
         let now_ms = hlc::system_time_ms();
         validate::create_request(
             &req,
@@ -487,6 +500,7 @@ impl TicketDesk {
     }
 
     async fn append(&self, ticket_id: &str, mutation: Mutation) -> NodeResult<Ticket> {
+        self.not_catching_up()?;
         let ticket = crate::casework::tables::append(&self.store, ticket_id, mutation).await?;
         self.recent.record(&ticket);
         Ok(ticket)

@@ -30,6 +30,8 @@ pub struct Repair {
     pub pushed: usize,
     /// Events fetched from the peer and stored.
     pub fetched: usize,
+    /// Active peers that could not be compared with.
+    pub unreached: usize,
 }
 
 /// Runs a first round as soon as the node starts (calling its peers also
@@ -39,14 +41,36 @@ pub async fn run(ctx: Arc<PeeringContext>, shutdown: CancellationToken) {
     let every = ctx.config.peering.anti_entropy_interval;
     // Give the peering server a moment to come up before calling out.
     let mut wait = Duration::from_millis(200);
+    let started = std::time::Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
         wait = every;
-        if let Err(error) = round(&ctx).await {
-            tracing::warn!(%error, "anti-entropy round failed");
+        match round(&ctx).await {
+            Ok(r) => {
+                // A restored node resumes writing once its own round has
+                // reached every peer it shares with, and every peer's round
+                // (one interval) has had time to push what it lacks.
+                if ctx.federation.catching_up() && r.unreached == 0 && started.elapsed() >= every {
+                    let marker = ctx
+                        .config
+                        .node
+                        .data_dir
+                        .join(crate::backup::RESTORED_MARKER);
+                    if let Err(error) = std::fs::remove_file(&marker) {
+                        tracing::warn!(%error, "cannot remove the restore marker");
+                    }
+                    ctx.federation.set_catching_up(false);
+                    tracing::info!(
+                        compared = r.compared,
+                        fetched = r.fetched,
+                        "caught up with every peer after the restore: writes resume"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(%error, "anti-entropy round failed"),
         }
     }
 }
@@ -74,7 +98,10 @@ pub async fn round(ctx: &PeeringContext) -> anyhow::Result<Repair> {
                 total.pushed += r.pushed;
                 total.fetched += r.fetched;
             }
-            Err(error) => tracing::debug!(%peer, %error, "anti-entropy with this peer skipped"),
+            Err(error) => {
+                total.unreached += 1;
+                tracing::debug!(%peer, %error, "anti-entropy with this peer skipped");
+            }
         }
     }
     Ok(total)
