@@ -84,6 +84,7 @@ async fn nodes_keep_working_while_the_registry_is_down() {
                 .await
                 .expect("config");
         config.archive.interval = Duration::from_millis(100);
+        config.faq.interval = Duration::from_millis(500);
         config.peering.max_backoff = Duration::from_millis(500);
         config.metrics.listen = urpnet_examples::federation::free_port_below_ephemeral()
             .expect("port")
