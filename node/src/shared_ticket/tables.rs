@@ -754,8 +754,10 @@ pub async fn offers_page(
     after: Option<(i64, String)>,
     limit: u32,
 ) -> NodeResult<(Vec<Ticket>, Option<(i64, String)>)> {
+    // `pending_to <> ''` in both, so SQLite may use the partial indexes
+    // (migration 0012).
     let which = if incoming {
-        "pending_to = $1"
+        "pending_to = $1 AND pending_to <> ''"
     } else {
         "pending_to <> '' AND owner_node = $1"
     };
