@@ -128,6 +128,30 @@ async fn a_restored_node_gets_back_what_happened_since_from_its_peers(
         .unwrap_err();
     assert_eq!(held.code(), tonic::Code::Unavailable, "{held:?}");
 
+    // Operators see why on every console page.
+    let console = format!("http://{}", fed.node(CELANO.id).console_addr);
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = http
+        .post(format!("{console}/login"))
+        .form(&[("token", fed.node(CELANO.id).token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status().as_u16(), 303);
+    let queue = http
+        .get(format!("{console}/queue"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(queue.contains("ripristinato da un backup"), "{queue}");
+
     // The Region returns: Celano catches up and writes again by itself.
     fed.nodes.insert(
         at,
@@ -188,6 +212,18 @@ async fn a_restored_node_gets_back_what_happened_since_from_its_peers(
     assert!(
         !config_dir(&fed).join("restored.json").exists(),
         "the restore marker is removed once caught up"
+    );
+    let queue = http
+        .get(format!("{console}/queue"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !queue.contains("ripristinato da un backup"),
+        "the notice is gone"
     );
     drop(celano);
 

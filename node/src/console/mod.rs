@@ -120,8 +120,47 @@ impl Signed {
             actor: Some(&self.actor),
             csrf: &self.session.csrf,
             current,
+            notice: node_notice(state, self.session.lang),
         }
     }
+}
+
+/// What operators must know of the node's state before they act.
+fn node_notice(state: &ConsoleState, l: &str) -> Option<String> {
+    use crate::registry_link::RegistryReach;
+    if state.federation.catching_up() {
+        return Some(
+            tr(
+                l,
+                "Nodo ripristinato da un backup: in attesa dei dati degli altri enti. Le modifiche sono sospese e riprendono da sole.",
+                "This node was restored from a backup and is waiting for the other bodies' data. Changes are held and resume by themselves.",
+            )
+            .into(),
+        );
+    }
+    if let RegistryReach::Unreachable { since_ms } = state.federation.registry_reach() {
+        let since = jiff::Timestamp::from_millisecond(since_ms as i64)
+            .map(|t| {
+                t.to_zoned(urpnet_proto::calendar::rome())
+                    .strftime("%d/%m %H:%M")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        return Some(format!(
+            "{} {since}: {}",
+            tr(
+                l,
+                "Registro non raggiungibile dalle",
+                "Registry unreachable since"
+            ),
+            tr(
+                l,
+                "per passare una richiesta indicare l'ente destinatario; il resto funziona.",
+                "to hand a request on, name the receiving body; everything else works.",
+            )
+        ));
+    }
+    None
 }
 
 /// The session of a request, with its operator (the token re-checked: a
@@ -284,6 +323,7 @@ fn login_frame<'a>(state: &'a ConsoleState, lang: &'a str) -> Frame<'a> {
         actor: None,
         csrf: "",
         current: "",
+        notice: None,
     }
 }
 

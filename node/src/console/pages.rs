@@ -28,6 +28,9 @@ pub struct Frame<'a> {
     pub csrf: &'a str,
     /// Which navigation entry is current.
     pub current: &'a str,
+    /// A state of the node every operator should know of (the registry
+    /// unreachable, writes held after a restore), shown on every page.
+    pub notice: Option<String>,
 }
 
 /// The page around `content`.
@@ -78,6 +81,9 @@ pub fn layout(f: &Frame<'_>, content: Markup) -> Markup {
                             }
                         }
                     }
+                }
+                @if let Some(notice) = &f.notice {
+                    p.notice role="status" { (notice) }
                 }
                 main #main tabindex="-1" {
                     h1 { (f.title) }
