@@ -370,3 +370,64 @@ pub fn free_port_below_ephemeral() -> std::io::Result<std::net::SocketAddr> {
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
 }
+
+/// For benchmarks: a registry (the sample taxonomy, heartbeats every
+/// 500 ms) and one node per `(id, name, ISTAT code)` comune under `dir`,
+/// enrolled and started with the per-caller rate limits lifted (capacity is
+/// measured, not the limits); returns once every node knows every other as
+/// active.
+///
+/// # Errors
+/// Any start, enrolment or a member list that does not arrive in 60 s.
+pub async fn bench_comuni(
+    dir: &std::path::Path,
+    comuni: &[(&str, &str, &str)],
+) -> anyhow::Result<(RunningRegistry, Vec<RunningNode>)> {
+    let mut rconfig = RegistryConfig::new("bench", dir.join("registry"));
+    rconfig.membership.heartbeat_interval = Duration::from_millis(500);
+    rconfig.metrics.listen = String::new();
+    let registry = start_registry(rconfig).await?;
+    let mut admin = registry.admin()?;
+    admin
+        .import_taxonomy(urpnet_proto::v1::ImportTaxonomyRequest {
+            toml: include_str!("../taxonomy.toml").into(),
+        })
+        .await?;
+    let mut nodes = Vec::new();
+    for (id, name, code) in comuni {
+        let mut config = NodeConfig::new(
+            urpnet_proto::ids::NodeId::new(*id)?,
+            *name,
+            dir.join(id).join("data"),
+        );
+        config.desk.rate_per_second = 1_000_000;
+        config.desk.rate_burst = 1_000_000;
+        config.peering.rate_per_second = 1_000_000;
+        config.peering.rate_burst = 1_000_000;
+        enrol_node(
+            &mut admin,
+            &registry.endpoint(),
+            &mut config,
+            Level::Comune,
+            &[code],
+        )
+        .await?;
+        nodes.push(start_node(config).await?);
+    }
+    let started = Instant::now();
+    for node in &nodes {
+        loop {
+            let members = urpnet_node::registry_link::load_cache(&node.config.node.data_dir).0;
+            if members.is_some_and(|m| nodes.iter().all(|o| m.is_active(o.config.node.id.as_str())))
+            {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "members not known"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok((registry, nodes))
+}

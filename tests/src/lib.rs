@@ -21,6 +21,7 @@ use urpnet_proto::ids::NodeId;
 
 pub mod archive;
 pub mod browser;
+pub mod console;
 pub mod federation;
 pub mod proxy;
 pub mod shared;

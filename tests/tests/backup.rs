@@ -129,27 +129,12 @@ async fn a_restored_node_gets_back_what_happened_since_from_its_peers(
     assert_eq!(held.code(), tonic::Code::Unavailable, "{held:?}");
 
     // Operators see why on every console page.
-    let console = format!("http://{}", fed.node(CELANO.id).console_addr);
-    let http = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let signed_in = http
-        .post(format!("{console}/login"))
-        .form(&[("token", fed.node(CELANO.id).token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_in.status().as_u16(), 303);
-    let queue = http
-        .get(format!("{console}/queue"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let http = urpnet_tests::console::client();
+    let (status, _) =
+        urpnet_tests::console::sign_in(&http, fed.node(CELANO.id), &fed.node(CELANO.id).token)
+            .await;
+    assert_eq!(status, 303);
+    let (_, queue) = urpnet_tests::console::page(&http, fed.node(CELANO.id), "/queue").await;
     assert!(queue.contains("ripristinato da un backup"), "{queue}");
 
     // The Region returns: Celano catches up and writes again by itself.
@@ -213,14 +198,7 @@ async fn a_restored_node_gets_back_what_happened_since_from_its_peers(
         !config_dir(&fed).join("restored.json").exists(),
         "the restore marker is removed once caught up"
     );
-    let queue = http
-        .get(format!("{console}/queue"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, queue) = urpnet_tests::console::page(&http, fed.node(CELANO.id), "/queue").await;
     assert!(
         !queue.contains("ripristinato da un backup"),
         "the notice is gone"

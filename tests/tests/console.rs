@@ -5,47 +5,11 @@
 //! a stale session, a login flood, a ticket this node takes no part in.
 //! The same pages in a real headless Chromium: `console_browser.rs`.
 
-use std::time::Duration;
-
 use reqwest::redirect::Policy;
 use urpnet_node::auth::Role;
+use urpnet_tests::console::{client, page, sign_in, url};
 use urpnet_tests::shared::request;
 use urpnet_tests::{Backend, TestNode};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(Policy::none())
-        .cookie_store(true)
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
-fn url(node: &TestNode, path: &str) -> String {
-    format!("http://{}{path}", node.console_addr)
-}
-
-/// Signs in; returns the session cookie's `Set-Cookie`.
-async fn sign_in(http: &reqwest::Client, node: &TestNode, token: &str) -> (u16, String) {
-    let r = http
-        .post(url(node, "/login"))
-        .form(&[("token", token), ("lang", "it")])
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let cookie = r
-        .headers()
-        .get("set-cookie")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, cookie)
-}
-
-async fn page(http: &reqwest::Client, node: &TestNode, path: &str) -> (u16, String) {
-    let r = http.get(url(node, path)).send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
 
 /// The CSRF token in a page's forms.
 fn csrf_of(html: &str) -> String {

@@ -29,13 +29,9 @@ use clap::Parser;
 use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use urpnet_examples::{bench, federation, samples};
-use urpnet_node::NodeConfig;
-use urpnet_proto::ids::NodeId;
 use urpnet_proto::v1::{
-    Channel, GetHistoryRequest, GetTicketRequest, HandoffRequest, ImportTaxonomyRequest, Level,
-    ListTicketsRequest,
+    Channel, GetHistoryRequest, GetTicketRequest, HandoffRequest, ListTicketsRequest,
 };
-use urpnet_registry::config::RegistryConfig;
 
 /// Measures the console against the Desk API.
 #[derive(Parser)]
@@ -115,51 +111,14 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("urpnet-bench-web-")
         .tempdir()?;
-    let mut rconfig = RegistryConfig::new("bench", dir.path().join("registry"));
-    rconfig.membership.heartbeat_interval = Duration::from_millis(500);
-    rconfig.metrics.listen = String::new();
-    let registry = federation::start_registry(rconfig).await?;
-    let mut admin = registry.admin()?;
-    admin
-        .import_taxonomy(ImportTaxonomyRequest {
-            toml: include_str!("../../taxonomy.toml").into(),
-        })
-        .await?;
-    let mut nodes = Vec::new();
-    for (id, name, code) in [
-        ("c_c426", "Comune di Celano", "066032"),
-        ("c_a515", "Comune di Avezzano", "066006"),
-    ] {
-        let mut config = NodeConfig::new(NodeId::new(id)?, name, dir.path().join(id).join("data"));
-        config.desk.rate_per_second = 1_000_000;
-        config.desk.rate_burst = 1_000_000;
-        config.peering.rate_per_second = 1_000_000;
-        config.peering.rate_burst = 1_000_000;
-        federation::enrol_node(
-            &mut admin,
-            &registry.endpoint(),
-            &mut config,
-            Level::Comune,
-            &[code],
-        )
-        .await?;
-        nodes.push(federation::start_node(config).await?);
-    }
-    let started = Instant::now();
-    for node in &nodes {
-        loop {
-            let members = urpnet_node::registry_link::load_cache(&node.config.node.data_dir).0;
-            if members.is_some_and(|m| nodes.iter().all(|o| m.is_active(o.config.node.id.as_str())))
-            {
-                break;
-            }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(60),
-                "members not known"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    let (registry, nodes) = federation::bench_comuni(
+        dir.path(),
+        &[
+            ("c_c426", "Comune di Celano", "066032"),
+            ("c_a515", "Comune di Avezzano", "066006"),
+        ],
+    )
+    .await?;
     let (celano, avezzano) = (&nodes[0], &nodes[1]);
     let desk = celano.desk().await?;
 
