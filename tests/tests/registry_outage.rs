@@ -51,6 +51,16 @@ async fn wait_health(node: &ProcessNode, want: ServingStatus) {
     .await;
 }
 
+async fn archive_status(
+    archive: &mut urpnet_node::cli::archive::ArchiveDesk,
+) -> Option<urpnet_proto::v1::ArchiveStatusResponse> {
+    archive
+        .archive_status(ArchiveStatusRequest {})
+        .await
+        .ok()
+        .map(tonic::Response::into_inner)
+}
+
 async fn faq(node: &ProcessNode) -> urpnet_tests::shared::Faq {
     let (channel, token) =
         urpnet_node::cli::channel_with_token(&node.desk_addr.to_string(), &node.token)
@@ -104,7 +114,6 @@ async fn nodes_keep_working_while_the_registry_is_down() {
     let (celano_config, region_config) = (configs[0].clone(), configs[1].clone());
     let mut celano = ProcessNode::start(&celano_config).await;
     let region = ProcessNode::start(&region_config).await;
-    let cached = |config: &urpnet_node::NodeConfig| config.node.data_dir.clone();
     for config in [&celano_config, &region_config] {
         wait_cached_members(&config.node.data_dir, &[CELANO.id, ABRUZZO.id, AVEZZANO.id]).await;
     }
@@ -121,7 +130,7 @@ async fn nodes_keep_working_while_the_registry_is_down() {
         .await
         .expect("revoke");
     for config in [&celano_config, &region_config] {
-        let dir = cached(config);
+        let dir = config.node.data_dir.clone();
         wait_for(
             "the revocation in the cache",
             Duration::from_secs(30),
@@ -310,11 +319,7 @@ async fn nodes_keep_working_while_the_registry_is_down() {
     let queued = wait_for("four records queued", DEADLINE, || {
         let mut archive = archive.clone();
         async move {
-            let s = archive
-                .archive_status(ArchiveStatusRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let s = archive_status(&mut archive).await?;
             (s.made == 7 && s.pending == 4).then_some(s)
         }
     })
@@ -330,11 +335,7 @@ async fn nodes_keep_working_while_the_registry_is_down() {
     wait_for("all records acknowledged", DEADLINE, || {
         let mut archive = archive.clone();
         async move {
-            let s = archive
-                .archive_status(ArchiveStatusRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let s = archive_status(&mut archive).await?;
             (s.made == 7 && s.sent == 7 && s.pending == 0).then_some(())
         }
     })
