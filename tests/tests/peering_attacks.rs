@@ -15,8 +15,8 @@ use urpnet_proto::v1::peering_client::PeeringClient;
 use urpnet_proto::v1::ticket_event::Kind;
 use urpnet_proto::v1::{
     AnswerHandoffRequest, Channel as Ch, Created, DeliverRequest, DeliverResponse,
-    GetHistoryRequest, GetTicketRequest, HandoffOffered, Hlc, Level, Location, MemberStatus,
-    PayloadKind, SetStatusRequest, Signed, Status, StatusChanged, TicketEvent,
+    GetHistoryRequest, GetTicketRequest, HandoffDeclined, HandoffOffered, Hlc, Level, Location,
+    MemberStatus, PayloadKind, SetStatusRequest, Signed, Status, StatusChanged, TicketEvent,
 };
 use urpnet_tests::federation::{ABRUZZO, CELANO, TestFederation, counter};
 use urpnet_tests::shared::{accept, get};
@@ -131,6 +131,7 @@ fn offer(signer: &NodeSigner, ticket: &str, to: &str) -> (TicketEvent, Signed) {
         Kind::HandoffOffered(HandoffOffered {
             to_node: to.into(),
             reason: "per competenza".into(),
+            ..Default::default()
         }),
     )
 }
@@ -271,6 +272,7 @@ async fn forged_misdirected_oversized_and_replayed_items_are_refused_and_good_on
     desk.accept_handoff(AnswerHandoffRequest {
         ticket_id: t1.clone(),
         reason: String::new(),
+        ..Default::default()
     })
     .await
     .expect("accept");
@@ -523,6 +525,7 @@ async fn stamps_of_a_members_choosing_take_no_ticket_over() {
         Kind::HandoffOffered(HandoffOffered {
             to_node: ABRUZZO.id.into(),
             reason: "ci ripenso".into(),
+            ..Default::default()
         }),
     );
     backdated.hlc = Some(Hlc {
@@ -587,4 +590,132 @@ async fn a_ticket_log_is_bounded_per_author() {
     assert_eq!(held.event_count as usize, limit);
     let metrics = celano.metrics().await;
     assert!(refused(&metrics, "ticket_full") >= 50.0);
+}
+
+/// An honest owner re-offering after a decline is no equivocator, even to a
+/// participant the decline has not reached yet (found by the fault
+/// simulation: a delayed decline got an honest comune quarantined). The
+/// offer names the decline it follows and waits for it; two offers at one
+/// epoch are still equivocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_after_a_decline_waits_for_that_decline_and_is_no_equivocation() {
+    let (fed, owner, mut client) = rogue_federation("reoffer").await;
+    let (_, ghost) = fed.registry.enrol(GHOST, Level::Comune, &["066006"]).await;
+    let celano = fed.node(CELANO.id);
+    let celano_dir = celano.config.node.data_dir.clone();
+    wait_for("Celano to know the ghost", Duration::from_secs(20), || {
+        let dir = celano_dir.clone();
+        async move {
+            let m = urpnet_node::registry_link::load_cache(&dir).0?;
+            m.is_active(GHOST).then_some(())
+        }
+    })
+    .await;
+    let mut desk = celano.desk().await;
+    let t = ticket_of(&owner);
+
+    // The owner offers its ticket to Celano, which declines.
+    let batch = vec![created(&owner, &t, 70).1, offer(&owner, &t, CELANO.id).1];
+    let resp = deliver(&mut client, batch).await.expect("deliver");
+    assert_eq!(resp.applied, 2, "{resp:?}");
+    desk.decline_handoff(AnswerHandoffRequest {
+        ticket_id: t.clone(),
+        reason: "non di competenza".into(),
+    })
+    .await
+    .expect("Celano declines");
+    let d1 = get(&desk, &t).await.expect("held").last_decline_event_id;
+    assert!(!d1.is_empty());
+
+    // Then to the ghost, naming Celano's decline: applied at once.
+    let reoffer = |to: &str, after: &str| {
+        event(
+            &owner,
+            &t,
+            0,
+            Kind::HandoffOffered(HandoffOffered {
+                to_node: to.into(),
+                reason: "per competenza".into(),
+                after_decline_event_id: after.into(),
+            }),
+        )
+    };
+    let (offer2, offer2_signed) = reoffer(GHOST, &d1);
+    let resp = deliver(&mut client, vec![offer2_signed])
+        .await
+        .expect("deliver");
+    assert_eq!(resp.applied, 1, "{resp:?}");
+
+    // The ghost declines; its decline has not reached Celano when the owner
+    // offers to the region, naming it. Celano holds the offer back.
+    let (d2, d2_signed) = event(
+        &ghost,
+        &t,
+        0,
+        Kind::HandoffDeclined(HandoffDeclined {
+            offer_event_id: offer2.event_id.clone(),
+            reason: "non di competenza".into(),
+        }),
+    );
+    let (_, offer3_signed) = reoffer(ABRUZZO.id, &d2.event_id);
+    let resp = deliver(&mut client, vec![offer3_signed.clone()])
+        .await
+        .expect("deliver");
+    assert_eq!(resp.applied, 0, "{resp:?}");
+    assert_eq!(resp.retry.len(), 1, "{resp:?}");
+    assert!(
+        resp.retry[0].reason.contains("has not arrived yet"),
+        "{resp:?}"
+    );
+    let held = get(&desk, &t).await.expect("held");
+    assert!(held.equivocators.is_empty(), "{held:?}");
+    assert_eq!(
+        held.pending_handoff.map(|p| p.to_node).as_deref(),
+        Some(GHOST)
+    );
+
+    // The decline arrives (relayed by the owner), and the offer with it.
+    let resp = deliver(&mut client, vec![d2_signed, offer3_signed])
+        .await
+        .expect("deliver");
+    assert_eq!(resp.applied, 2, "{resp:?}");
+    let held = get(&desk, &t).await.expect("held");
+    assert!(held.equivocators.is_empty(), "{held:?}");
+    assert_eq!(
+        held.pending_handoff.map(|p| p.to_node).as_deref(),
+        Some(ABRUZZO.id)
+    );
+    let (_, note) = event(&owner, &t, 0, Kind::Note(Default::default()));
+    let resp = deliver(&mut client, vec![note])
+        .await
+        .expect("not quarantined");
+    assert_eq!(resp.applied, 1, "{resp:?}");
+
+    // A decline named by something that is not an event id: refused.
+    let (_, garbled) = signed_at(
+        &owner,
+        &t,
+        0,
+        Kind::HandoffOffered(HandoffOffered {
+            to_node: CELANO.id.into(),
+            reason: "per competenza".into(),
+            after_decline_event_id: "ieri".into(),
+        }),
+        Some((99, vec![0; 32])),
+    );
+    let resp = deliver(&mut client, vec![garbled]).await.expect("deliver");
+    assert_eq!(resp.refused.len(), 1, "{resp:?}");
+    assert!(
+        resp.refused[0]
+            .reason
+            .contains("handoff_offered.after_decline_event_id"),
+        "{resp:?}"
+    );
+
+    // Naming a decline does not license a second offer while one is pending.
+    let (_, twice) = reoffer(CELANO.id, &d2.event_id);
+    let resp = deliver(&mut client, vec![twice]).await.expect("deliver");
+    assert_eq!(resp.applied, 1, "kept in the log: {resp:?}");
+    let held = get(&desk, &t).await.expect("held");
+    assert_eq!(held.equivocators, vec![ROGUE.to_string()]);
 }

@@ -282,6 +282,7 @@ impl TicketDesk {
                         Kind::HandoffOffered(HandoffOffered {
                             to_node: target.clone(),
                             reason: reason.clone(),
+                            after_decline_event_id: t.last_decline_event_id.clone(),
                         }),
                     ))
                 }),

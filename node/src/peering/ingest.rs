@@ -219,6 +219,33 @@ async fn ingest(
                 fresh.push(e);
             }
         }
+        // An offer made after a decline waits for that decline: folded
+        // without it, the owner's earlier offer would still look pending and
+        // the owner like an equivocator.
+        let declines: HashSet<&str> = held_events
+            .iter()
+            .chain(fresh.iter().map(|e| &e.event))
+            .filter(|e| matches!(e.kind, Some(Kind::HandoffDeclined(_))))
+            .map(|e| e.event_id.as_str())
+            .collect();
+        fresh.retain(|e| match &e.event.kind {
+            Some(Kind::HandoffOffered(o))
+                if !o.after_decline_event_id.is_empty()
+                    && !declines.contains(o.after_decline_event_id.as_str()) =>
+            {
+                out.retry.push(Verdict {
+                    index: e.index,
+                    id: e.stored.event_id.clone(),
+                    code: "decline_missing",
+                    reason: format!(
+                        "ticket {ticket_id}: the offer follows decline {}, which has not arrived yet",
+                        o.after_decline_event_id
+                    ),
+                });
+                false
+            }
+            _ => true,
+        });
         if fresh.is_empty() {
             continue;
         }

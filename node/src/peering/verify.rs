@@ -350,7 +350,15 @@ fn shape(event: &TicketEvent) -> Result<(), String> {
     match &event.kind {
         None => Err(format!("event {}: kind is required", event.event_id)),
         Some(Kind::Created(created)) => created_shape(event, created),
-        Some(Kind::HandoffOffered(o)) => node("handoff_offered.to_node", &o.to_node),
+        Some(Kind::HandoffOffered(o)) => {
+            node("handoff_offered.to_node", &o.to_node)?;
+            if o.after_decline_event_id.is_empty() {
+                return Ok(());
+            }
+            TicketId::parse(&o.after_decline_event_id)
+                .map(|_| ())
+                .map_err(|e| format!("handoff_offered.after_decline_event_id: {e}"))
+        }
         Some(Kind::Shared(s)) => node("shared.with_node", &s.with_node),
         Some(Kind::HandoffAccepted(a)) => TicketId::parse(&a.offer_event_id)
             .map(|_| ())

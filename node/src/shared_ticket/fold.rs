@@ -347,6 +347,7 @@ fn created_ticket(
         chain_heads: Vec::new(),
         answers: created.answers.clone(),
         contact_erased: false,
+        last_decline_event_id: String::new(),
     }
 }
 
@@ -479,6 +480,7 @@ fn check_and_apply(ticket: &mut Ticket, event: &TicketEvent) -> Result<(), Strin
             let pending = answer_pending(ticket, event, &answer.offer_event_id)?;
             ticket.owner_node = pending.to_node;
             ticket.owner_epoch += 1;
+            ticket.last_decline_event_id.clear();
             ticket.handoff_count += 1;
             ticket.office.clear();
             if !lifecycle::is_terminal(ticket.status()) {
@@ -488,6 +490,7 @@ fn check_and_apply(ticket: &mut Ticket, event: &TicketEvent) -> Result<(), Strin
         }
         Some(Kind::HandoffDeclined(answer)) => {
             answer_pending(ticket, event, &answer.offer_event_id)?;
+            ticket.last_decline_event_id.clone_from(&event.event_id);
             Ok(())
         }
         Some(Kind::CitizenNotified(_)) => require_participant(ticket, event),
@@ -664,6 +667,7 @@ mod tests {
             Kind::HandoffOffered(HandoffOffered {
                 to_node: "p_ba".into(),
                 reason: String::new(),
+                ..Default::default()
             }),
         );
         let offer_id = offer.event_id.clone();
@@ -706,6 +710,7 @@ mod tests {
             Kind::HandoffOffered(HandoffOffered {
                 to_node: "p_ba".into(),
                 reason: String::new(),
+                ..Default::default()
             }),
         );
         let b = event(
@@ -715,6 +720,7 @@ mod tests {
             Kind::HandoffOffered(HandoffOffered {
                 to_node: "r_puglia".into(),
                 reason: String::new(),
+                ..Default::default()
             }),
         );
         let ticket = fold(chained([created(), a.clone(), b])).ticket.unwrap();
@@ -738,6 +744,7 @@ mod tests {
             Kind::HandoffOffered(HandoffOffered {
                 to_node: "r_puglia".into(),
                 reason: String::new(),
+                ..Default::default()
             }),
         );
         let ticket = fold(chained([created(), a, decline, c])).ticket.unwrap();
@@ -800,6 +807,7 @@ mod tests {
                     4 => Kind::HandoffOffered(HandoffOffered {
                         to_node: target.into(),
                         reason: String::new(),
+                        ..Default::default()
                     }),
                     5 => Kind::HandoffAccepted(HandoffAccepted {
                         offer_event_id: format!("01JD{offer_n:022}"),
@@ -807,6 +815,7 @@ mod tests {
                     _ => Kind::HandoffDeclined(HandoffDeclined {
                         offer_event_id: format!("01JD{offer_n:022}"),
                         reason: String::new(),
+                        ..Default::default()
                     }),
                 };
                 let mut e = event(n, author, epoch, kind);
@@ -865,6 +874,7 @@ mod tests {
                     3 | 4 => Kind::HandoffOffered(HandoffOffered {
                         to_node: target.into(),
                         reason: String::new(),
+                        ..Default::default()
                     }),
                     5 => Kind::HandoffAccepted(HandoffAccepted {
                         offer_event_id: format!("01JD{offer_n:022}"),
@@ -872,6 +882,7 @@ mod tests {
                     6 => Kind::HandoffDeclined(HandoffDeclined {
                         offer_event_id: format!("01JD{offer_n:022}"),
                         reason: String::new(),
+                        ..Default::default()
                     }),
                     _ => Kind::Assigned(Assigned {
                         office: "altrove".into(),
@@ -918,6 +929,7 @@ mod tests {
             Kind::HandoffOffered(HandoffOffered {
                 to_node: "p_ba".into(),
                 reason: String::new(),
+                ..Default::default()
             }),
         );
         let accept = event(
@@ -1041,6 +1053,7 @@ mod tests {
             Kind::HandoffOffered(HandoffOffered {
                 to_node: "c_c426".into(),
                 reason: String::new(),
+                ..Default::default()
             }),
         );
         backdated.hlc.as_mut().unwrap().wall_ms = 1_700_000_000_005;
