@@ -347,8 +347,15 @@ async fn invariants(sim: &Sim, model: &Model) -> Result<(), String> {
         for (node, history) in &holders {
             if ids(history) != first {
                 return Err(format!(
-                    "{}: {} holds other events than {}",
-                    t.id, OFFICES[*node].id, OFFICES[holders[0].0].id
+                    "{}: {} holds other events than {}\n{}",
+                    t.id,
+                    OFFICES[*node].id,
+                    OFFICES[holders[0].0].id,
+                    holders
+                        .iter()
+                        .map(|(n, h)| format!("at {}:\n{}", OFFICES[*n].id, describe(h)))
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 ));
             }
             let notes: Vec<&str> = history
@@ -399,6 +406,36 @@ async fn invariants(sim: &Sim, model: &Model) -> Result<(), String> {
             return Err(format!("{}: folds differ: {states:?}", t.id));
         }
     }
+    // Every node here is honest: none may be quarantined by another.
+    for (node, desk) in sim.desks.iter().enumerate() {
+        let peers = desk
+            .clone()
+            .list_peers(urpnet_proto::v1::ListPeersRequest {})
+            .await
+            .map_err(|e| format!("peers unreadable at {}: {e}", OFFICES[node].id))?
+            .into_inner()
+            .peers;
+        if let Some(p) = peers.iter().find(|p| !p.quarantine_reason.is_empty()) {
+            let mut histories = String::new();
+            for t in &model.tickets {
+                if p.quarantine_reason.contains(&t.id) {
+                    for other in 0..n {
+                        if let Some(h) = sim.history(other, &t.id).await {
+                            histories.push_str(&format!(
+                                "at {}:\n{}\n",
+                                OFFICES[other].id,
+                                describe(&h)
+                            ));
+                        }
+                    }
+                }
+            }
+            panic!(
+                "{} quarantined the honest {}: {}\n{histories}",
+                OFFICES[node].id, p.peer, p.quarantine_reason
+            );
+        }
+    }
     let mut roots = BTreeSet::new();
     for faq in &sim.faqs {
         let status = faq_status(faq).await.ok_or("FAQ status unreadable")?;
@@ -415,6 +452,46 @@ async fn invariants(sim: &Sim, model: &Model) -> Result<(), String> {
         return Err(format!("FAQ sets differ: {roots:?}"));
     }
     Ok(())
+}
+
+/// A history, one line per event in fold order: stamp, author and place in
+/// its chain, kind, and why it had no effect.
+fn describe(history: &[urpnet_proto::v1::HistoryEntry]) -> String {
+    history
+        .iter()
+        .filter_map(|h| {
+            let e = h.event.as_ref()?;
+            let hlc = e.hlc.unwrap_or_default();
+            let kind = match e.kind.as_ref()? {
+                Kind::HandoffOffered(o) => {
+                    format!(
+                        "offer to {} after [{}]",
+                        o.to_node, o.after_decline_event_id
+                    )
+                }
+                Kind::HandoffAccepted(a) => format!("accept {}", a.offer_event_id),
+                Kind::HandoffDeclined(d) => format!("decline {}", d.offer_event_id),
+                Kind::Note(_) => "note".into(),
+                Kind::Created(_) => "created".into(),
+                other => format!("{other:?}").chars().take(40).collect(),
+            };
+            Some(format!(
+                "  {}.{:<5} {} #{} {} epoch {} {kind}{}",
+                hlc.wall_ms,
+                hlc.logical,
+                e.author_node,
+                e.author_seq,
+                e.event_id,
+                e.owner_epoch,
+                if h.effective {
+                    String::new()
+                } else {
+                    format!(" — NO EFFECT: {}", h.ineffective_reason)
+                }
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 async fn run(seed: u64) {

@@ -196,8 +196,14 @@ async fn fetch_and_store(
                 Err(refusal) => tracing::warn!(%peer, ?refusal, "fetched event refused"),
             }
         }
-        let outcome =
-            crate::peering::ingest::ingest_delivered(&ctx.store, peer, good, Vec::new()).await?;
+        let outcome = crate::peering::ingest::ingest_delivered(
+            &ctx.store,
+            &ctx.clock,
+            peer,
+            good,
+            Vec::new(),
+        )
+        .await?;
         stored += outcome.applied as usize;
     }
     Ok(stored)

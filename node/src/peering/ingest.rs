@@ -7,8 +7,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use urpnet_proto::hlc::HybridClock;
 use urpnet_proto::v1::ticket_event::Kind;
-use urpnet_proto::v1::{CitizenContact, TicketEvent};
+use urpnet_proto::v1::{CitizenContact, Hlc, TicketEvent};
 
 use super::tables as outbox;
 use crate::error::NodeResult;
@@ -70,24 +71,47 @@ pub struct IngestOutcome {
     pub contacts_refused: Vec<Verdict>,
 }
 
-/// Stores what a peer delivered (verified by the caller), ticket by ticket,
-/// in one transaction with the outbox rows it calls for.
+/// Stores what a peer delivered or anti-entropy fetched (verified by the
+/// caller), ticket by ticket, in one transaction with the outbox rows it
+/// calls for; then moves `clock` past the latest event stored (never past
+/// one refused or held back), so this node's next event is stamped after
+/// everything it has seen: an offer after the decline it follows, whichever
+/// way the decline came.
 ///
 /// # Errors
 /// Storage failures.
 pub async fn ingest_delivered(
     store: &Store,
+    clock: &HybridClock,
     from: &str,
     events: Vec<Incoming>,
     contacts: Vec<IncomingContact>,
 ) -> NodeResult<IngestOutcome> {
-    store
+    let stamps: Vec<(usize, Hlc)> = events
+        .iter()
+        .filter_map(|i| i.event.hlc.map(|h| (i.index, h)))
+        .collect();
+    let outcome = store
         .write(Ingest {
             from: from.to_string(),
             events,
             contacts,
         })
-        .await
+        .await?;
+    let not_stored: HashSet<usize> = outcome
+        .retry
+        .iter()
+        .chain(&outcome.refused)
+        .map(|v| v.index)
+        .collect();
+    if let Some((_, latest)) = stamps
+        .iter()
+        .filter(|(i, _)| !not_stored.contains(i))
+        .max_by_key(|(_, h)| (h.wall_ms, h.logical))
+    {
+        clock.restore(latest);
+    }
+    Ok(outcome)
 }
 
 struct Ingest {

@@ -238,27 +238,14 @@ impl Peering for PeeringService {
                 }
             }
         }
-        let stamps: Vec<(u32, urpnet_proto::v1::Hlc)> = good
-            .iter()
-            .filter_map(|i| i.event.hlc.map(|h| (i.index as u32, h)))
-            .collect();
-        let outcome =
-            crate::peering::ingest::ingest_delivered(&self.ctx.store, &from, good, contacts)
-                .await?;
-        // The clock moves past what was stored, never past what was refused.
-        let not_stored: std::collections::HashSet<u32> = outcome
-            .retry
-            .iter()
-            .chain(&outcome.refused)
-            .map(|v| v.index as u32)
-            .collect();
-        if let Some((_, latest)) = stamps
-            .iter()
-            .filter(|(i, _)| !not_stored.contains(i))
-            .max_by_key(|(_, h)| (h.wall_ms, h.logical))
-        {
-            self.ctx.clock.restore(latest);
-        }
+        let outcome = crate::peering::ingest::ingest_delivered(
+            &self.ctx.store,
+            &self.ctx.clock,
+            &from,
+            good,
+            contacts,
+        )
+        .await?;
         for v in &outcome.retry {
             item_refused(&from, v.code, &v.id, &v.reason);
             out.retry.push(verdict(v, false, PARTICIPANT_RETRY_MS));
