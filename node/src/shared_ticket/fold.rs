@@ -146,19 +146,23 @@ pub fn fold(events: impl IntoIterator<Item = TicketEvent>) -> Folded {
         log.push((event.clone(), effect));
     }
     // An event stamped before the predecessor it names is a backdating: its
-    // author is an equivocator.
+    // author is an equivocator. Only the stamps tell: an event whose
+    // predecessor is held but did not take its place (its own predecessor
+    // has not arrived yet) is merely waiting.
     let behind =
         |effect: &Effect| matches!(effect, Effect::Ineffective(r) if r.starts_with(BEHIND_CHAIN));
     if let Some(t) = ticket.as_mut()
         && log.iter().any(|(_, effect)| behind(effect))
     {
-        let held: HashSet<(&str, &[u8])> = events
+        let position: HashMap<(&str, &[u8]), usize> = events
             .iter()
             .zip(&hashes)
-            .map(|(e, h)| (e.author_node.as_str(), h.as_slice()))
+            .enumerate()
+            .map(|(i, (e, h))| ((e.author_node.as_str(), h.as_slice()), i))
             .collect();
-        for (e, effect) in &log {
-            if behind(effect) && held.contains(&(e.author_node.as_str(), e.prev_hash.as_slice())) {
+        for (i, (e, effect)) in log.iter().enumerate() {
+            let predecessor = position.get(&(e.author_node.as_str(), e.prev_hash.as_slice()));
+            if behind(effect) && predecessor.is_some_and(|p| *p > i) {
                 mark_equivocator(t, &e.author_node);
             }
         }
@@ -949,7 +953,140 @@ mod tests {
         ])
     }
 
+    /// An honest history with a decline and a re-offer at one epoch, an
+    /// accepted handoff, and notes by every participant between them
+    /// (`notes` a note per step, by the author at that index mod 3).
+    fn honest_with_reoffer(notes: &[u8]) -> Vec<TicketEvent> {
+        let authors = ["c_a662", "p_ba", "c_c426"];
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        let mut out = vec![created()];
+        let mut chat = |out: &mut Vec<TicketEvent>,
+                        at: usize,
+                        joined: usize,
+                        next: &mut dyn FnMut() -> u64| {
+            for a in notes.iter().skip(at).take(3) {
+                let author = authors[usize::from(*a) % joined];
+                out.push(event(
+                    next(),
+                    author,
+                    0,
+                    Kind::Note(Note {
+                        public: false,
+                        text: "n".into(),
+                    }),
+                ));
+            }
+        };
+        chat(&mut out, 0, 1, &mut next);
+        let first = event(
+            next(),
+            "c_a662",
+            0,
+            Kind::HandoffOffered(HandoffOffered {
+                to_node: "p_ba".into(),
+                ..Default::default()
+            }),
+        );
+        let decline = event(
+            next(),
+            "p_ba",
+            0,
+            Kind::HandoffDeclined(HandoffDeclined {
+                offer_event_id: first.event_id.clone(),
+                reason: "no".into(),
+            }),
+        );
+        let decline_id = decline.event_id.clone();
+        out.extend([first, decline]);
+        chat(&mut out, 3, 2, &mut next);
+        let second = event(
+            next(),
+            "c_a662",
+            0,
+            Kind::HandoffOffered(HandoffOffered {
+                to_node: "c_c426".into(),
+                after_decline_event_id: decline_id,
+                ..Default::default()
+            }),
+        );
+        let accept = event(
+            next(),
+            "c_c426",
+            0,
+            Kind::HandoffAccepted(HandoffAccepted {
+                offer_event_id: second.event_id.clone(),
+            }),
+        );
+        out.extend([second, accept]);
+        chat(&mut out, 6, 3, &mut next);
+        out.push(status(next(), "c_c426", 1, Status::InProgress));
+        chat(&mut out, 9, 3, &mut next);
+        chained(out)
+    }
+
+    #[test]
+    fn a_held_predecessor_still_waiting_for_its_own_is_no_backdating() {
+        // The author's 2nd event is missing; its 3rd and 4th are held. The
+        // 4th names the 3rd, which is held but could not take its place.
+        let history = honest_with_reoffer(&[0, 0, 0]);
+        let missing = history[2].clone();
+        assert_eq!(
+            (missing.author_node.as_str(), missing.author_seq),
+            ("c_a662", 3)
+        );
+        let partial: Vec<TicketEvent> =
+            history.iter().filter(|e| **e != missing).cloned().collect();
+        let ticket = fold(partial).ticket.unwrap();
+        assert!(ticket.equivocators.is_empty(), "{:?}", ticket.equivocators);
+        let whole = fold(history).ticket.unwrap();
+        assert!(whole.equivocators.is_empty());
+        assert_eq!(
+            (whole.owner_node.as_str(), whole.owner_epoch),
+            ("c_c426", 1)
+        );
+    }
+
     proptest! {
+        /// What a participant holds while events are on their way is any
+        /// subset of the history that ingest stores (an offer only with the
+        /// decline it names): an honest history never looks, in part, like
+        /// equivocation, and quarantine (which is for good) never follows
+        /// from a delay.
+        #[test]
+        fn no_part_of_an_honest_history_names_an_equivocator(
+            notes in prop::collection::vec(0u8..3, 12),
+            keep in prop::collection::vec(any::<bool>(), 32),
+        ) {
+            let history = honest_with_reoffer(&notes);
+            let whole = fold(history.clone()).ticket.unwrap();
+            prop_assert!(whole.equivocators.is_empty());
+            prop_assert_eq!(whole.ineffective_event_count, 0);
+            let part: Vec<TicketEvent> = history
+                .into_iter()
+                .zip(keep.iter().chain(std::iter::repeat(&true)))
+                .filter(|(_, k)| **k)
+                .map(|(e, _)| e)
+                .collect();
+            let held: HashSet<String> = part.iter().map(|e| e.event_id.clone()).collect();
+            let part: Vec<TicketEvent> = part
+                .into_iter()
+                .filter(|e| match &e.kind {
+                    Some(Kind::HandoffOffered(o)) => {
+                        o.after_decline_event_id.is_empty()
+                            || held.contains(&o.after_decline_event_id)
+                    }
+                    _ => true,
+                })
+                .collect();
+            if let Some(t) = fold(part).ticket {
+                prop_assert!(t.equivocators.is_empty(), "{:?}", t.equivocators);
+            }
+        }
+
         #[test]
         fn any_permutation_and_duplication_folds_to_the_same_state(
             events in event_set(),
