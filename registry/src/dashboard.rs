@@ -457,7 +457,7 @@ async fn archive(State(state): Shared, headers: HeaderMap, Query(q): Params) -> 
                 div { label for="by" { "Raggruppa per (category, channel, territory, week, outcome, handling, overflow)" } input #by name="by" value=(by); }
                 button type="submit" { "Interroga" }
             }
-            p { "Totale " (r.total) " record; celle sotto k = " (r.k) " nascoste (" (r.suppressed_small) "), complementari (" (r.suppressed_complementary) "). "
+            p { "Totale " (r.total) " record; celle sotto k = " (r.k) " nascoste (" (r.suppressed_small) "), complementari (" (r.suppressed_complementary) "). I conteggi portano un rumore di al più ±3, lo stesso a ogni richiesta. "
                 a href=(csv_link) download { "Scarica CSV" } }
             table {
                 caption { "Conteggi" }

@@ -272,7 +272,6 @@ async fn forged_misdirected_oversized_and_replayed_items_are_refused_and_good_on
     desk.accept_handoff(AnswerHandoffRequest {
         ticket_id: t1.clone(),
         reason: String::new(),
-        ..Default::default()
     })
     .await
     .expect("accept");

@@ -419,13 +419,9 @@ async fn invariants(sim: &Sim, model: &Model) -> Result<(), String> {
             let mut histories = String::new();
             for t in &model.tickets {
                 if p.quarantine_reason.contains(&t.id) {
-                    for other in 0..n {
+                    for (other, office) in OFFICES.iter().enumerate() {
                         if let Some(h) = sim.history(other, &t.id).await {
-                            histories.push_str(&format!(
-                                "at {}:\n{}\n",
-                                OFFICES[other].id,
-                                describe(&h)
-                            ));
+                            histories.push_str(&format!("at {}:\n{}\n", office.id, describe(&h)));
                         }
                     }
                 }

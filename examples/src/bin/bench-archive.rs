@@ -405,9 +405,11 @@ async fn fill(pool: &sqlx::AnyPool, from: u64, target: u64) -> anyhow::Result<()
                     (random() < 0.05)::int AS overflow \
                     FROM generate_series({}, {}) g) \
              INSERT INTO archive_records (id, source, category, channel, territory, province, region, \
-             week, outcome, handling, handoffs, overflow, origin_level, competent_level, received_ms) \
+             week, outcome, handling, handoffs, overflow, origin_level, competent_level, received_ms, \
+             rkey) \
              SELECT decode(md5(r.g::text), 'hex'), 'r_bench', bc.code, r.channel, c.istat, c.province, \
-                    c.region, bw.w, r.outcome, r.handling, r.handoffs, r.overflow, 1, 1, 0 \
+                    c.region, bw.w, r.outcome, r.handling, r.handoffs, r.overflow, 1, 1, 0, \
+                    get_byte(decode(md5(r.g::text), 'hex'), 0) \
              FROM r JOIN bench_categories bc ON bc.i = r.ci JOIN bench_weeks bw ON bw.i = r.wi \
                     JOIN bench_comuni c ON c.i = r.ki",
             at + 1,
@@ -424,8 +426,8 @@ async fn fill(pool: &sqlx::AnyPool, from: u64, target: u64) -> anyhow::Result<()
     let t = Instant::now();
     sqlx::query("TRUNCATE archive_weekly").execute(pool).await?;
     sqlx::query(
-        "INSERT INTO archive_weekly (week, category, territory, province, region, n) \
-         SELECT week, category, territory, province, region, COUNT(*) FROM archive_records \
+        "INSERT INTO archive_weekly (week, category, territory, province, region, n, key_sum) \
+         SELECT week, category, territory, province, region, COUNT(*), SUM(rkey) FROM archive_records \
          GROUP BY week, category, territory, province, region",
     )
     .execute(pool)
@@ -434,8 +436,8 @@ async fn fill(pool: &sqlx::AnyPool, from: u64, target: u64) -> anyhow::Result<()
         .execute(pool)
         .await?;
     sqlx::query(
-        "INSERT INTO archive_weekly_province (week, category, region, province, n) \
-         SELECT week, category, region, province, SUM(n) FROM archive_weekly \
+        "INSERT INTO archive_weekly_province (week, category, region, province, n, key_sum) \
+         SELECT week, category, region, province, SUM(n), SUM(key_sum) FROM archive_weekly \
          GROUP BY week, category, region, province",
     )
     .execute(pool)

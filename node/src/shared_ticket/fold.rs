@@ -819,7 +819,6 @@ mod tests {
                     _ => Kind::HandoffDeclined(HandoffDeclined {
                         offer_event_id: format!("01JD{offer_n:022}"),
                         reason: String::new(),
-                        ..Default::default()
                     }),
                 };
                 let mut e = event(n, author, epoch, kind);
@@ -886,7 +885,6 @@ mod tests {
                     6 => Kind::HandoffDeclined(HandoffDeclined {
                         offer_event_id: format!("01JD{offer_n:022}"),
                         reason: String::new(),
-                        ..Default::default()
                     }),
                     _ => Kind::Assigned(Assigned {
                         office: "altrove".into(),
@@ -964,10 +962,10 @@ mod tests {
             n
         };
         let mut out = vec![created()];
-        let mut chat = |out: &mut Vec<TicketEvent>,
-                        at: usize,
-                        joined: usize,
-                        next: &mut dyn FnMut() -> u64| {
+        let chat = |out: &mut Vec<TicketEvent>,
+                    at: usize,
+                    joined: usize,
+                    next: &mut dyn FnMut() -> u64| {
             for a in notes.iter().skip(at).take(3) {
                 let author = authors[usize::from(*a) % joined];
                 out.push(event(

@@ -393,7 +393,7 @@ pub fn query_table(r: &ArchiveQueryResponse) -> String {
         t.add_row(row);
     }
     format!(
-        "{t}\ntotal {} · k = {} · suppressed: {} under k, {} complementary · {} group(s) with a single outcome shown as outcome `*` (l-diversity)",
+        "{t}\ntotal {} · k = {} · suppressed: {} under k, {} complementary · {} group(s) with a single outcome shown as outcome `*` (l-diversity) · counts carry noise of at most ±3",
         if r.total == 0 {
             "*".to_string()
         } else {

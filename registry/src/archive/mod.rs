@@ -35,14 +35,14 @@ use urpnet_proto::v1::{
 use urpnet_proto::validate::Violations;
 
 use crate::error::{RegistryError, RegistryResult};
-use publish::{Hidden, poisson_upper_tail, protect};
+use publish::{Hidden, perturb, perturb_total, poisson_upper_tail, protect, record_key};
 
 /// Largest signed batch accepted, in bytes.
 pub const BATCH_MAX_BYTES: usize = 1024 * 1024;
 /// Most cells a query returns.
 pub const QUERY_MAX_CELLS: usize = 200_000;
-/// Rows per multi-row INSERT: a whole batch in one statement (15 binds a
-/// row, 30,000 in all; SQLite allows 32,766).
+/// Rows per multi-row INSERT: a whole batch in one statement (16 binds a
+/// row, 32,000 in all; SQLite allows 32,766).
 const INSERT_CHUNK: usize = rules::BATCH_MAX_RECORDS;
 /// Default trailing baseline, weeks.
 pub const DEFAULT_BASELINE_WEEKS: u32 = 8;
@@ -281,8 +281,8 @@ impl Archive {
             let sql = format!(
                 "INSERT INTO archive_records (id, source, category, channel, territory, province, \
                  region, week, outcome, handling, handoffs, overflow, origin_level, \
-                 competent_level, received_ms) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
-                self.values(chunk.len(), 15)
+                 competent_level, received_ms, rkey) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+                self.values(chunk.len(), 16)
             );
             let mut q = sqlx::query(&sql);
             for r in chunk {
@@ -302,7 +302,8 @@ impl Archive {
                     .bind(i64::from(r.overflow))
                     .bind(i64::from(r.origin_level))
                     .bind(i64::from(r.competent_level))
-                    .bind(now);
+                    .bind(now)
+                    .bind(record_key(&r.id));
             }
             for row in q.fetch_all(&mut *tx).await? {
                 inserted.insert(row.try_get::<Vec<u8>, _>(0)?);
@@ -311,12 +312,13 @@ impl Archive {
         let (rollup, accepted) = new_cells(records, &inserted);
         for chunk in rollup.chunks(INSERT_CHUNK) {
             let sql = format!(
-                "INSERT INTO archive_weekly (week, category, territory, province, region, n) \
-                 VALUES {} ON CONFLICT (week, category, territory) DO UPDATE SET n = archive_weekly.n + excluded.n",
-                self.values(chunk.len(), 6)
+                "INSERT INTO archive_weekly (week, category, territory, province, region, n, key_sum) \
+                 VALUES {} ON CONFLICT (week, category, territory) DO UPDATE SET \
+                 n = archive_weekly.n + excluded.n, key_sum = archive_weekly.key_sum + excluded.key_sum",
+                self.values(chunk.len(), 7)
             );
             let mut q = sqlx::query(&sql);
-            for ((week, category, territory), n) in chunk {
+            for ((week, category, territory), (n, key)) in chunk {
                 let (province, region) = place(italy, territory);
                 q = q
                     .bind(i64::from(*week))
@@ -324,25 +326,29 @@ impl Archive {
                     .bind((*territory).to_owned())
                     .bind(province)
                     .bind(region)
-                    .bind(*n);
+                    .bind(*n)
+                    .bind(*key);
             }
             q.execute(&mut *tx).await?;
         }
         let provinces = by_province(italy, &rollup);
         for chunk in provinces.chunks(INSERT_CHUNK) {
             let sql = format!(
-                "INSERT INTO archive_weekly_province (week, category, region, province, n) \
-                 VALUES {} ON CONFLICT (week, category, region, province) DO UPDATE SET n = archive_weekly_province.n + excluded.n",
-                self.values(chunk.len(), 5)
+                "INSERT INTO archive_weekly_province (week, category, region, province, n, key_sum) \
+                 VALUES {} ON CONFLICT (week, category, region, province) DO UPDATE SET \
+                 n = archive_weekly_province.n + excluded.n, \
+                 key_sum = archive_weekly_province.key_sum + excluded.key_sum",
+                self.values(chunk.len(), 6)
             );
             let mut q = sqlx::query(&sql);
-            for ((week, category, region, province), n) in chunk {
+            for ((week, category, region, province), (n, key)) in chunk {
                 q = q
                     .bind(i64::from(*week))
                     .bind((*category).to_owned())
                     .bind(region.clone())
                     .bind(province.clone())
-                    .bind(*n);
+                    .bind(*n)
+                    .bind(*key);
             }
             q.execute(&mut *tx).await?;
         }
@@ -495,11 +501,20 @@ impl Archive {
             && filter.outcome == 0;
         let columns: Vec<&str> = dims.iter().map(|d| column(*d, level)).collect();
         let (table, count) = if rollup && by_province_ok(level, &filter) {
-            ("archive_weekly_province", "CAST(SUM(n) AS BIGINT)")
+            (
+                "archive_weekly_province",
+                "CAST(SUM(n) AS BIGINT), CAST(SUM(key_sum) AS BIGINT)",
+            )
         } else if rollup {
-            ("archive_weekly", "CAST(SUM(n) AS BIGINT)")
+            (
+                "archive_weekly",
+                "CAST(SUM(n) AS BIGINT), CAST(SUM(key_sum) AS BIGINT)",
+            )
         } else {
-            ("archive_records", "CAST(COUNT(*) AS BIGINT)")
+            (
+                "archive_records",
+                "CAST(COUNT(*) AS BIGINT), CAST(SUM(rkey) AS BIGINT)",
+            )
         };
         let select: Vec<String> = columns
             .iter()
@@ -535,9 +550,11 @@ impl Archive {
                 keys.push(key_text(*d, row, i)?);
             }
             let n: i64 = row.try_get(dims.len())?;
-            raw.push((keys, n as u64));
+            let key: i64 = row.try_get(dims.len() + 1)?;
+            raw.push((keys, n as u64, key));
         }
-        let total: u64 = raw.iter().map(|(_, n)| n).sum();
+        let total: u64 = raw.iter().map(|(_, n, _)| n).sum();
+        let total_key: i64 = raw.iter().map(|(_, _, key)| key).sum();
         let outcome_dim = dims.iter().position(|d| *d == Dimension::Outcome);
         let cells = protect(raw, dims.len(), k, outcome_dim);
         let count_of = |h: Hidden| cells.iter().filter(|c| c.hidden == h).count() as u32;
@@ -556,7 +573,7 @@ impl Archive {
                 .into_iter()
                 .map(|c| ArchiveCell {
                     count: if matches!(c.hidden, Hidden::No | Hidden::LDiversity) {
-                        c.count
+                        perturb(c.count, c.key, k)
                     } else {
                         0
                     },
@@ -568,7 +585,11 @@ impl Archive {
                     keys: c.keys,
                 })
                 .collect(),
-            total: if total >= k { total } else { 0 },
+            total: if total >= k {
+                perturb(total, total_key, k)
+            } else {
+                0
+            },
             k: k as u32,
         })
     }
@@ -675,32 +696,46 @@ impl Archive {
             "archive_weekly"
         };
         let sql = format!(
-            "SELECT category, {place_col}, CAST(week AS BIGINT), CAST(SUM(n) AS BIGINT) \
-             FROM {table}{clause} GROUP BY category, {place_col}, week"
+            "SELECT category, {place_col}, CAST(week AS BIGINT), CAST(SUM(n) AS BIGINT), \
+             CAST(SUM(key_sum) AS BIGINT) FROM {table}{clause} GROUP BY category, {place_col}, week"
         );
         let rows = bind_all(sqlx::query(&sql), &binds)
             .fetch_all(&self.pool)
             .await?;
-        let mut series: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+        // Each week's count and key sum.
+        type Series = (Vec<u64>, Vec<i64>);
+        let mut series: BTreeMap<(String, String), Series> = BTreeMap::new();
         for row in &rows {
             let w = row.try_get::<i64, _>(2)? as u32;
             let Some(i) = weeks.iter().position(|x| *x == w) else {
                 continue;
             };
-            let counts = series
+            let (counts, keys) = series
                 .entry((row.try_get(0)?, row.try_get(1)?))
-                .or_insert_with(|| vec![0; weeks.len()]);
+                .or_insert_with(|| (vec![0; weeks.len()], vec![0; weeks.len()]));
             counts[i] = row.try_get::<i64, _>(3)? as u64;
+            keys[i] = row.try_get::<i64, _>(4)?;
         }
         let mut out = Vec::new();
-        for ((category, territory), counts) in series {
-            let count = *counts.last().expect("at least one week");
-            let base = &counts[..counts.len() - 1];
-            let mean = base.iter().sum::<u64>() as f64 / f64::from(baseline);
+        for ((category, territory), (counts, keys)) in series {
+            // Every figure below is the published one: this week's count
+            // and the baseline's total perturbed by their cell keys, so the
+            // test, the ratio and the p-value give no exact count away.
+            let last = counts.len() - 1;
+            let suppressed = counts[last] < k;
+            let count = if suppressed {
+                counts[last]
+            } else {
+                perturb(counts[last], keys[last], k)
+            };
+            let base_total = perturb_total(
+                counts[..last].iter().sum::<u64>(),
+                keys[..last].iter().sum::<i64>(),
+            );
+            let mean = base_total as f64 / f64::from(baseline);
             let lambda = mean.max(0.5);
             let p = poisson_upper_tail(count, lambda);
             let ratio = if mean > 0.0 { count as f64 / mean } else { 0.0 };
-            let suppressed = count < k;
             let surge = !suppressed
                 && count >= min_count
                 && p < alpha
@@ -720,7 +755,12 @@ impl Archive {
                     "{category} in {name} ({territory}): {count} this week, {ratio:.1}x the {baseline}-week mean of {mean:.1} (p = {p:.1e})"
                 )
             };
-            let (weekly, hidden_weeks) = hide_small_weeks(&counts, &weeks, k);
+            let (mut weekly, hidden_weeks) = hide_small_weeks(&counts, &weeks, k);
+            for (shown, key) in weekly.iter_mut().zip(&keys) {
+                if *shown > 0 {
+                    *shown = perturb(*shown, *key, k);
+                }
+            }
             out.push(TrendRow {
                 category,
                 territory,
@@ -786,6 +826,7 @@ async fn store_pg(
         Vec::<i16>::with_capacity(n),
         Vec::<i16>::with_capacity(n),
     );
+    let mut rkeys = Vec::<i16>::with_capacity(n);
     for r in records {
         let (province, region) = place(italy, &r.territory);
         ids.push(r.id.clone());
@@ -801,17 +842,21 @@ async fn store_pg(
         overflows.push(i16::from(r.overflow));
         origins.push(r.origin_level as i16);
         competents.push(r.competent_level as i16);
+        rkeys.push(record_key(&r.id) as i16);
     }
     let mut tx = pg.begin().await?;
     let inserted: Vec<Vec<u8>> = sqlx::query_scalar(
         "INSERT INTO archive_records (id, source, category, channel, territory, province, region, \
-         week, outcome, handling, handoffs, overflow, origin_level, competent_level, received_ms) \
+         week, outcome, handling, handoffs, overflow, origin_level, competent_level, received_ms, \
+         rkey) \
          SELECT u.id, $2, u.category, u.channel, u.territory, u.province, u.region, u.week, \
-         u.outcome, u.handling, u.handoffs, u.overflow, u.origin_level, u.competent_level, $3 \
+         u.outcome, u.handling, u.handoffs, u.overflow, u.origin_level, u.competent_level, $3, \
+         u.rkey \
          FROM UNNEST($1::bytea[], $4::text[], $5::int2[], $6::text[], $7::text[], $8::text[], \
-         $9::int4[], $10::int2[], $11::int2[], $12::int2[], $13::int2[], $14::int2[], $15::int2[]) \
+         $9::int4[], $10::int2[], $11::int2[], $12::int2[], $13::int2[], $14::int2[], $15::int2[], \
+         $16::int2[]) \
          AS u(id, category, channel, territory, province, region, week, outcome, handling, \
-         handoffs, overflow, origin_level, competent_level) \
+         handoffs, overflow, origin_level, competent_level, rkey) \
          ON CONFLICT (id) DO NOTHING RETURNING id",
     )
     .bind(&ids)
@@ -829,12 +874,14 @@ async fn store_pg(
     .bind(&overflows)
     .bind(&origins)
     .bind(&competents)
+    .bind(&rkeys)
     .fetch_all(&mut *tx)
     .await?;
     let inserted: BTreeSet<Vec<u8>> = inserted.into_iter().collect();
     let (rollup, accepted) = new_cells(records, &inserted);
     let provinces = by_province(italy, &rollup);
-    let (mut w, mut c, mut t, mut p, mut g, mut k) = (
+    let (mut w, mut c, mut t, mut p, mut g, mut k, mut s) = (
+        Vec::new(),
         Vec::new(),
         Vec::new(),
         Vec::new(),
@@ -842,7 +889,7 @@ async fn store_pg(
         Vec::new(),
         Vec::new(),
     );
-    for &((week, category, territory), count) in &rollup {
+    for &((week, category, territory), (count, key)) in &rollup {
         let (province, region) = place(italy, territory);
         w.push(week as i32);
         c.push(category.to_owned());
@@ -850,11 +897,14 @@ async fn store_pg(
         p.push(province);
         g.push(region);
         k.push(count);
+        s.push(key);
     }
     sqlx::query(
-        "INSERT INTO archive_weekly (week, category, territory, province, region, n) \
-         SELECT * FROM UNNEST($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) \
-         ON CONFLICT (week, category, territory) DO UPDATE SET n = archive_weekly.n + excluded.n",
+        "INSERT INTO archive_weekly (week, category, territory, province, region, n, key_sum) \
+         SELECT * FROM UNNEST($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
+         $7::int8[]) \
+         ON CONFLICT (week, category, territory) DO UPDATE SET n = archive_weekly.n + excluded.n, \
+         key_sum = archive_weekly.key_sum + excluded.key_sum",
     )
     .bind(&w)
     .bind(&c)
@@ -862,27 +912,38 @@ async fn store_pg(
     .bind(&p)
     .bind(&g)
     .bind(&k)
+    .bind(&s)
     .execute(&mut *tx)
     .await?;
-    let (mut w, mut c, mut g, mut p, mut k) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((week, category, region, province), count) in provinces {
+    let (mut w, mut c, mut g, mut p, mut k, mut s) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for ((week, category, region, province), (count, key)) in provinces {
         w.push(week as i32);
         c.push(category.to_owned());
         g.push(region);
         p.push(province);
         k.push(count);
+        s.push(key);
     }
     sqlx::query(
-        "INSERT INTO archive_weekly_province (week, category, region, province, n) \
-         SELECT * FROM UNNEST($1::int4[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
-         ON CONFLICT (week, category, region, province) DO UPDATE SET n = archive_weekly_province.n + excluded.n",
+        "INSERT INTO archive_weekly_province (week, category, region, province, n, key_sum) \
+         SELECT * FROM UNNEST($1::int4[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[]) \
+         ON CONFLICT (week, category, region, province) DO UPDATE SET \
+         n = archive_weekly_province.n + excluded.n, \
+         key_sum = archive_weekly_province.key_sum + excluded.key_sum",
     )
     .bind(&w)
     .bind(&c)
     .bind(&g)
     .bind(&p)
     .bind(&k)
+    .bind(&s)
     .execute(&mut *tx)
     .await?;
     sqlx::query(SOURCE_TALLY)
@@ -903,19 +964,25 @@ const SOURCE_TALLY: &str = "INSERT INTO archive_sources (member, records, last_r
 /// A comune rollup cell: (week, category, territory).
 type WeeklyCell<'a> = (u32, &'a str, &'a str);
 
+/// A rollup increment: records, and the sum of their keys
+/// ([`publish::record_key`]).
+type Tally = (i64, i64);
+
 /// The comune rollup increments of the records the insert reported new
 /// (each id once), and how many records were new.
 fn new_cells<'a>(
     records: &'a [ArchiveRecord],
     inserted: &BTreeSet<Vec<u8>>,
-) -> (Vec<(WeeklyCell<'a>, i64)>, u64) {
-    let mut rollup: BTreeMap<WeeklyCell<'a>, i64> = BTreeMap::new();
+) -> (Vec<(WeeklyCell<'a>, Tally)>, u64) {
+    let mut rollup: BTreeMap<WeeklyCell<'a>, Tally> = BTreeMap::new();
     let mut seen: BTreeSet<&[u8]> = BTreeSet::new();
     for r in records {
         if inserted.contains(&r.id) && seen.insert(&r.id) {
-            *rollup
+            let cell = rollup
                 .entry((r.week, r.category.as_str(), r.territory.as_str()))
-                .or_default() += 1;
+                .or_default();
+            cell.0 += 1;
+            cell.1 += record_key(&r.id);
         }
     }
     (rollup.into_iter().collect(), seen.len() as u64)
@@ -928,12 +995,14 @@ type ProvinceCell<'a> = (u32, &'a str, String, String);
 /// province).
 fn by_province<'a>(
     italy: &Territory,
-    rollup: &[((u32, &'a str, &str), i64)],
-) -> Vec<(ProvinceCell<'a>, i64)> {
-    let mut out: BTreeMap<ProvinceCell<'a>, i64> = BTreeMap::new();
-    for &((week, category, territory), n) in rollup {
+    rollup: &[((u32, &'a str, &str), Tally)],
+) -> Vec<(ProvinceCell<'a>, Tally)> {
+    let mut out: BTreeMap<ProvinceCell<'a>, Tally> = BTreeMap::new();
+    for &((week, category, territory), (n, key)) in rollup {
         let (province, region) = place(italy, territory);
-        *out.entry((week, category, region, province)).or_default() += n;
+        let cell = out.entry((week, category, region, province)).or_default();
+        cell.0 += n;
+        cell.1 += key;
     }
     out.into_iter().collect()
 }
@@ -943,10 +1012,10 @@ fn by_province<'a>(
 /// at least two summing to k or more), so the mean cannot give one away.
 fn hide_small_weeks(counts: &[u64], weeks: &[u32], k: u64) -> (Vec<u64>, Vec<u32>) {
     let n = counts.len();
-    let baseline: Vec<(Vec<String>, u64)> = counts[..n - 1]
+    let baseline: Vec<(Vec<String>, u64, i64)> = counts[..n - 1]
         .iter()
         .enumerate()
-        .map(|(i, c)| (vec![format!("{i:03}")], *c))
+        .map(|(i, c)| (vec![format!("{i:03}")], *c, 0))
         .collect();
     let protected = protect(baseline, 1, k, None);
     let mut weekly = counts.to_vec();

@@ -17,6 +17,15 @@
 //!    shown cell of the line is hidden too; repeated until no line changes.
 //!    Subtracting the shown cells from a line's total then yields only a sum
 //!    of two or more hidden cells, never one of them.
+//!
+//! Then every shown count is **perturbed by its cell key** ([`perturb`],
+//! the cell-key method of the Australian Bureau of Statistics): each record
+//! has a key 0..=255 ([`record_key`]), a cell's key is the sum of its
+//! records' keys, and the noise is read from a fixed table at that key. The
+//! same records always give the same noise, however the query reached them,
+//! so asking again averages nothing away; two overlapping queries differ in
+//! their records, so their noise differs and subtracting one from the other
+//! no longer gives the count of the records between them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +61,8 @@ pub struct Cell {
     pub keys: Vec<String>,
     /// The true count (never published when hidden).
     pub count: u64,
+    /// The sum of its records' keys ([`record_key`]).
+    pub key: i64,
     /// Whether and why it is hidden.
     pub hidden: Hidden,
 }
@@ -63,18 +74,19 @@ pub const ANY_OUTCOME: &str = "*";
 /// any) is the outcome. Returns the cells as published: withheld groups are
 /// replaced by one `*` cell each (itself hidden as small under k).
 pub fn protect(
-    cells: Vec<(Vec<String>, u64)>,
+    cells: Vec<(Vec<String>, u64, i64)>,
     dims: usize,
     k: u64,
     outcome_dim: Option<usize>,
 ) -> Vec<Cell> {
     let mut cells: Vec<Cell> = cells
         .into_iter()
-        .filter(|(keys, count)| *count > 0 && keys.len() == dims)
-        .map(|(keys, count)| Cell {
+        .filter(|(keys, count, _)| *count > 0 && keys.len() == dims)
+        .map(|(keys, count, key)| Cell {
             hidden: if count < k { Hidden::Small } else { Hidden::No },
             keys,
             count,
+            key,
         })
         .collect();
     // l-diversity: groups along the outcome dimension with one outcome.
@@ -100,18 +112,20 @@ pub fn protect(
     complementary(&mut cells, dims, k, outcome_dim);
     // Publish withheld groups as one generalised cell each.
     let mut out: Vec<Cell> = Vec::with_capacity(cells.len());
-    let mut generalised: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+    let mut generalised: BTreeMap<Vec<String>, (u64, i64)> = BTreeMap::new();
     for c in cells {
         match (c.hidden, outcome_dim) {
             (Hidden::LDiversity, Some(d)) => {
                 let mut keys = c.keys;
                 keys[d] = ANY_OUTCOME.to_owned();
-                *generalised.entry(keys).or_default() += c.count;
+                let group = generalised.entry(keys).or_default();
+                group.0 += c.count;
+                group.1 += c.key;
             }
             _ => out.push(c),
         }
     }
-    out.extend(generalised.into_iter().map(|(keys, count)| Cell {
+    out.extend(generalised.into_iter().map(|(keys, (count, key))| Cell {
         hidden: if count < k {
             Hidden::Small
         } else {
@@ -119,9 +133,48 @@ pub fn protect(
         },
         keys,
         count,
+        key,
     }));
     out.sort_by(|a, b| a.keys.cmp(&b.keys));
     out
+}
+
+/// A record's key, 0..=255: the first byte of its id (a keyed hash only
+/// the making node can compute, so uniform, and the same at every registry
+/// the record reaches).
+pub fn record_key(id: &[u8]) -> i64 {
+    i64::from(id.first().copied().unwrap_or(0))
+}
+
+/// The noise for a cell key (taken modulo 256): 0 for 102 of the 256 keys,
+/// +1 and -1 for 51 each, +2 and -2 for 19 each, +3 and -3 for 7 each.
+/// Symmetric, so unbiased; variance 1.46.
+pub fn noise(cell_key: i64) -> i64 {
+    match cell_key.rem_euclid(256) {
+        0..=101 => 0,
+        102..=152 => 1,
+        153..=203 => -1,
+        204..=222 => 2,
+        223..=241 => -2,
+        242..=248 => 3,
+        _ => -3,
+    }
+}
+
+/// A shown count (at least `k`) as published: with its cell's noise, and
+/// never under `k` (a published count under k would read as a small cell).
+pub fn perturb(count: u64, cell_key: i64, k: u64) -> u64 {
+    (count as i64 + noise(cell_key)).max(k as i64) as u64
+}
+
+/// A total published whatever its size (a trend's baseline, whose weeks
+/// are protected one by one): with its noise, never negative; nothing from
+/// no records.
+pub fn perturb_total(total: u64, key: i64) -> u64 {
+    if total == 0 {
+        return 0;
+    }
+    (total as i64 + noise(key)).max(0) as u64
 }
 
 fn without(keys: &[String], d: usize) -> Vec<String> {
@@ -216,10 +269,50 @@ pub fn poisson_upper_tail(x: u64, lambda: f64) -> f64 {
 mod tests {
     use super::*;
 
-    fn table(rows: &[(&str, &str, u64)]) -> Vec<(Vec<String>, u64)> {
+    fn table(rows: &[(&str, &str, u64)]) -> Vec<(Vec<String>, u64, i64)> {
         rows.iter()
-            .map(|(a, b, n)| (vec![a.to_string(), b.to_string()], *n))
+            .map(|(a, b, n)| (vec![a.to_string(), b.to_string()], *n, *n as i64 * 7))
             .collect()
+    }
+
+    #[test]
+    fn the_noise_table_is_symmetric_and_small() {
+        let all: Vec<i64> = (0..256).map(noise).collect();
+        assert_eq!(all.iter().sum::<i64>(), 0, "unbiased");
+        for n in -3..=3 {
+            let count = all.iter().filter(|x| **x == n).count();
+            let mirror = all.iter().filter(|x| **x == -n).count();
+            assert_eq!(count, mirror, "{n}");
+        }
+        assert_eq!(all.iter().filter(|x| **x == 0).count(), 102);
+        assert!(all.iter().all(|x| x.abs() <= 3));
+        assert_eq!(noise(256 + 7), noise(7), "keys are taken modulo 256");
+        assert_eq!(noise(-1), noise(255));
+    }
+
+    #[test]
+    fn a_perturbed_count_never_falls_under_k() {
+        for key in 0..256 {
+            assert!(perturb(5, key, 5) >= 5);
+            let p = perturb(100, key, 5) as i64;
+            assert!((97..=103).contains(&p));
+        }
+    }
+
+    #[test]
+    fn a_generalised_cell_carries_the_sum_of_its_keys() {
+        let out = protect(
+            vec![
+                (vec!["066032".into(), "rejected".into()], 7, 300),
+                (vec!["066006".into(), "answered".into()], 20, 10),
+                (vec!["066006".into(), "rejected".into()], 9, 11),
+            ],
+            2,
+            5,
+            Some(1),
+        );
+        let celano = out.iter().find(|c| c.keys[0] == "066032").unwrap();
+        assert_eq!((celano.count, celano.key), (7, 300));
     }
 
     #[test]
