@@ -209,11 +209,28 @@ fn collect(
         }
         if kind.is_dir() {
             collect(root, &path, db_name, out)?;
-        } else if kind.is_file() && !file_name.ends_with(".partial") {
+        } else if kind.is_file() && !file_name.ends_with(".partial") && !is_backup(&path) {
             out.push((path, name));
         }
     }
     Ok(())
+}
+
+/// Whether `path` is a backup of ours (a gzip'd tar whose first entry is the
+/// manifest): one written into the data directory is not taken into the
+/// next backup, which would otherwise hold every earlier one.
+fn is_backup(path: &Path) -> bool {
+    use std::io::Read as _;
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut header = [0u8; 512];
+    let mut gz = flate2::read::GzDecoder::new(file);
+    if gz.read_exact(&mut header).is_err() {
+        return false;
+    }
+    let name = header[..100].split(|b| *b == 0).next().unwrap_or_default();
+    name == MANIFEST.as_bytes()
 }
 
 fn private_file(path: &Path) -> Result<std::fs::File, BackupError> {
@@ -351,5 +368,43 @@ mod tests {
         );
         assert_eq!(sqlite_path("sqlite:x.db"), Some(PathBuf::from("x.db")));
         assert_eq!(sqlite_path("postgres:///urpnet"), None);
+    }
+
+    #[test]
+    fn a_backup_left_in_the_data_directory_is_not_backed_up_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("node.key"), b"key").unwrap();
+        std::fs::create_dir(dir.path().join("attachments")).unwrap();
+        std::fs::write(dir.path().join("attachments").join("a.jpg"), b"jpg").unwrap();
+        // An earlier backup, written by hand into the data directory.
+        let earlier = dir.path().join("nightly.tar.gz");
+        {
+            let gz = flate2::write::GzEncoder::new(
+                std::fs::File::create(&earlier).unwrap(),
+                flate2::Compression::fast(),
+            );
+            let mut tar = tar::Builder::new(gz);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(2);
+            header.set_cksum();
+            tar.append_data(&mut header, MANIFEST, &b"{}"[..]).unwrap();
+            tar.into_inner().unwrap().finish().unwrap();
+        }
+        // Another gzip'd file that is not ours stays in.
+        {
+            let mut gz = flate2::write::GzEncoder::new(
+                std::fs::File::create(dir.path().join("export.csv.gz")).unwrap(),
+                flate2::Compression::fast(),
+            );
+            std::io::Write::write_all(&mut gz, &[b'x'; 600]).unwrap();
+            gz.finish().unwrap();
+        }
+        let mut files = Vec::new();
+        collect(dir.path(), dir.path(), None, &mut files).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|(_, n)| n.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["attachments/a.jpg", "export.csv.gz", "node.key"]);
     }
 }
