@@ -76,6 +76,21 @@ async fn outbox_records(url: &str) -> Vec<Vec<u8>> {
     rows.iter().map(|r| r.get::<Vec<u8>, _>(0)).collect()
 }
 
+/// Twelve Abruzzo comuni and six categories: the tables of the
+/// differencing tests.
+const COMUNI: [&str; 12] = [
+    "066032", "066006", "066049", "066098", "067041", "068028", "069022", "069058", "067025",
+    "068024", "066068", "069099",
+];
+const CATEGORIES: [&str; 6] = [
+    "anagrafe.residenza",
+    "rifiuti.ingombranti",
+    "tributi.tari",
+    "informazioni",
+    "reclami",
+    "tributi.imu",
+];
+
 /// A published count carries its cell's noise: within 3 of the truth, and
 /// never under k.
 #[track_caller]
@@ -637,23 +652,11 @@ async fn overlapping_queries_do_not_give_away_the_records_between_them() {
     let (material, signer) = registry.enrol("r_abruzz", Level::Regione, &["13"]).await;
     let second = week_of_ms(system_time_ms());
     let first = add_weeks(second, -1).expect("week");
-    let comuni = [
-        "066032", "066006", "066049", "066098", "067041", "068028", "069022", "069058", "067025",
-        "068024", "066068", "069099",
-    ];
-    let categories = [
-        "anagrafe.residenza",
-        "rifiuti.ingombranti",
-        "tributi.tari",
-        "informazioni",
-        "reclami",
-        "tributi.imu",
-    ];
     let mut small: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut records = Vec::new();
     let mut seed = 500_000;
-    for (i, c) in categories.iter().enumerate() {
-        for (j, t) in comuni.iter().enumerate() {
+    for (i, c) in CATEGORIES.iter().enumerate() {
+        for (j, t) in COMUNI.iter().enumerate() {
             let (many, few) = (6 + ((i * 7 + j * 3) % 15) as u64, 1 + ((i + j) % 4) as u64);
             for n in 0..many + few {
                 seed += 1;
@@ -725,18 +728,6 @@ async fn published_cells_resist_differencing() {
     let week = week_of_ms(system_time_ms());
     // Twelve Abruzzo comuni x six categories with counts from 0 to 20,
     // many of them small (seeded, so a failure repeats).
-    let comuni = [
-        "066032", "066006", "066049", "066098", "067041", "068028", "069022", "069058", "067025",
-        "068024", "066068", "069099",
-    ];
-    let categories = [
-        "anagrafe.residenza",
-        "rifiuti.ingombranti",
-        "tributi.tari",
-        "informazioni",
-        "reclami",
-        "tributi.imu",
-    ];
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
         rng ^= rng << 13;
@@ -747,8 +738,8 @@ async fn published_cells_resist_differencing() {
     let mut truth: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut records = Vec::new();
     let mut seed = 0;
-    for c in categories {
-        for t in comuni {
+    for c in CATEGORIES {
+        for t in COMUNI {
             let n = match next() % 4 {
                 0 => 0,
                 1 => 1 + next() % 4,
