@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use std::time::Duration;
 
 use urpnet_proto::ids::NodeId;
@@ -72,16 +71,8 @@ fn offer_position(v: &mut Violations, field: &str, token: &str) -> Option<Option
     if token.is_empty() {
         return None;
     }
-    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|raw| {
-            let rest = raw.strip_prefix("o1.")?;
-            let (ms, id) = rest.split_once('.')?;
-            urpnet_proto::ids::TicketId::parse(id).ok()?;
-            Some((ms.parse::<i64>().ok()?, id.to_string()))
-        });
+    let decoded = super::decode_page_token("o1", token)
+        .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id)));
     if decoded.is_none() {
         v.add(
             field,
@@ -92,7 +83,7 @@ fn offer_position(v: &mut Violations, field: &str, token: &str) -> Option<Option
 }
 
 fn encode_offer_position((ms, id): &(i64, String)) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("o1.{ms}.{id}"))
+    super::encode_page_token("o1", &ms.to_string(), id)
 }
 
 impl TicketDesk {

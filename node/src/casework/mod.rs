@@ -452,7 +452,7 @@ impl TicketDesk {
         let before_id = if req.page_token.is_empty() {
             None
         } else {
-            match decode_page_token(&req.page_token) {
+            match decode_page_token("v1", &req.page_token) {
                 Some((fp, id)) if fp == fingerprint => Some(id),
                 Some(_) => {
                     v.add("page_token", "was issued for different filters");
@@ -492,7 +492,11 @@ impl TicketDesk {
         let mut tickets = crate::shared_ticket::tables::list(&self.store, &filter).await?;
         let next = if tickets.len() > limit as usize {
             tickets.truncate(limit as usize);
-            encode_page_token(&fingerprint, &tickets.last().expect("non-empty page").id)
+            encode_page_token(
+                "v1",
+                &fingerprint,
+                &tickets.last().expect("non-empty page").id,
+            )
         } else {
             String::new()
         };
@@ -895,23 +899,27 @@ fn status_violation(from: Status, to: Status) -> NodeError {
     )
 }
 
-/// Page tokens bind the filters they were issued for: `v1.<fp>.<last id>`,
-/// base64url.
-fn encode_page_token(fingerprint: &str, last_id: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1.{fingerprint}.{last_id}"))
+/// A keyset page token: `<tag>.<key>.<last ticket id>`, base64url. The tag
+/// names the list (`v1` tickets, whose key is the filters' fingerprint, so a
+/// token only continues the query it came from; `o1` offers, whose key is
+/// the last offer's time); the key holds no dot.
+pub(crate) fn encode_page_token(tag: &str, key: &str, last_id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{tag}.{key}.{last_id}"))
 }
 
-fn decode_page_token(token: &str) -> Option<(String, String)> {
+/// The key and last ticket id of a token [`encode_page_token`] made with
+/// `tag`; `None` for anything else.
+pub(crate) fn decode_page_token(tag: &str, token: &str) -> Option<(String, String)> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()?;
     let raw = String::from_utf8(raw).ok()?;
     let mut parts = raw.splitn(3, '.');
-    (parts.next()? == "v1").then_some(())?;
-    let fp = parts.next()?.to_string();
+    (parts.next()? == tag).then_some(())?;
+    let key = parts.next()?.to_string();
     let id = parts.next()?;
     urpnet_proto::ids::TicketId::parse(id).ok()?;
-    Some((fp, id.to_string()))
+    Some((key, id.to_string()))
 }
 
 fn filter_fingerprint(req: &ListTicketsRequest) -> String {
@@ -948,11 +956,16 @@ mod tests {
     #[test]
     fn page_tokens_round_trip_and_reject_garbage() {
         let id = ulid::Ulid::new().to_string();
-        let token = encode_page_token("abcd", &id);
-        assert_eq!(decode_page_token(&token), Some(("abcd".into(), id)));
-        assert_eq!(decode_page_token("!!!"), None);
+        let token = encode_page_token("v1", "abcd", &id);
+        assert_eq!(decode_page_token("v1", &token), Some(("abcd".into(), id)));
         assert_eq!(
-            decode_page_token(&encode_page_token("abcd", "not-an-id")),
+            decode_page_token("o1", &token),
+            None,
+            "another list's token"
+        );
+        assert_eq!(decode_page_token("v1", "!!!"), None);
+        assert_eq!(
+            decode_page_token("v1", &encode_page_token("v1", "abcd", "not-an-id")),
             None
         );
     }
