@@ -12,8 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::v1::Hlc;
 
-/// Physical time source, in milliseconds since the Unix epoch.
-pub type PhysicalClock = fn() -> u64;
+/// Physical time source, in milliseconds since the Unix epoch (a closure,
+/// so a simulation can give each node its own virtual, skewed time).
+pub type PhysicalClock = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// The system's wall clock in milliseconds since the Unix epoch.
 pub fn system_time_ms() -> u64 {
@@ -21,6 +22,15 @@ pub fn system_time_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+impl std::fmt::Debug for HybridClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HybridClock")
+            .field("last", &self.last)
+            .field("max_offset", &self.max_offset)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Total order of stamps: wall time, then logical counter.
@@ -43,7 +53,6 @@ pub struct ClockSkew {
 }
 
 /// A node's hybrid logical clock. Cheap to share behind an `Arc`.
-#[derive(Debug)]
 pub struct HybridClock {
     /// Latest stamp issued or observed.
     last: Mutex<(u64, u32)>,
@@ -61,11 +70,14 @@ impl HybridClock {
     }
 
     /// A clock on a given physical time source.
-    pub fn with_physical(max_offset: Duration, physical: PhysicalClock) -> Self {
+    pub fn with_physical(
+        max_offset: Duration,
+        physical: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Self {
         Self {
             last: Mutex::new((0, 0)),
             max_offset,
-            physical,
+            physical: Box::new(physical),
         }
     }
 

@@ -131,6 +131,12 @@ impl TicketId {
         Self::with_parts(origin.as_str(), ms, nonce)
     }
 
+    /// Mints a ticket id bound to `origin` from a given time and nonce (40
+    /// bits used): for simulations that must replay exactly.
+    pub fn mint_at(origin: &NodeId, ms: u64, nonce: u64) -> Self {
+        Self::with_parts(origin.as_str(), ms, nonce & 0xff_ffff_ffff)
+    }
+
     fn with_parts(origin: &str, ms: u64, nonce: u64) -> Self {
         let tag = binding_tag(origin, ms, nonce);
         Self(ulid::Ulid::from_parts(

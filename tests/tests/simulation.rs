@@ -17,7 +17,9 @@
 //! The schedule is drawn from the seed; the interleaving with the network
 //! and the nodes' own tasks is real (tokio and loopback sockets, not a
 //! simulated scheduler), so a seed reproduces the same operations, not
-//! always the same timing. `URPNET_SIM_SEED=<seed>` reruns one seed;
+//! always the same timing. Its deterministic twin, which replays a seed
+//! exactly on a virtual network and clock, is
+//! `node/src/peering/simulation.rs`. `URPNET_SIM_SEED=<seed>` reruns one seed;
 //! `URPNET_SIM_BUDGET_SECS` runs seeds one after another for that long
 //! (`.ci/run` gives it a fixed budget); without either, one random seed.
 

@@ -139,6 +139,30 @@ impl Write for Ingest {
     }
 }
 
+/// The ids of the declines among `events`.
+pub fn declines_among<'a>(events: impl Iterator<Item = &'a TicketEvent>) -> HashSet<&'a str> {
+    events
+        .filter(|e| matches!(e.kind, Some(Kind::HandoffDeclined(_))))
+        .map(|e| e.event_id.as_str())
+        .collect()
+}
+
+/// The decline an offer follows, when it is not among `declines` (those
+/// held and those arriving with it): the offer waits for it. Folded
+/// without it, the owner's earlier offer would still look pending and the
+/// owner like an equivocator.
+pub fn missing_decline<'a>(event: &'a TicketEvent, declines: &HashSet<&str>) -> Option<&'a str> {
+    match &event.kind {
+        Some(Kind::HandoffOffered(o))
+            if !o.after_decline_event_id.is_empty()
+                && !declines.contains(o.after_decline_event_id.as_str()) =>
+        {
+            Some(&o.after_decline_event_id)
+        }
+        _ => None,
+    }
+}
+
 /// Stores events and contacts a peer delivered, ticket by ticket: each
 /// ticket's events are folded with those already held, and stored only if
 /// both the sender and this node are among its participants. Returns the
@@ -243,32 +267,20 @@ async fn ingest(
                 fresh.push(e);
             }
         }
-        // An offer made after a decline waits for that decline: folded
-        // without it, the owner's earlier offer would still look pending and
-        // the owner like an equivocator.
-        let declines: HashSet<&str> = held_events
-            .iter()
-            .chain(fresh.iter().map(|e| &e.event))
-            .filter(|e| matches!(e.kind, Some(Kind::HandoffDeclined(_))))
-            .map(|e| e.event_id.as_str())
-            .collect();
-        fresh.retain(|e| match &e.event.kind {
-            Some(Kind::HandoffOffered(o))
-                if !o.after_decline_event_id.is_empty()
-                    && !declines.contains(o.after_decline_event_id.as_str()) =>
-            {
+        let declines = declines_among(held_events.iter().chain(fresh.iter().map(|e| &e.event)));
+        fresh.retain(|e| match missing_decline(&e.event, &declines) {
+            Some(decline) => {
                 out.retry.push(Verdict {
                     index: e.index,
                     id: e.stored.event_id.clone(),
                     code: "decline_missing",
                     reason: format!(
-                        "ticket {ticket_id}: the offer follows decline {}, which has not arrived yet",
-                        o.after_decline_event_id
+                        "ticket {ticket_id}: the offer follows decline {decline}, which has not arrived yet"
                     ),
                 });
                 false
             }
-            _ => true,
+            None => true,
         });
         if fresh.is_empty() {
             continue;

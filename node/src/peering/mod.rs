@@ -16,6 +16,8 @@ pub mod delivery;
 pub mod equivocation;
 pub mod ingest;
 pub mod service;
+#[cfg(test)]
+mod simulation;
 pub mod tables;
 pub mod verify;
 
