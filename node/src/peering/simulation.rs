@@ -11,10 +11,14 @@
 //! what (a new event to every other participant, the whole history to a
 //! participant the event adds, this node's own events to a participant it
 //! learns of); retry of what was refused for now; anti-entropy between
-//! participants; and quarantine of a signer a fold names an equivocator.
+//! participants; quarantine of a signer a fold names an equivocator; and
+//! the shared FAQ set (`urpnet_shared_faq::set`: owners publish, retire and
+//! revise entries; each round every node runs the real push-pull exchange,
+//! digest, answer, plan, with a peer drawn from the seed).
 //!
-//! Simulated: the network (one message per event, each with a seeded delay,
-//! so any message may overtake any other; partitions), time, and crashes (a
+//! Simulated: the network (batches as the Peering calls carry them, each
+//! with a seeded delay, so any batch may overtake any other; partitions),
+//! time, and crashes (a
 //! node stops, loses nothing it stored, and its clock starts again from what
 //! it holds). Storage, TLS and gRPC run for real in
 //! `tests/tests/simulation.rs`, which cannot replay its interleavings.
@@ -36,6 +40,9 @@ use urpnet_proto::v1::ticket_event::Kind;
 use urpnet_proto::v1::{
     Created, HandoffAccepted, HandoffDeclined, HandoffOffered, Note, Ticket, TicketEvent,
 };
+
+use urpnet_shared_faq::model::Key;
+use urpnet_shared_faq::set::{FaqSet, Stamp};
 
 use super::ingest::{declines_among, missing_decline};
 use crate::shared_ticket::fold::{Effect, apply, fold, next_in_chain};
@@ -59,6 +66,8 @@ struct Node {
     held: BTreeMap<String, Vec<TicketEvent>>,
     quarantined: BTreeMap<String, String>,
     up: bool,
+    /// The shared FAQ set (durable, like the tickets).
+    faq: FaqSet,
 }
 
 /// A batch in flight, as a Deliver call or an anti-entropy fetch carries
@@ -85,6 +94,8 @@ struct Sim {
     log: Vec<String>,
     /// Why each message put back was refused, last time.
     refusals: BTreeMap<(usize, usize, String), &'static str>,
+    /// Each owner's latest published version of each of its entries.
+    published: BTreeMap<Key, Stamp>,
 }
 
 fn clock(now: &Arc<AtomicU64>, skew_ms: i64) -> HybridClock {
@@ -109,6 +120,7 @@ impl Sim {
                     held: BTreeMap::new(),
                     quarantined: BTreeMap::new(),
                     up: true,
+                    faq: FaqSet::new(),
                 }
             })
             .collect();
@@ -124,6 +136,7 @@ impl Sim {
             next_anti_entropy: START_MS + ANTI_ENTROPY_MS,
             log: Vec::new(),
             refusals: BTreeMap::new(),
+            published: BTreeMap::new(),
         }
     }
 
@@ -362,6 +375,59 @@ impl Sim {
         self.send(from, to, later, RETRY_MS);
     }
 
+    /// An owner publishes a new version of one of its entries (or a new
+    /// entry, or retires one), as the FAQ service does: the next version,
+    /// the owner's next publication sequence.
+    fn publish(&mut self, n: usize) {
+        let me = self.nodes[n].id;
+        let entry = format!("e{}", self.rng.gen_range(0..4));
+        let key = Key::new(me, entry.as_str());
+        let version = self.published.get(&key).map_or(1, |s| s.version + 1);
+        let seq = self.nodes[n].faq.max_seq(me) + 1;
+        let retired = version > 1 && self.rng.gen_bool(0.15);
+        let payload = format!("{me}/{entry} v{version} {}", self.rng.r#gen::<u32>());
+        let stamp = Stamp::new(key.clone(), version, seq, payload.as_bytes(), retired);
+        self.nodes[n].faq.apply(stamp.clone());
+        self.published.insert(key, stamp);
+        self.log.push(format!("faq {me}/{entry} v{version}"));
+    }
+
+    /// One FAQ exchange from `a` with `b`, as `replica::exchange` runs it:
+    /// `a`'s digest, `b`'s answer (what `a` lacks and listings where they
+    /// differ), then `a`'s plan: push what `b` lacks, ask what it wants.
+    fn faq_exchange(&mut self, a: usize, b: usize) {
+        const BATCH: usize = 50;
+        const MAX_LISTED: usize = 10_000;
+        let answer = self.nodes[b]
+            .faq
+            .answer(&self.nodes[a].faq.digest(), BATCH, MAX_LISTED);
+        for stamp in answer.send {
+            self.nodes[a].faq.apply(stamp);
+        }
+        let theirs = self.nodes[b].faq.digest();
+        let plan = self.nodes[a].faq.plan(&theirs, &answer.listings, BATCH);
+        for stamp in plan.push {
+            self.nodes[b].faq.apply(stamp);
+        }
+        for key in plan.want {
+            if let Some(stamp) = self.nodes[b].faq.get(&key).cloned() {
+                self.nodes[a].faq.apply(stamp);
+            }
+        }
+    }
+
+    /// One FAQ round: every node that can reach anyone exchanges with one
+    /// peer drawn from the seed.
+    fn faq_round(&mut self) {
+        for a in 0..self.nodes.len() {
+            let b = (a + self.rng.gen_range(1..self.nodes.len())) % self.nodes.len();
+            let reachable = |n: usize| self.nodes[n].up && !self.cut.contains(&n);
+            if reachable(a) && reachable(b) {
+                self.faq_exchange(a, b);
+            }
+        }
+    }
+
     /// One anti-entropy round: each node offers every participant of a
     /// ticket it holds the events that participant lacks.
     fn anti_entropy(&mut self) {
@@ -416,6 +482,7 @@ impl Sim {
                     self.now.store(self.next_anti_entropy, Ordering::SeqCst);
                     self.next_anti_entropy += ANTI_ENTROPY_MS;
                     self.anti_entropy();
+                    self.faq_round();
                 }
                 _ => {
                     self.now.store(until.max(self.now()), Ordering::SeqCst);
@@ -503,7 +570,12 @@ impl Sim {
                     self.log.push(format!("cut {}", NODES[n]));
                 }
             }
-            83..=86 => {
+            83..=88 => {
+                if self.nodes[n].up {
+                    self.publish(n);
+                }
+            }
+            89..=92 => {
                 if self.nodes[n].up {
                     self.nodes[n].up = false;
                     self.log.push(format!("crash {}", NODES[n]));
@@ -553,7 +625,8 @@ impl Sim {
         loop {
             let until = self.now() + ANTI_ENTROPY_MS;
             self.run_until(until);
-            if self.queue.is_empty() {
+            let roots: BTreeSet<[u8; 32]> = self.nodes.iter().map(|n| n.faq.root()).collect();
+            if self.queue.is_empty() && roots.len() == 1 {
                 self.anti_entropy();
                 if self.queue.is_empty() {
                     return Ok(());
@@ -580,8 +653,9 @@ impl Sim {
                     })
                     .collect();
                 return Err(format!(
-                    "{} messages still in flight 10 virtual minutes after healing, e.g.\n{}",
+                    "{} messages still in flight and {} different FAQ sets 10 virtual minutes after healing, e.g.\n{}",
                     self.queue.len(),
+                    roots.len(),
                     stuck.join("\n")
                 ));
             }
@@ -634,6 +708,27 @@ impl Sim {
             }
             if !t.equivocators.is_empty() {
                 return Err(format!("{ticket}: equivocators {:?}", t.equivocators));
+            }
+        }
+        for node in &self.nodes {
+            for (key, latest) in &self.published {
+                let held = node.faq.get(key);
+                if held.map(Stamp::rank) != Some(latest.rank()) {
+                    return Err(format!(
+                        "{} holds {key} at version {:?}, not its owner's latest {}",
+                        node.id,
+                        held.map(|s| s.version),
+                        latest.version
+                    ));
+                }
+            }
+            if node.faq.len() != self.published.len() {
+                return Err(format!(
+                    "{} holds {} FAQ entries, {} were published",
+                    node.id,
+                    node.faq.len(),
+                    self.published.len()
+                ));
             }
         }
         for (ticket, author, id) in &self.acknowledged {
