@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use urpnet_proto::hlc::HybridClock;
 use urpnet_proto::v1::ticket_event::Kind;
-use urpnet_proto::v1::{CitizenContact, Hlc, TicketEvent};
+use urpnet_proto::v1::{CitizenContact, Hlc, Ticket, TicketEvent};
 
 use super::tables as outbox;
 use crate::error::NodeResult;
@@ -161,6 +161,66 @@ pub fn missing_decline<'a>(event: &'a TicketEvent, declines: &HashSet<&str>) -> 
         }
         _ => None,
     }
+}
+
+/// The body the origin `node` passes the citizen's contact to, now that the
+/// ticket went from `before` to `after`: a new owner other than itself, if
+/// the citizen consented (DESIGN.md §3).
+pub fn contact_goes_to<'a>(
+    before: Option<&Ticket>,
+    after: &'a Ticket,
+    node: &str,
+) -> Option<&'a str> {
+    let old_owner = before.map(|b| b.owner_node.as_str()).unwrap_or_default();
+    let consent = after.consent.is_some_and(|c| c.share_with_competent_body);
+    (after.origin_node == node
+        && after.owner_node != node
+        && after.owner_node != old_owner
+        && consent)
+        .then_some(after.owner_node.as_str())
+}
+
+/// Why `node` refuses a contact `from` sent for `ticket`: only the origin
+/// passes one on, only with the citizen's consent, never after erasure,
+/// and only to the owner.
+pub fn contact_refusal(ticket: &Ticket, from: &str, node: &str) -> Option<(&'static str, String)> {
+    if ticket.origin_node != from {
+        return Some((
+            "contact_not_origin",
+            format!(
+                "contact for ticket {}: only its origin ({}) may pass on the citizen's contact",
+                ticket.id, ticket.origin_node
+            ),
+        ));
+    }
+    if !ticket.consent.is_some_and(|k| k.share_with_competent_body) {
+        return Some((
+            "contact_no_consent",
+            format!(
+                "contact for ticket {}: the citizen did not consent to sharing it",
+                ticket.id
+            ),
+        ));
+    }
+    if ticket.contact_erased {
+        return Some((
+            "contact_erased",
+            format!(
+                "contact for ticket {}: the origin erased it; it is not stored again",
+                ticket.id
+            ),
+        ));
+    }
+    if ticket.owner_node != node {
+        return Some((
+            "contact_not_owner",
+            format!(
+                "contact for ticket {}: this node is not its owner ({})",
+                ticket.id, ticket.owner_node
+            ),
+        ));
+    }
+    None
 }
 
 /// Stores events and contacts a peer delivered, ticket by ticket: each
@@ -380,23 +440,13 @@ async fn ingest(
                 .collect();
             outbox::enqueue_events_in(tx, commit, peer, &own).await?;
         }
-        // The origin passes the citizen's contact to a new owner, if the
-        // citizen consented (DESIGN.md §3).
-        let old_owner = before
-            .as_ref()
-            .map(|b| b.owner_node.as_str())
-            .unwrap_or_default();
-        let consent = ticket.consent.is_some_and(|c| c.share_with_competent_body);
-        if ticket.origin_node == node
-            && ticket.owner_node != node
-            && ticket.owner_node != old_owner
-            && consent
+        if let Some(owner) = contact_goes_to(before.as_ref(), &ticket, node)
             && tickets::has_contact_in(tx, &ticket.id).await?
         {
             outbox::enqueue_in(
                 tx,
                 commit,
-                &ticket.owner_node,
+                owner,
                 outbox::OUTBOX_CONTACT,
                 &[ticket.id.as_str()],
             )
@@ -417,50 +467,13 @@ async fn ingest(
                 continue;
             }
         };
-        let refuse = |code: &'static str, reason: String| Verdict {
-            index: c.index,
-            id: c.ticket_id.clone(),
-            code,
-            reason,
-        };
-        if ticket.origin_node != from {
-            out.contacts_refused.push(refuse(
-                "contact_not_origin",
-                format!(
-                    "contact for ticket {}: only its origin ({}) may pass on the citizen's contact",
-                    ticket.id, ticket.origin_node
-                ),
-            ));
-            continue;
-        }
-        if !ticket.consent.is_some_and(|k| k.share_with_competent_body) {
-            out.contacts_refused.push(refuse(
-                "contact_no_consent",
-                format!(
-                    "contact for ticket {}: the citizen did not consent to sharing it",
-                    ticket.id
-                ),
-            ));
-            continue;
-        }
-        if ticket.contact_erased {
-            out.contacts_refused.push(refuse(
-                "contact_erased",
-                format!(
-                    "contact for ticket {}: the origin erased it; it is not stored again",
-                    ticket.id
-                ),
-            ));
-            continue;
-        }
-        if ticket.owner_node != node {
-            out.contacts_refused.push(refuse(
-                "contact_not_owner",
-                format!(
-                    "contact for ticket {}: this node is not its owner ({})",
-                    ticket.id, ticket.owner_node
-                ),
-            ));
+        if let Some((code, reason)) = contact_refusal(&ticket, from, node) {
+            out.contacts_refused.push(Verdict {
+                index: c.index,
+                id: c.ticket_id.clone(),
+                code,
+                reason,
+            });
             continue;
         }
         tickets::put_contact_in(tx, &c.ticket_id, &c.contact, now).await?;

@@ -14,7 +14,10 @@
 //! participants; quarantine of a signer a fold names an equivocator; and
 //! the shared FAQ set (`urpnet_shared_faq::set`: owners publish, retire and
 //! revise entries; each round every node runs the real push-pull exchange,
-//! digest, answer, plan, with a peer drawn from the seed).
+//! digest, answer, plan, with a peer drawn from the seed); and the
+//! citizen's contact (`contact_goes_to`, `contact_refusal`: the origin
+//! passes it to a new owner with the citizen's consent, a receiver refuses
+//! it otherwise).
 //!
 //! Simulated: the network (batches as the Peering calls carry them, each
 //! with a seeded delay, so any batch may overtake any other; partitions),
@@ -38,13 +41,13 @@ use urpnet_proto::hlc::HybridClock;
 use urpnet_proto::ids::{NodeId, TicketId};
 use urpnet_proto::v1::ticket_event::Kind;
 use urpnet_proto::v1::{
-    Created, HandoffAccepted, HandoffDeclined, HandoffOffered, Note, Ticket, TicketEvent,
+    Consent, Created, HandoffAccepted, HandoffDeclined, HandoffOffered, Note, Ticket, TicketEvent,
 };
 
 use urpnet_shared_faq::model::Key;
 use urpnet_shared_faq::set::{FaqSet, Stamp};
 
-use super::ingest::{declines_among, missing_decline};
+use super::ingest::{contact_goes_to, contact_refusal, declines_among, missing_decline};
 use crate::shared_ticket::fold::{Effect, apply, fold, next_in_chain};
 
 const NODES: [&str; 4] = ["c_a662", "c_c426", "p_ba", "r_puglia"];
@@ -68,6 +71,8 @@ struct Node {
     up: bool,
     /// The shared FAQ set (durable, like the tickets).
     faq: FaqSet,
+    /// Tickets whose citizen's contact this node holds.
+    contacts: BTreeSet<String>,
 }
 
 /// A batch in flight, as a Deliver call or an anti-entropy fetch carries
@@ -77,6 +82,8 @@ struct Msg {
     from: usize,
     to: usize,
     events: Vec<TicketEvent>,
+    /// Tickets whose citizen's contact comes with the batch.
+    contacts: Vec<String>,
 }
 
 struct Sim {
@@ -121,6 +128,7 @@ impl Sim {
                     quarantined: BTreeMap::new(),
                     up: true,
                     faq: FaqSet::new(),
+                    contacts: BTreeSet::new(),
                 }
             })
             .collect();
@@ -155,7 +163,15 @@ impl Sim {
         }
         let at = self.now() + at_least_ms + self.rng.gen_range(0..60);
         self.sent += 1;
-        self.queue.insert((at, self.sent), Msg { from, to, events });
+        self.queue.insert(
+            (at, self.sent),
+            Msg {
+                from,
+                to,
+                events,
+                contacts: Vec::new(),
+            },
+        );
     }
 
     fn new_event(&mut self, n: usize, t: &Ticket, kind: Kind) -> TicketEvent {
@@ -175,11 +191,27 @@ impl Sim {
         }
     }
 
+    /// The origin passes a citizen's contact on, as its own message.
+    fn send_contact(&mut self, from: usize, to: usize, ticket: String, at_least_ms: u64) {
+        let at = self.now() + at_least_ms + self.rng.gen_range(0..60);
+        self.sent += 1;
+        self.queue.insert(
+            (at, self.sent),
+            Msg {
+                from,
+                to,
+                events: Vec::new(),
+                contacts: vec![ticket],
+            },
+        );
+    }
+
     /// A citizen calls comune `n`.
     fn create(&mut self, n: usize) {
         let me = self.nodes[n].id;
         let nonce = self.rng.r#gen::<u64>();
         let id = TicketId::mint_at(&NodeId::new(me).expect("id"), self.now(), nonce).to_string();
+        let consent = self.rng.gen_bool(0.5);
         let stamp = self.nodes[n].clock.now();
         let created = TicketEvent {
             event_id: ulid::Ulid::from_parts(self.now(), self.rng.r#gen::<u128>()).to_string(),
@@ -194,6 +226,10 @@ impl Sim {
                 reference: format!("{me}-2026-{:06}", self.tickets.len() + 1),
                 category: "rifiuti.ingombranti".into(),
                 subject: "Ritiro".into(),
+                consent: Some(Consent {
+                    share_with_competent_body: consent,
+                    contact_for_updates: true,
+                }),
                 ..Default::default()
             })),
         };
@@ -201,6 +237,7 @@ impl Sim {
         self.acknowledged
             .push((id.clone(), me.into(), created.event_id.clone()));
         self.nodes[n].held.insert(id.clone(), vec![created]);
+        self.nodes[n].contacts.insert(id.clone());
         self.tickets.push(id);
     }
 
@@ -248,7 +285,12 @@ impl Sim {
     /// A batch arrives; what is refused for now goes back to the sender's
     /// queue (and why is noted).
     fn deliver(&mut self, m: Msg) {
-        let Msg { from, to, events } = m;
+        let Msg {
+            from,
+            to,
+            events,
+            contacts,
+        } = m;
         let reachable = self.nodes[from].up
             && self.nodes[to].up
             && !self.cut.contains(&from)
@@ -256,7 +298,20 @@ impl Sim {
         if !reachable {
             let backoff = self.rng.gen_range(100..=500);
             self.send(from, to, events, backoff);
+            for c in contacts {
+                self.send_contact(from, to, c, backoff);
+            }
             return;
+        }
+        for ticket in contacts {
+            match self.state(to, &ticket) {
+                None => self.send_contact(from, to, ticket, RETRY_MS),
+                Some(t) => {
+                    if contact_refusal(&t, self.nodes[from].id, self.nodes[to].id).is_none() {
+                        self.nodes[to].contacts.insert(ticket);
+                    }
+                }
+            }
         }
         let sender = self.nodes[from].id;
         let me = self.nodes[to].id;
@@ -351,6 +406,13 @@ impl Sim {
                 .entry(ticket.clone())
                 .or_default()
                 .extend(fresh);
+            // The origin passes the contact to a new owner who may have it.
+            if let Some(owner) = contact_goes_to(before.as_ref(), &after, me)
+                && self.nodes[to].contacts.contains(&ticket)
+            {
+                let owner = NODES.iter().position(|x| *x == owner).expect("a node");
+                self.send_contact(to, owner, ticket.clone(), 0);
+            }
             // This node's own events go to a participant it had not seen.
             let known = before.map(|b| b.participants).unwrap_or_default();
             let own: Vec<TicketEvent> = self.nodes[to].held[&ticket]
@@ -708,6 +770,27 @@ impl Sim {
             }
             if !t.equivocators.is_empty() {
                 return Err(format!("{ticket}: equivocators {:?}", t.equivocators));
+            }
+            // The contact: at the origin, and with consent at an owner;
+            // nowhere else.
+            let consent = t.consent.is_some_and(|c| c.share_with_competent_body);
+            for (n, node) in self.nodes.iter().enumerate() {
+                if n != origin && node.contacts.contains(ticket) && !consent {
+                    return Err(format!(
+                        "{ticket}: {} holds the contact without the citizen's consent",
+                        node.id
+                    ));
+                }
+            }
+            let owner = NODES
+                .iter()
+                .position(|x| *x == t.owner_node)
+                .expect("a node");
+            if consent && owner != origin && !self.nodes[owner].contacts.contains(ticket) {
+                return Err(format!(
+                    "{ticket}: the owner {} never got the contact the citizen let it have",
+                    t.owner_node
+                ));
             }
         }
         for node in &self.nodes {
