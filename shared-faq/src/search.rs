@@ -356,7 +356,21 @@ impl FaqIndex {
 
     fn with(index: Index, f: Fields) -> Result<Self, SearchError> {
         index.tokenizers().register(ANALYZER, analyzer());
-        let writer = index.writer_with_num_threads(1, WRITER_BUDGET)?;
+        // The directory's writer lock may still be held for a moment by the
+        // node that ran here before (a restart in the same process, whose
+        // last connections are closing): wait for it, boundedly.
+        let started = std::time::Instant::now();
+        let writer = loop {
+            match index.writer_with_num_threads(1, WRITER_BUDGET) {
+                Err(tantivy::TantivyError::LockFailure(
+                    tantivy::directory::error::LockError::LockBusy,
+                    _,
+                )) if started.elapsed() < std::time::Duration::from_secs(20) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -1240,6 +1254,21 @@ mod tests {
             ["A"]
         );
         assert_eq!(index.len(), 4);
+    }
+
+    #[test]
+    fn an_index_still_held_by_the_node_before_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("faq-index");
+        let before = FaqIndex::open(&path).unwrap();
+        // The node before lets go a moment later, as its last tasks end.
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(before);
+        });
+        let after = FaqIndex::open(&path).expect("opened once the lock is free");
+        letting_go.join().unwrap();
+        assert!(after.is_empty());
     }
 
     #[test]

@@ -186,7 +186,7 @@ impl TestNode {
             .expect("bind console");
         let console_addr = console.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server::run(
+        let mut task = tokio::spawn(server::run(
             config.clone(),
             Listeners {
                 desk,
@@ -197,7 +197,15 @@ impl TestNode {
             },
             shutdown.clone(),
         ));
-        let node = TestNode {
+        // A node that stops while starting says why, instead of a timeout.
+        tokio::select! {
+            () = wait_ready(desk_addr) => {}
+            ended = &mut task => panic!(
+                "node {} stopped while starting: {ended:?}",
+                config.node.id
+            ),
+        }
+        TestNode {
             config,
             desk_addr,
             metrics_addr,
@@ -207,9 +215,7 @@ impl TestNode {
             shutdown,
             task: Some(task),
             _dir: dir,
-        };
-        wait_ready(desk_addr).await;
-        node
+        }
     }
 
     /// A Desk client authenticated as `admin`.
