@@ -161,17 +161,24 @@ impl Sim {
         if events.is_empty() {
             return;
         }
-        let at = self.now() + at_least_ms + self.rng.gen_range(0..60);
-        self.sent += 1;
-        self.queue.insert(
-            (at, self.sent),
+        let contacts = Vec::new();
+        self.post(
             Msg {
                 from,
                 to,
                 events,
-                contacts: Vec::new(),
+                contacts,
             },
+            at_least_ms,
         );
+    }
+
+    /// Puts a message on the wire, arriving after at least `at_least_ms`
+    /// and a seeded delay of up to 60 ms more (so messages reorder).
+    fn post(&mut self, msg: Msg, at_least_ms: u64) {
+        let at = self.now() + at_least_ms + self.rng.gen_range(0..60);
+        self.sent += 1;
+        self.queue.insert((at, self.sent), msg);
     }
 
     fn new_event(&mut self, n: usize, t: &Ticket, kind: Kind) -> TicketEvent {
@@ -193,16 +200,15 @@ impl Sim {
 
     /// The origin passes a citizen's contact on, as its own message.
     fn send_contact(&mut self, from: usize, to: usize, ticket: String, at_least_ms: u64) {
-        let at = self.now() + at_least_ms + self.rng.gen_range(0..60);
-        self.sent += 1;
-        self.queue.insert(
-            (at, self.sent),
+        let (events, contacts) = (Vec::new(), vec![ticket]);
+        self.post(
             Msg {
                 from,
                 to,
-                events: Vec::new(),
-                contacts: vec![ticket],
+                events,
+                contacts,
             },
+            at_least_ms,
         );
     }
 
